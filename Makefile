@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Both create .venv with the project and its pinned dependencies on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint exports clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the engine on the embedded broker and store with synthetic traffic (Ctrl-C stops).
+## Pass options with ARGS, e.g. make demo ARGS="--events 5000 --json".
+demo: $(STAMP)
+	$(BIN)/relevanz demo $(ARGS)
+
+## Lint, type-check, check the exported schemas and run the whole test suite.
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m schemas.export --check
+
+## Regenerate schemas/exported/ after changing a record.
+exports: $(STAMP)
+	$(BIN)/python -m schemas.export
+
+clean:
+	rm -rf $(VENV) relevanz-demo .pytest_cache .mypy_cache .ruff_cache

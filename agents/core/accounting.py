@@ -1,0 +1,62 @@
+"""Where every consumed event went: applied, duplicate or dead-lettered.
+
+The invariant the whole system is tested against::
+
+    events_in == applied + duplicates + dead_letters
+
+>>> a = Accounting()
+>>> a.count_batch(applied=3, duplicates=1, dead_letters=2)
+>>> a.balanced, a.events_in
+(True, 6)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass
+class Accounting:
+    """Running counts of one worker."""
+
+    events_in: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    decisions: int = 0
+    send_triggers: int = 0
+    dead_letters_by_field: dict[str, int] = field(default_factory=dict)
+
+    def count_batch(self, *, applied: int, duplicates: int, dead_letters: int) -> None:
+        """Add one batch's outcome; every event of the batch is in exactly one bucket."""
+        self.events_in += applied + duplicates + dead_letters
+        self.applied += applied
+        self.duplicates += duplicates
+        self.dead_letters += dead_letters
+
+    @property
+    def balanced(self) -> bool:
+        """True when every consumed event is accounted for."""
+        return self.events_in == self.applied + self.duplicates + self.dead_letters
+
+    def as_dict(self) -> dict[str, object]:
+        """The counts as plain data (for status output and the demo's JSON line)."""
+        return asdict(self)
+
+
+def first_occurrences(keys: Iterable[K], already_seen: set[K]) -> list[bool]:
+    """For each key, True when it is new: not seen before and not earlier in ``keys``.
+
+    >>> first_occurrences(["a", "b", "a", "c"], already_seen={"c"})
+    [True, True, False, False]
+    """
+    seen = set(already_seen)
+    flags = []
+    for key in keys:
+        flags.append(key not in seen)
+        seen.add(key)
+    return flags

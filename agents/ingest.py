@@ -1,0 +1,150 @@
+"""The ingest agent: raw input messages to typed records, dead letters or duplicates.
+
+Every consumed message ends in exactly one place (see
+:mod:`agents.core.accounting`): applied (valid and new), duplicate (its
+``event_id`` was seen before) or dead-lettered (invalid, with its original
+bytes, topic/partition/offset and a reason).  A batch is acknowledged only
+after its ledger entries and dead letters are handed to the producer (which
+Faust flushes before every offset commit), so a crash leads to
+redelivery, never to loss; redelivered events are then recognised as
+duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import structlog
+from faust.streams import Stream
+from faust.types import AppT, EventT, StreamT, TopicT
+
+from agents.core.accounting import Accounting, first_occurrences
+from schemas.codec import encode
+from schemas.errors import InvalidEvent
+from schemas.records import DeadLetter, Record
+from schemas.validation import Limits, parse_message
+from streams.errors import StoreUnavailable
+from streams.store import EventKey, Store
+
+log = structlog.get_logger(__name__)
+
+#: Receives the new, valid records of a batch in consumption order.
+ApplyFn = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+async def _apply_nothing(records: Sequence[Record]) -> None:
+    """Until the customer-state agents land, applying a record is recording it."""
+
+
+@dataclass
+class Ingest:
+    """Validates, de-duplicates and dead-letters batches of raw messages."""
+
+    store: Store
+    dead_letters: TopicT
+    accounting: Accounting
+    logical_names: dict[str, str]  # broker topic name -> logical topic name
+    clock: Callable[[], datetime]
+    limits: Limits
+    dedup_horizon_s: float
+    apply: ApplyFn = _apply_nothing
+    max_backoff_s: float = 5.0
+
+    async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        """Process one batch; retries store outages until the batch is written."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._handle_once(events)
+                return
+            except StoreUnavailable as exc:
+                # Not acknowledging the batch is what keeps it safe: retry, never skip.
+                log.warning("store_unavailable_retrying", error=str(exc), retry_in_s=backoff,
+                            batch=len(events))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
+        now = self.clock()
+        records: list[Record] = []
+        keys: list[EventKey] = []
+        letters: list[DeadLetter] = []
+        for event in events:
+            message = event.message
+            logical = self.logical_names[message.topic]
+            try:
+                record = parse_message(logical, message.key, message.value, now=now,
+                                       limits=self.limits)
+            except InvalidEvent as exc:
+                letters.append(self._dead_letter(event, now, str(exc), exc.field))
+                continue
+            except Exception as exc:
+                log.exception("validation_crashed", topic=message.topic,
+                              partition=message.partition, offset=message.offset)
+                letters.append(self._dead_letter(
+                    event, now, f"could not be validated ({type(exc).__name__}: {exc}); "
+                    "please report this message to the Relevanz maintainers", None))
+                continue
+            records.append(record)
+            keys.append((_partition_key(record), record.event_id))
+
+        seen = await self.store.seen_events(keys, now)
+        fresh = first_occurrences(keys, seen)
+        new_records = [r for r, is_new in zip(records, fresh, strict=True) if is_new]
+        await self.apply(new_records)
+        await self.store.record_events(
+            [k for k, is_new in zip(keys, fresh, strict=True) if is_new], now,
+            self.dedup_horizon_s,
+        )
+        for letter in letters:
+            await self.dead_letters.send(key=letter.original_key, value=encode(letter))
+        self.accounting.count_batch(
+            applied=len(new_records), duplicates=len(records) - len(new_records),
+            dead_letters=len(letters),
+        )
+        for letter in letters:
+            reason_kind = letter.field or "message"
+            counts = self.accounting.dead_letters_by_field
+            counts[reason_kind] = counts.get(reason_kind, 0) + 1
+
+    def _dead_letter(self, event: EventT[Any], now: datetime, reason: str,
+                     field: str | None) -> DeadLetter:
+        message = event.message
+        return DeadLetter(
+            dead_letter_id=f"{message.topic}:{message.partition}:{message.offset}",
+            received_at=now,
+            schema_version=1,
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            original=message.value if message.value is not None else b"",
+            reason=reason,
+            field=field,
+            original_key=message.key,
+        )
+
+
+def _partition_key(record: Record) -> str:
+    key = getattr(record, "customer_id", None) or getattr(record, "content_id", "")
+    return str(key)
+
+
+def register(app: AppT, inputs: TopicT, ingest: Ingest, batch_max: int = 500,
+             batch_within: timedelta = timedelta(milliseconds=50)) -> None:
+    """Declare the ingest agent on ``app``, consuming every input topic."""
+
+    @app.agent(inputs, name="ingest")
+    async def ingest_agent(stream: StreamT[bytes]) -> None:
+        # noack_take yields events and leaves acknowledging to us: a batch is acked
+        # only once handled, so a crash or shutdown mid-batch means redelivery,
+        # whereas take_events would ack it on the way out.
+        concrete = cast(Stream[bytes], stream)  # noack_take is not on the StreamT protocol
+        async for batch in concrete.noack_take(batch_max, within=batch_within):
+            events = cast(list[EventT[Any]], batch)  # noack_take yields events, not values
+            await ingest.handle(events)
+            for event in events:
+                await concrete.ack(event)

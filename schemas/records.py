@@ -1,0 +1,289 @@
+"""The versioned records carried by every topic.
+
+One record class per topic and version.  A record is a Faust record with no
+class paths on the wire (``include_metadata=False``); field types and the
+rules in :mod:`schemas.constraints` are the whole contract.  A compatible
+change (a new optional field) keeps the version; a breaking change adds a new
+class (``ClickedV2``) and a new ``schema_version`` while the old one stays
+readable.
+
+Times are timezone-aware :class:`datetime.datetime` values, ISO 8601 with an
+offset on the wire.  Every input event carries ``event_id``, event time
+``occurred_at`` and ``schema_version``; every customer event ``customer_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import faust
+
+from schemas.constraints import Rule, constrain
+
+PURPOSES = ("profiling", "personalisation", "email", "push", "sms", "web")
+CHANNELS = ("email", "push", "sms", "web", "app")
+_ID = Rule(min_length=1, max_length=200)
+_LANG = Rule(pattern=r"^[a-z]{2,3}$", description="ISO 639 language code, lower case")
+_LOCALE = Rule(
+    pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", description="BCP 47 locale such as de-DE"
+)
+_VERSION_1 = Rule(min_value=1, max_value=1, description="version of this contract")
+
+
+class Record(faust.Record, abstract=True, include_metadata=False):
+    """Base of every Relevanz record: no class paths on the wire."""
+
+
+# --- inputs -----------------------------------------------------------------
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    schema_version=_VERSION_1,
+    channel=Rule(choices=CHANNELS),
+)
+class Clicked(Record):
+    """A customer clicked a link, a banner or a content item (topic ``clicks``).
+
+    ``topics`` may carry the link's own topic metadata when the clicked target
+    is not in the content catalogue.  ``decision_id`` is set when the click
+    came from a personalised slot, so the reward reaches the right decision.
+    """
+
+    event_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    content_id: str | None = None
+    url: str | None = None
+    topics: list[str] = []
+    campaign_id: str | None = None
+    decision_id: str | None = None
+    channel: str | None = None
+    device: str | None = None
+    session_id: str | None = None
+
+
+@constrain(
+    product_id=_ID,
+    quantity=Rule(min_value=1, max_value=100_000),
+    unit_price=Rule(min_value=0),
+)
+class PurchasedItem(Record):
+    """One line of a purchase."""
+
+    product_id: str
+    quantity: int
+    unit_price: float
+    topics: list[str] = []
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    order_id=_ID,
+    schema_version=_VERSION_1,
+    total=Rule(min_value=0),
+    currency=Rule(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code"),
+    items=Rule(min_length=1),
+)
+class Purchased(Record):
+    """A customer completed an order (topic ``purchases``)."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    order_id: str
+    items: list[PurchasedItem]
+    total: float
+    currency: str
+    campaign_id: str | None = None
+    decision_id: str | None = None
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    schema_version=_VERSION_1,
+    action=Rule(choices=("granted", "revoked", "erasure_requested")),
+    purposes=Rule(
+        description="purposes the action applies to", items=Rule(choices=PURPOSES)
+    ),
+    source=Rule(min_length=1, max_length=200),
+    legal_basis=Rule(
+        choices=("consent", "contract", "legal_obligation", "legitimate_interest")
+    ),
+)
+class ConsentChanged(Record):
+    """A customer granted or revoked purposes, or asked to be erased (``consents``).
+
+    ``purposes`` lists any of ``profiling``, ``personalisation`` and the
+    channels ``email``, ``push``, ``sms``, ``web``; it may be empty for an
+    erasure request, which applies to everything.
+    """
+
+    event_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    action: str
+    purposes: list[str]
+    source: str
+    legal_basis: str = "consent"
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    schema_version=_VERSION_1,
+    locale=_LOCALE,
+    language=_LANG,
+    country=Rule(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"),
+    time_zone=Rule(format="iana-time-zone", description="IANA time zone"),
+    birth_year=Rule(min_value=1900, max_value=2100),
+)
+class ProfileUpdated(Record):
+    """CRM master data for a customer (topic ``profiles``).
+
+    Later updates replace earlier ones field by field; ``attributes`` holds
+    free CRM attributes as strings.
+    """
+
+    event_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    locale: str
+    language: str
+    time_zone: str
+    country: str | None = None
+    birth_year: int | None = None
+    gender: str | None = None
+    attributes: dict[str, str] = {}
+
+
+@constrain(language=_LANG, title=Rule(min_length=1), url=Rule(min_length=1))
+class ContentVariant(Record):
+    """One language variant of a content item."""
+
+    language: str
+    title: str
+    url: str
+
+
+@constrain(
+    event_id=_ID,
+    content_id=_ID,
+    schema_version=_VERSION_1,
+    topics=Rule(min_length=1),
+    channels=Rule(min_length=1, description="any of " + ", ".join(CHANNELS)),
+    variants=Rule(min_length=1),
+    default_language=_LANG,
+)
+class ContentPublished(Record):
+    """A catalogue item was created or changed (compacted topic ``content``).
+
+    Keyed by ``content_id``; the latest record per key is the item.
+    ``valid_from``/``valid_until`` bound when it may be chosen.
+    """
+
+    event_id: str
+    content_id: str
+    occurred_at: datetime
+    schema_version: int
+    topics: list[str]
+    channels: list[str]
+    slots: list[str]
+    variants: list[ContentVariant]
+    default_language: str
+    campaign_id: str | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+# --- outputs ----------------------------------------------------------------
+
+
+@constrain(
+    policy=Rule(choices=("exploit", "explore", "holdout", "neutral")),
+    schema_version=_VERSION_1,
+)
+class DecisionMade(Record):
+    """The engine chose a content item for a customer and slot (``decisions``).
+
+    ``reasons`` explains the choice in words (tags, scores, explore or exploit,
+    caps applied); ``caused_by`` is the event that led to it.
+    """
+
+    decision_id: str
+    customer_id: str
+    decided_at: datetime
+    schema_version: int
+    slot: str
+    channel: str
+    content_id: str
+    variant_language: str
+    language_fallback: bool
+    policy: str
+    reasons: list[str]
+    caused_by: str
+    campaign_id: str | None = None
+    score: float | None = None
+
+
+@constrain(channel=Rule(choices=CHANNELS), schema_version=_VERSION_1)
+class SendTriggered(Record):
+    """A channel should send content to a customer at ``send_at`` (``send-triggers``).
+
+    ``idempotency_key`` lets a channel drop a trigger it has already sent.
+    """
+
+    trigger_id: str
+    idempotency_key: str
+    customer_id: str
+    created_at: datetime
+    schema_version: int
+    send_at: datetime
+    channel: str
+    campaign_id: str
+    content_id: str
+    variant_language: str
+    reasons: list[str]
+    caused_by: str
+
+
+@constrain(change=Rule(choices=("assigned", "removed")), schema_version=_VERSION_1)
+class InterestTagChanged(Record):
+    """A customer's interest tag was assigned or removed (``interest-tags``)."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    tag: str
+    topic: str
+    change: str
+    score: float
+    caused_by: str
+
+
+@constrain(schema_version=_VERSION_1)
+class DeadLetter(Record):
+    """An input message that could not be accepted (``dead-letters``).
+
+    ``original`` is the message's value exactly as it arrived; ``reason``
+    names the field and the problem so a person can fix the producer.
+    """
+
+    dead_letter_id: str
+    received_at: datetime
+    schema_version: int
+    source_topic: str
+    partition: int
+    offset: int
+    original: bytes
+    reason: str
+    field: str | None = None
+    original_key: bytes | None = None

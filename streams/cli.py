@@ -1,0 +1,204 @@
+"""The ``relevanz`` command line.
+
+Errors from the platform (:class:`streams.errors.RelevanzError`) end the
+command with one readable line on stderr and the error's exit code, never a
+traceback.  Human progress goes to stderr; machine output (``--json``) to
+stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from streams import logs
+from streams.errors import RelevanzError
+from streams.settings import SETTINGS, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ENV_HELP = "\n".join(f"  {s.name} (default {s.default})" for s in SETTINGS)
+
+
+def _one_line_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RelevanzError as exc:
+            click.echo(f"relevanz: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("relevanz: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
+    """Run ``main(stop)`` in a fresh loop; SIGINT/SIGTERM set ``stop`` for a clean exit."""
+
+    async def runner() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="relevanz")
+def main() -> None:
+    """Relevanz: event-sourced, real-time personalisation for marketing.
+
+    Configuration comes from RELEVANZ_* environment variables (see the README).
+    """
+
+
+@main.command(epilog=f"Environment:\n\n{_ENV_HELP}")
+@_one_line_errors
+def worker() -> None:
+    """Run a worker against the configured broker (RELEVANZ_BROKER_URL).
+
+    Creates missing topics, joins the consumer group and processes events
+    until SIGTERM or Ctrl-C, then commits and exits.
+    """
+    from streams.app import build_worker
+    from streams.web import build_api, serve
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def run(stop: asyncio.Event) -> None:
+        w = build_worker(settings)
+        api = await serve(build_api(lambda: w.ready), settings.web_host, settings.web_port)
+        try:
+            await w.start()
+            try:
+                await stop.wait()
+            finally:
+                await w.stop()
+        finally:
+            await api.cleanup()
+
+    _run_until_signal(run)
+
+
+def _share(_: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+@main.command()
+@click.option("--events", type=click.IntRange(min=1), default=None,
+              help="Publish exactly N events, wait until all are accounted for, then exit. "
+                   "Without it, traffic flows until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the final counts as one JSON line on stdout.")
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Seed of the synthetic audience (same seed, same events).")
+@click.option("--customers", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--catalogue", "catalogue_size", type=click.IntRange(min=1), default=50,
+              show_default=True, help="Content items in the catalogue.")
+@click.option("--malformed-share", type=float, default=0.02, show_default=True,
+              callback=_share, help="Share of deliberately malformed events.")
+@click.option("--duplicate-share", type=float, default=0.01, show_default=True,
+              callback=_share, help="Share of redelivered (duplicate) events.")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=200.0, show_default=True,
+              help="Events per second without --events.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("relevanz-demo"), show_default=True,
+              help="Where the demo keeps its store file and the broker log.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@_one_line_errors
+def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue_size: int,
+         malformed_share: float, duplicate_share: float, rate: float, data_dir: Path,
+         quiet: bool) -> None:
+    """Run everything on this machine: embedded broker, embedded store, worker, traffic.
+
+    Needs no configuration. Prints where every event went: applied,
+    recognised as a duplicate, or dead-lettered.
+    """
+    from streams.demo import DemoOptions, run_demo
+
+    settings = _settings()
+    logs.configure("warning" if settings.log_level == "info" else settings.log_level, "console")
+    options = DemoOptions(events=events, seed=seed, customers=customers,
+                          catalogue_size=catalogue_size, malformed_share=malformed_share,
+                          duplicate_share=duplicate_share, rate=rate, data_dir=data_dir)
+    progress = (lambda _: None) if quiet else _stderr
+    result = _run_until_signal(lambda stop: run_demo(settings, options, progress, stop))
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        click.echo(
+            f"{result['events_in']} events consumed: {result['applied']} applied, "
+            f"{result['duplicates']} duplicates, {result['dead_letters']} dead letters; "
+            f"{result['decisions']} decisions, {result['send_triggers']} send triggers "
+            f"in {result['elapsed_s']}s"
+        )
+
+
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--topic", type=click.Choice(["clicks", "purchases", "consents", "profiles",
+                                            "content"]),
+              help="Every line is a bare event for this topic (instead of "
+                   '{"topic": ..., "event": ...} lines).')
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@_one_line_errors
+def produce(source: Any, topic: str | None, quiet: bool) -> None:
+    """Publish JSON-lines events from SOURCE (a file, or - for stdin) to the input topics.
+
+    Each line is {"topic": "clicks", "event": {...}} (or a bare event with
+    --topic). Events go out as msgpack, keyed by customer_id (content_id for
+    content). A line that cannot be routed is reported with its number and
+    the rest still go; invalid events are dead-lettered by the worker.
+    Exits 1 when any line was bad or any delivery failed.
+    """
+    from streams.publish import Publisher, read_event_lines
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    publisher = Publisher(settings)
+    sent = bad = 0
+    last = time.monotonic()
+    for message in read_event_lines(source, default_topic=topic):
+        if message.error:
+            bad += 1
+            _stderr(f"relevanz produce: {message.error}")
+            continue
+        publisher.send(message.topic, message.key, message.value)
+        sent += 1
+        if not quiet and time.monotonic() - last >= 1.0:
+            _stderr(f"produce: {sent} sent, {publisher.report.delivered} delivered")
+            last = time.monotonic()
+    report = publisher.flush()
+    summary = (f"produce: {sent} sent, {report.delivered} delivered, {report.failed} failed, "
+               f"{bad} bad lines")
+    if report.errors:
+        summary += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(report.errors.items())) + ")"
+    _stderr(summary)
+    if bad or report.failed:
+        sys.exit(1)
+

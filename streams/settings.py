@@ -1,0 +1,206 @@
+"""One typed settings object, read from ``RELEVANZ_*`` environment variables.
+
+Nothing else in Relevanz reads the environment.  Every variable has a
+validated default and no default secret; a bad value raises
+:class:`ConfigError` naming the variable, the value and what it accepts.
+
+>>> s = Settings.from_env({"RELEVANZ_PARTITIONS": "8"})
+>>> s.partitions, s.topic("clicks")
+(8, 'relevanz.clicks')
+>>> Settings.from_env({"RELEVANZ_PARTITIONS": "many"})
+Traceback (most recent call last):
+...
+streams.errors.ConfigError: RELEVANZ_PARTITIONS: expected a whole number from 1 to 1024, got 'many'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from streams.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation of one environment variable (rendered into the README)."""
+
+    name: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RELEVANZ_BROKER_URL", "kafka://127.0.0.1:9092",
+            "Kafka bootstrap servers, `kafka://host:port[,host:port]`. "
+            "`relevanz demo` ignores it and starts the embedded broker."),
+    Setting("RELEVANZ_STORE_URL", "embedded:relevanz-store.db",
+            "Where customer state lives: `embedded:PATH` (a file, relative to the "
+            "working directory) or, once the Cassandra store lands, "
+            "`cassandra://host[,host]:port/keyspace`."),
+    Setting("RELEVANZ_TOPIC_PREFIX", "relevanz.",
+            "Prefix of every topic name, e.g. `relevanz.clicks`."),
+    Setting("RELEVANZ_PARTITIONS", "4",
+            "Partitions of every customer-keyed topic (they must all match)."),
+    Setting("RELEVANZ_REPLICATION", "1", "Replication factor for topics the worker creates."),
+    Setting("RELEVANZ_CONSUMER_GROUP", "relevanz", "Kafka consumer group (Faust app id)."),
+    Setting("RELEVANZ_WEB_HOST", "127.0.0.1", "Address the operator API listens on."),
+    Setting("RELEVANZ_WEB_PORT", "8080", "Port of the operator API (0 picks a free one)."),
+    Setting("RELEVANZ_LOG_LEVEL", "info", "debug, info, warning or error."),
+    Setting("RELEVANZ_LOG_FORMAT", "json", "`json` (one object per line) or `console`."),
+    Setting("RELEVANZ_MAX_EVENT_BYTES", "65536",
+            "Largest accepted input message; larger ones are dead-lettered."),
+    Setting("RELEVANZ_MAX_FUTURE_S", "86400",
+            "How far in the future an event time may lie before it is invalid."),
+    Setting("RELEVANZ_DEDUP_HORIZON_S", "2592000",
+            "How long an event_id is remembered to recognise redeliveries (30 days)."),
+    Setting("RELEVANZ_SESSION_TIMEOUT_S", "30",
+            "Consumer session timeout: how soon a dead worker's partitions move."),
+    Setting("RELEVANZ_HEARTBEAT_S", "3", "Consumer heartbeat interval."),
+    Setting("RELEVANZ_COMMIT_INTERVAL_S", "1.0", "How often consumed offsets are committed."),
+)
+
+ENV_VARS: tuple[str, ...] = tuple(s.name for s in SETTINGS)
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}: expected a whole number from {lo} to {hi}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}: expected a number from {lo:g} to {hi:g}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _broker(name: str, raw: str) -> str:
+    servers = raw.removeprefix("kafka://").strip()
+    hosts = [h for h in servers.split(",") if h]
+    if not hosts or any(":" not in h or not h.rsplit(":", 1)[1].isdigit() for h in hosts):
+        raise ConfigError(f"{name}: expected kafka://host:port[,host:port], got {raw!r}")
+    return ",".join(hosts)
+
+
+def _store(name: str, raw: str) -> str:
+    if raw.startswith("embedded:") and len(raw) > len("embedded:"):
+        return raw
+    if raw.startswith("cassandra://"):
+        raise ConfigError(
+            f"{name}: the Cassandra store is not available in this version yet; "
+            "use embedded:PATH"
+        )
+    raise ConfigError(f"{name}: expected embedded:PATH, got {raw!r}")
+
+
+def _prefix(name: str, raw: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if set(raw) - allowed:
+        raise ConfigError(f"{name}: only letters, digits, '.', '_' and '-' allowed, got {raw!r}")
+    return raw
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"{name}: must not be empty")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a Relevanz process, validated."""
+
+    broker_servers: str = "127.0.0.1:9092"
+    store_url: str = "embedded:relevanz-store.db"
+    topic_prefix: str = "relevanz."
+    partitions: int = 4
+    replication: int = 1
+    consumer_group: str = "relevanz"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    log_level: str = "info"
+    log_format: str = "json"
+    max_event_bytes: int = 65536
+    max_future_s: float = 86400.0
+    dedup_horizon_s: float = 2592000.0
+    session_timeout_s: float = 30.0
+    heartbeat_s: float = 3.0
+    commit_interval_s: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``RELEVANZ_*`` variable (defaults for the rest)."""
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str, parse: Callable[[str, str], T]) -> T:
+            return parse(name, env.get(name, _DEFAULTS[name]))
+
+        settings = cls(
+            broker_servers=get("RELEVANZ_BROKER_URL", _broker),
+            store_url=get("RELEVANZ_STORE_URL", _store),
+            topic_prefix=get("RELEVANZ_TOPIC_PREFIX", _prefix),
+            partitions=get("RELEVANZ_PARTITIONS", _int(1, 1024)),
+            replication=get("RELEVANZ_REPLICATION", _int(1, 16)),
+            consumer_group=get("RELEVANZ_CONSUMER_GROUP", _text),
+            web_host=get("RELEVANZ_WEB_HOST", _text),
+            web_port=get("RELEVANZ_WEB_PORT", _int(0, 65535)),
+            log_level=get("RELEVANZ_LOG_LEVEL", _choice("debug", "info", "warning", "error")),
+            log_format=get("RELEVANZ_LOG_FORMAT", _choice("json", "console")),
+            max_event_bytes=get("RELEVANZ_MAX_EVENT_BYTES", _int(256, 16 * 1024 * 1024)),
+            max_future_s=get("RELEVANZ_MAX_FUTURE_S", _float(0, 10 * 365 * 86400)),
+            dedup_horizon_s=get("RELEVANZ_DEDUP_HORIZON_S", _float(60, 10 * 365 * 86400)),
+            session_timeout_s=get("RELEVANZ_SESSION_TIMEOUT_S", _float(1, 600)),
+            heartbeat_s=get("RELEVANZ_HEARTBEAT_S", _float(0.1, 60)),
+            commit_interval_s=get("RELEVANZ_COMMIT_INTERVAL_S", _float(0.05, 60)),
+        )
+        if settings.heartbeat_s * 3 > settings.session_timeout_s:
+            raise ConfigError(
+                "RELEVANZ_HEARTBEAT_S: must be at most a third of RELEVANZ_SESSION_TIMEOUT_S "
+                f"({settings.heartbeat_s:g} > {settings.session_timeout_s:g} / 3)"
+            )
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (used by the demo and tests)."""
+        return replace(self, **changes)
+
+    def topic(self, logical: str) -> str:
+        """The broker-side name of a logical topic."""
+        return f"{self.topic_prefix}{logical}"
+
+    @property
+    def store_path(self) -> Path:
+        """File of the embedded store."""
+        return Path(self.store_url.removeprefix("embedded:"))

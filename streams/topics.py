@@ -1,0 +1,55 @@
+"""Topic declarations: the broker-side topics for every contract in :mod:`schemas.topics`.
+
+:func:`ensure_topics` creates missing topics (customer-keyed ones with the
+configured partition count, ``content`` compacted) and refuses to run when an
+existing customer-keyed topic has a different partition count, because then
+one worker would no longer own a customer across all topics.
+"""
+
+from __future__ import annotations
+
+import structlog
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined] # public, not re-exported in stubs
+    AdminClient,
+    NewTopic,
+)
+
+from schemas.topics import TOPICS
+from streams.errors import BrokerUnavailable, ConfigError
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Create every Relevanz topic that does not exist yet; check the rest."""
+    admin = AdminClient({"bootstrap.servers": settings.broker_servers})
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"broker {settings.broker_servers} not reachable: {exc.args[0]}"
+        ) from exc
+    missing = []
+    for contract in TOPICS.values():
+        name = settings.topic(contract.name)
+        if name in existing:
+            have = len(existing[name].partitions)
+            if contract.customer_keyed and have != settings.partitions:
+                raise ConfigError(
+                    f"RELEVANZ_PARTITIONS: topic {name} has {have} partitions but "
+                    f"{settings.partitions} are configured; customer-keyed topics must match"
+                )
+            continue
+        config = {"cleanup.policy": "compact"} if contract.compacted else {}
+        missing.append(NewTopic(name, settings.partitions, settings.replication, config=config))
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a racing worker created it
+                raise BrokerUnavailable(f"could not create topic {name}: {exc.args[0]}") from exc
+        log.info("topic_created", topic=name, partitions=settings.partitions)

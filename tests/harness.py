@@ -1,0 +1,74 @@
+"""Test harness: real embedded broker, real store, deadlines instead of sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, Message, Producer
+
+from streams.settings import Settings
+
+
+def isolated_settings(servers: str, data_dir: Path, **changes: object) -> Settings:
+    """Settings with a topic prefix and consumer group of their own on a shared broker."""
+    tag = uuid.uuid4().hex[:8]
+    base = Settings(
+        broker_servers=servers,
+        store_url=f"embedded:{data_dir / 'store.db'}",
+        topic_prefix=f"t{tag}.",
+        consumer_group=f"relevanz-test-{tag}",
+        session_timeout_s=6.0,
+        heartbeat_s=1.0,
+        commit_interval_s=0.2,
+    )
+    return base.with_(**changes)
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Wait until ``predicate()`` holds, failing with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def produce_raw(settings: Settings, messages: list[tuple[str, bytes | None, bytes | None]]
+                ) -> None:
+    """Publish ``(logical topic, key, value)`` triples as they are, bytes untouched."""
+    producer = Producer({"bootstrap.servers": settings.broker_servers, "acks": "all"})
+    for topic, key, value in messages:
+        producer.produce(settings.topic(topic), key=key, value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0, "messages left unconfirmed"
+
+
+def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 30.0
+                    ) -> list[Message]:
+    """Read ``n`` messages of logical ``topic`` from the beginning, and check no more come."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.broker_servers,
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([settings.topic(topic)])
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                assert message.error() is None, message.error()
+                got.append(message)
+        # A short grace period to catch extra messages that should not exist.
+        extra_deadline = time.monotonic() + 1.0
+        while time.monotonic() < extra_deadline:
+            got.extend(m for m in consumer.consume(500, 0.2) if m.error() is None)
+    finally:
+        consumer.close()
+    assert len(got) == n, f"expected {n} messages on {topic}, got {len(got)}"
+    return got
