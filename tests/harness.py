@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from streams.settings import Settings
 
@@ -47,16 +47,21 @@ def produce_raw(settings: Settings, messages: list[tuple[str, bytes | None, byte
     assert producer.flush(30) == 0, "messages left unconfirmed"
 
 
-def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 30.0
+def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 60.0
                     ) -> list[Message]:
-    """Read ``n`` messages of logical ``topic`` from the beginning, and check no more come."""
+    """Read ``n`` messages of logical ``topic`` from the beginning, and check no more come.
+
+    Partitions are assigned explicitly: a consumer group would first wait for
+    the broker's join round (seconds on the embedded broker), with no benefit.
+    """
     consumer = Consumer({
         "bootstrap.servers": settings.broker_servers,
         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
     })
-    consumer.subscribe([settings.topic(topic)])
+    name = settings.topic(topic)
+    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
     got: list[Message] = []
     deadline = time.monotonic() + timeout_s
     try:

@@ -13,6 +13,7 @@ from schemas.codec import decode, pack
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
 
 
@@ -98,3 +99,24 @@ async def test_redelivery_after_restart_is_recognised_as_duplicate(
         assert (second.accounting.applied, second.accounting.duplicates) == (0, 1)
     finally:
         await second.stop()
+
+
+async def test_a_flood_of_malformed_messages_ends_in_dead_letters(
+    worker: Worker, settings: Settings
+) -> None:
+    config = TrafficConfig.ending_at(datetime.now(UTC), 1000, malformed_share=1.0,
+                                     duplicate_share=0.0, catalogue_size=1, seed=11)
+    flood = [m for m in TrafficGenerator(config).messages(1001) if m.malformed][:1000]
+    assert len(flood) == 1000
+    assert {m.malformed for m in flood} == set(MALFORMED_KINDS)
+    produce_raw(settings, [(m.topic, m.key, m.value) for m in flood])
+    await eventually(lambda: worker.accounting.events_in >= 1000, 90, "1000 malformed events")
+    assert worker.accounting.dead_letters == 1000
+
+    letters = [decode(m.value()) for m in consume_exactly(settings, "dead-letters", 1000)]
+    assert sorted(letter["original"] for letter in letters) == sorted(m.value for m in flood)
+    assert all(len(letter["reason"]) > 10 for letter in letters)
+
+    # The worker is still consuming: a valid event after the flood is applied.
+    produce_raw(settings, [("clicks", b"c1", pack(click("after-flood")))])
+    await eventually(lambda: worker.accounting.applied == 1, 60, "the event after the flood")

@@ -1,0 +1,163 @@
+"""The ``relevanz`` command as a user runs it: a real process, the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from schemas.codec import decode
+from streams.broker import EmbeddedBroker, free_port
+from tests.harness import consume_exactly, isolated_settings
+
+RELEVANZ = str(Path(sys.executable).parent / "relevanz")
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 180,
+        **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RELEVANZ, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False, **kwargs)
+
+
+def test_demo_accounts_for_every_event(tmp_path: Path) -> None:
+    done = run(["demo", "--events", "5000", "--json", "--data-dir", str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["events_in"] == 5000
+    assert result["events_in"] == (
+        result["applied"] + result["duplicates"] + result["dead_letters"])
+    assert result["dead_letters"] == result["injected_malformed"] > 0
+    assert result["duplicates"] == result["injected_duplicates"] > 0
+    for key in ("decisions", "send_triggers", "elapsed_s", "events_per_s"):
+        assert key in result
+    assert (tmp_path / "broker.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["worker"], {"RELEVANZ_PARTITIONS": "many"},
+         "relevanz: error: RELEVANZ_PARTITIONS: expected a whole number from 1 to 1024, "
+         "got 'many'"),
+        (["worker"], {"RELEVANZ_BROKER_URL": "localhost"},
+         "relevanz: error: RELEVANZ_BROKER_URL: expected kafka://host:port[,host:port], "
+         "got 'localhost'"),
+        (["demo"], {"RELEVANZ_LOG_FORMAT": "xml"},
+         "relevanz: error: RELEVANZ_LOG_FORMAT: expected one of json, console, got 'xml'"),
+    ],
+)
+def test_a_bad_setting_stops_with_one_readable_line(
+    args: list[str], env: dict[str, str], expected: str
+) -> None:
+    done = run(args, env, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == expected
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_option_is_one_usage_error() -> None:
+    done = run(["demo", "--malformed-share", "2"], timeout=60)
+    assert done.returncode == 2
+    assert "must be between 0 and 1, got 2" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_lists_every_command() -> None:
+    done = run(["--help"], timeout=60)
+    assert done.returncode == 0
+    for command in ("worker", "demo", "produce"):
+        assert command in done.stdout
+
+
+def test_produce_reports_bad_lines_and_sends_the_rest(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path)
+    event = {"event_id": "e1", "customer_id": "c1", "schema_version": 1,
+             "occurred_at": "2026-01-01T10:00:00+01:00", "content_id": "n1"}
+    lines = [
+        json.dumps({"topic": "clicks", "event": event}),
+        "{not json",
+        json.dumps({"topic": "clicks", "event": {**event, "event_id": "e2"}}),
+        json.dumps({"topic": "weather", "event": event}),
+        json.dumps({"topic": "clicks", "event": {"customer_id": "c9"}}),  # invalid, still sent
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    env = {"RELEVANZ_BROKER_URL": f"kafka://{broker.bootstrap_servers}",
+           "RELEVANZ_TOPIC_PREFIX": settings.topic_prefix}
+    done = run(["produce", str(source)], env, timeout=60)
+    assert done.returncode == 1
+    assert "line 2: not valid JSON" in done.stderr
+    assert "line 4: unknown topic 'weather'" in done.stderr
+    assert "produce: 3 sent, 3 delivered, 0 failed, 2 bad lines" in done.stderr
+    sent = consume_exactly(settings, "clicks", 3)
+    # Different keys land on different partitions, so only per-key order is defined.
+    assert sorted(str(decode(m.value()).get("event_id")) for m in sent) == ["None", "e1", "e2"]
+    assert {m.key() for m in sent} == {b"c1", b"c9"}
+
+
+def test_produce_reads_standard_input(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path)
+    env = {"RELEVANZ_BROKER_URL": f"kafka://{broker.bootstrap_servers}",
+           "RELEVANZ_TOPIC_PREFIX": settings.topic_prefix}
+    bare = {"event_id": "p1", "customer_id": "c1", "schema_version": 1}
+    done = run(["produce", "--topic", "profiles", "-"], env, timeout=60,
+               input=json.dumps(bare) + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "1 delivered" in done.stderr
+    consume_exactly(settings, "profiles", 1)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_worker_serves_probes_and_exits_cleanly_on_sigterm(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {**os.environ,
+           "RELEVANZ_BROKER_URL": f"kafka://{broker.bootstrap_servers}",
+           "RELEVANZ_TOPIC_PREFIX": f"w{uuid.uuid4().hex[:8]}.",
+           "RELEVANZ_CONSUMER_GROUP": f"w-{uuid.uuid4().hex[:8]}",
+           "RELEVANZ_STORE_URL": f"embedded:{tmp_path / 'store.db'}",
+           "RELEVANZ_WEB_PORT": str(port),
+           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1"}
+    worker = subprocess.Popen([RELEVANZ, "worker"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and worker.poll() is None:
+            try:
+                assert _get(f"http://127.0.0.1:{port}/health") == 200
+                if _get(f"http://127.0.0.1:{port}/ready") == 200:
+                    ready = True
+                    break
+            except urllib.error.URLError:
+                pass  # not listening yet
+            time.sleep(0.2)
+        assert ready, f"worker never became ready; stderr: {worker.stderr}"
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr
+        lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert any(line["event"] == "worker_stopped" for line in lines)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,39 @@
+"""The README says what the code does: settings, commands, the test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from streams.cli import main
+from streams.settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    for setting in SETTINGS:
+        assert f"| `{setting.name}` | `{setting.default}` | {setting.help} |" in README, (
+            f"README's configuration table is out of step for {setting.name}")
+
+
+def test_every_documented_setting_exists() -> None:
+    documented = set(re.findall(r"RELEVANZ_[A-Z_]+", README))
+    known = {s.name for s in SETTINGS}
+    assert documented <= known, f"README names unknown settings: {documented - known}"
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    runner = CliRunner()
+    for name in main.list_commands(None):  # type: ignore[arg-type] # the group ignores ctx
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert f"`relevanz {name}" in README, f"README does not describe relevanz {name}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "make test" in README
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
