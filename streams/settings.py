@@ -41,8 +41,26 @@ SETTINGS: tuple[Setting, ...] = (
             "`relevanz demo` ignores it and starts the embedded broker."),
     Setting("RELEVANZ_STORE_URL", "embedded:relevanz-store.db",
             "Where customer state lives: `embedded:PATH` (a file, relative to the "
-            "working directory) or, once the Cassandra store lands, "
-            "`cassandra://host[,host]:port/keyspace`."),
+            "working directory) or `cassandra://host[,host][:port]/keyspace`."),
+    Setting("RELEVANZ_CASSANDRA_CONSISTENCY", "local_quorum",
+            "Consistency level of Cassandra reads and writes (one, local_one, "
+            "local_quorum, quorum, each_quorum, all)."),
+    Setting("RELEVANZ_CASSANDRA_LOCAL_DC", "datacenter1",
+            "Local data centre for token-aware, DC-aware routing."),
+    Setting("RELEVANZ_CASSANDRA_REPLICATION", "SimpleStrategy:1",
+            "Keyspace replication used by `relevanz store migrate`: `SimpleStrategy:N` "
+            "or `NetworkTopologyStrategy:dc1=3[,dc2=3]`."),
+    Setting("RELEVANZ_STORE_TIMEOUT_S", "5", "Timeout of one store request."),
+    Setting("RELEVANZ_HISTORY_RETENTION_S", "31536000",
+            "How long interactions stay in a customer's history (365 days)."),
+    Setting("RELEVANZ_HISTORY_MAX", "200", "Most interactions kept per customer."),
+    Setting("RELEVANZ_TAG_RULES", "",
+            "TOML file with interest tag rules; empty means the shipped defaults "
+            "(`streams/defaults/tag-rules.toml`)."),
+    Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
+            "How often cached customer state is written behind to the store."),
+    Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
+            "Most customers whose state a worker keeps cached in memory."),
     Setting("RELEVANZ_TOPIC_PREFIX", "relevanz.",
             "Prefix of every topic name, e.g. `relevanz.clicks`."),
     Setting("RELEVANZ_PARTITIONS", "4",
@@ -117,11 +135,31 @@ def _store(name: str, raw: str) -> str:
     if raw.startswith("embedded:") and len(raw) > len("embedded:"):
         return raw
     if raw.startswith("cassandra://"):
+        hosts, _, keyspace = raw.removeprefix("cassandra://").partition("/")
+        if hosts and keyspace.isidentifier():
+            return raw
+    raise ConfigError(
+        f"{name}: expected embedded:PATH or cassandra://host[,host][:port]/keyspace, got {raw!r}"
+    )
+
+
+def _optional_path(name: str, raw: str) -> str:
+    if raw and not Path(raw).is_file():
+        raise ConfigError(f"{name}: {raw!r} is not a readable file")
+    return raw
+
+
+def _replication(name: str, raw: str) -> str:
+    strategy, _, spec = raw.partition(":")
+    ok = (strategy == "SimpleStrategy" and spec.isdigit() and int(spec) > 0) or (
+        strategy == "NetworkTopologyStrategy" and spec and all(
+            dc and n.isdigit() and int(n) > 0
+            for dc, _, n in (part.partition("=") for part in spec.split(","))))
+    if not ok:
         raise ConfigError(
-            f"{name}: the Cassandra store is not available in this version yet; "
-            "use embedded:PATH"
-        )
-    raise ConfigError(f"{name}: expected embedded:PATH, got {raw!r}")
+            f"{name}: expected SimpleStrategy:N or NetworkTopologyStrategy:dc1=N[,dc2=N], "
+            f"got {raw!r}")
+    return raw
 
 
 def _prefix(name: str, raw: str) -> str:
@@ -157,6 +195,15 @@ class Settings:
     session_timeout_s: float = 30.0
     heartbeat_s: float = 3.0
     commit_interval_s: float = 1.0
+    cassandra_consistency: str = "local_quorum"
+    cassandra_local_dc: str = "datacenter1"
+    cassandra_replication: str = "SimpleStrategy:1"
+    store_timeout_s: float = 5.0
+    history_retention_s: float = 31536000.0
+    history_max: int = 200
+    tag_rules_path: str = ""
+    flush_interval_s: float = 1.0
+    cache_customers: int = 100000
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -184,6 +231,18 @@ class Settings:
             session_timeout_s=get("RELEVANZ_SESSION_TIMEOUT_S", _float(1, 600)),
             heartbeat_s=get("RELEVANZ_HEARTBEAT_S", _float(0.1, 60)),
             commit_interval_s=get("RELEVANZ_COMMIT_INTERVAL_S", _float(0.05, 60)),
+            cassandra_consistency=get(
+                "RELEVANZ_CASSANDRA_CONSISTENCY",
+                _choice("one", "local_one", "local_quorum", "quorum", "each_quorum", "all")),
+            cassandra_local_dc=get("RELEVANZ_CASSANDRA_LOCAL_DC", _text),
+            cassandra_replication=get("RELEVANZ_CASSANDRA_REPLICATION", _replication),
+            store_timeout_s=get("RELEVANZ_STORE_TIMEOUT_S", _float(0.1, 120)),
+            history_retention_s=get("RELEVANZ_HISTORY_RETENTION_S",
+                                    _float(3600, 20 * 365 * 86400)),
+            history_max=get("RELEVANZ_HISTORY_MAX", _int(1, 10000)),
+            tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
+            flush_interval_s=get("RELEVANZ_FLUSH_INTERVAL_S", _float(0.05, 300)),
+            cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
         )
         if settings.heartbeat_s * 3 > settings.session_timeout_s:
             raise ConfigError(
@@ -199,6 +258,11 @@ class Settings:
     def topic(self, logical: str) -> str:
         """The broker-side name of a logical topic."""
         return f"{self.topic_prefix}{logical}"
+
+    @property
+    def store_kind(self) -> str:
+        """``embedded`` or ``cassandra``."""
+        return "cassandra" if self.store_url.startswith("cassandra://") else "embedded"
 
     @property
     def store_path(self) -> Path:
