@@ -1,0 +1,113 @@
+"""The customer aggregate: everything Relevanz knows about one customer.
+
+A :class:`CustomerState` is a projection of that customer's events and is
+rebuilt exactly by replaying them.  It is plain data: the store persists it
+(one partition per customer), :mod:`agents.core.profile` and
+:mod:`agents.core.interests` compute new states from events.  Times are
+timezone-aware event times, never the wall clock.
+
+>>> from datetime import datetime, timezone
+>>> state = CustomerState("c-1")
+>>> state.is_empty
+True
+>>> state.consent["email"] = ConsentEntry(True, datetime(2026, 1, 1, tzinfo=timezone.utc),
+...                                       "web form", "consent")
+>>> state.is_empty
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class MasterData:
+    """CRM master data from the latest profile event."""
+
+    locale: str
+    language: str
+    time_zone: str
+    updated_at: datetime
+    country: str | None = None
+    birth_year: int | None = None
+    gender: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ConsentEntry:
+    """The customer's latest decision about one purpose."""
+
+    granted: bool
+    at: datetime
+    source: str
+    legal_basis: str
+
+
+@dataclass
+class TopicInterest:
+    """Interest in one topic: a decayed click score and recent click times.
+
+    ``score`` is valid at ``scored_at``: the sum over clicks of
+    ``2 ** -((scored_at - clicked_at) / half_life)``, so it does not depend on
+    the order clicks arrive in.  ``recent`` holds the latest click times
+    (bounded, newest last) for windowed counts.
+    """
+
+    score: float
+    scored_at: datetime
+    recent: list[datetime] = field(default_factory=list)
+
+
+@dataclass
+class AssignedTag:
+    """An interest tag currently assigned to the customer."""
+
+    topic: str
+    assigned_at: datetime
+    caused_by: str
+
+
+@dataclass
+class PurchaseFigures:
+    """Recency, frequency and monetary figures from purchases."""
+
+    orders: int = 0
+    revenue: float = 0.0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+
+@dataclass
+class Interaction:
+    """One entry of the interaction history (bounded by retention)."""
+
+    occurred_at: datetime
+    event_id: str
+    kind: str  # click, purchase, decision, trigger
+    content_id: str | None = None
+    campaign_id: str | None = None
+    amount: float | None = None
+
+
+@dataclass
+class CustomerState:
+    """Everything known about one customer."""
+
+    customer_id: str
+    master: MasterData | None = None
+    consent: dict[str, ConsentEntry] = field(default_factory=dict)
+    interests: dict[str, TopicInterest] = field(default_factory=dict)
+    tags: dict[str, AssignedTag] = field(default_factory=dict)
+    purchases: PurchaseFigures = field(default_factory=PurchaseFigures)
+    #: Oldest first; bounded by count and age (see the profile rules).
+    history: list[Interaction] = field(default_factory=list)
+    #: Latest event time seen for this customer.
+    last_event_at: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing is known (as for a customer never seen)."""
+        return self == CustomerState(self.customer_id)
