@@ -13,10 +13,10 @@ duplicates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from faust.streams import Stream
@@ -32,12 +32,21 @@ from streams.store import EventKey, Store
 
 log = structlog.get_logger(__name__)
 
-#: Receives the new, valid records of a batch in consumption order.
-ApplyFn = Callable[[Sequence[Record]], Awaitable[None]]
+#: (logical topic, message key, record) to publish.
+Output = tuple[str, bytes, Record]
 
 
-async def _apply_nothing(records: Sequence[Record]) -> None:
-    """Until the customer-state agents land, applying a record is recording it."""
+class Stage(Protocol):
+    """What ingest hands new records to (the customer-state stage)."""
+
+    async def apply(self, records: Sequence[Record], now: datetime) -> list[Output]:
+        """Apply new, valid records in consumption order; return messages to publish."""
+
+    async def commit(self, events: Sequence[EventKey], now: datetime) -> None:
+        """Persist what ``apply`` changed together with the ledger entries ``events``."""
+
+    def rollback(self) -> None:
+        """Forget what ``apply`` changed since the last commit; the batch is retried."""
 
 
 @dataclass
@@ -51,7 +60,10 @@ class Ingest:
     clock: Callable[[], datetime]
     limits: Limits
     dedup_horizon_s: float
-    apply: ApplyFn = _apply_nothing
+    outputs: dict[str, TopicT]  # logical name -> topic, for what the stage emits
+    stage: Stage | None = None
+    #: False during replay: outputs were published the first time round.
+    emit: bool = True
     max_backoff_s: float = 5.0
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
@@ -63,6 +75,8 @@ class Ingest:
                 return
             except StoreUnavailable as exc:
                 # Not acknowledging the batch is what keeps it safe: retry, never skip.
+                if self.stage is not None:
+                    self.stage.rollback()
                 log.warning("store_unavailable_retrying", error=str(exc), retry_in_s=backoff,
                             batch=len(events))
                 await asyncio.sleep(backoff)
@@ -95,12 +109,17 @@ class Ingest:
         seen = await self.store.seen_events(keys, now)
         fresh = first_occurrences(keys, seen)
         new_records = [r for r, is_new in zip(records, fresh, strict=True) if is_new]
-        await self.apply(new_records)
-        await self.store.record_events(
-            [k for k, is_new in zip(keys, fresh, strict=True) if is_new], now,
-            self.dedup_horizon_s,
-        )
-        for letter in letters:
+        new_keys = [k for k, is_new in zip(keys, fresh, strict=True) if is_new]
+        if self.stage is None:
+            await self.store.record_events(new_keys, now, self.dedup_horizon_s)
+            emitted: list[Output] = []
+        else:
+            emitted = await self.stage.apply(new_records, now)
+            await self.stage.commit(new_keys, now)
+        if self.emit:
+            for topic, key, output in emitted:
+                await self.outputs[topic].send(key=key, value=encode(output))
+        for letter in letters if self.emit else ():
             await self.dead_letters.send(key=letter.original_key, value=encode(letter))
         self.accounting.count_batch(
             applied=len(new_records), duplicates=len(records) - len(new_records),

@@ -231,7 +231,9 @@ def _datetime(value: Any, where: str) -> datetime:
         raise InvalidEvent(where, f"expected an ISO 8601 time string, got {_kind(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidEvent(where, f"{value!r} has no time zone offset; add Z or +01:00")
-    return parsed
+    # Times are kept to the millisecond, as the stores keep them: state computed
+    # live and state reloaded from the store must agree exactly.
+    return parsed.replace(microsecond=parsed.microsecond - parsed.microsecond % 1000)
 
 
 def _apply_rule(rule: Rule, value: Any, where: str) -> None:

@@ -21,11 +21,16 @@ import structlog
 
 from agents import ingest as ingest_agent
 from agents.core.accounting import Accounting
+from agents.core.profile import CustomerRules, ProfileRules
+from agents.profiles import CustomerStage
 from schemas.codec import register_codec
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
+from streams.catalogue import Catalogue
+from streams.customer_cache import CustomerCache
 from streams.settings import Settings
 from streams.store import Store, open_store
+from streams.tag_rules import load_rules
 from streams.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -67,14 +72,19 @@ class Worker:
     app: faust.App
     store: Store
     accounting: Accounting = field(default_factory=Accounting)
+    catalogue: Catalogue | None = None
+    stage: CustomerStage | None = None
+    ingest: ingest_agent.Ingest | None = None
     summary_interval_s: float = 10.0
     ready: bool = False
     _summary_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Create topics, open the store, join the consumer group."""
+        """Create topics, open the store, read the catalogue, join the consumer group."""
         await asyncio.to_thread(ensure_topics, self.settings)
         await self.store.open()
+        if self.catalogue is not None:
+            await self.catalogue.start()
         await self.app.start()
         self._summary_task = asyncio.create_task(self._summaries())
         self.ready = True
@@ -89,6 +99,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summary_task
         await self.app.stop()
+        if self.catalogue is not None:
+            await self.catalogue.stop()
         await self.store.close()
         log.info("worker_stopped", **self.accounting.as_dict())
 
@@ -99,28 +111,63 @@ class Worker:
             now_t = time.monotonic()
             counts = self.accounting.as_dict()
             rate = (self.accounting.events_in - last) / max(now_t - last_t, 1e-9)
-            log.info("worker_progress", events_per_s=round(rate, 1), **counts)
+            extra = {"tag_changes": self.stage.tag_changes,
+                     "cached_customers": len(self.stage.cache)} if self.stage else {}
+            log.info("worker_progress", events_per_s=round(rate, 1), **counts, **extra)
             last, last_t = self.accounting.events_in, now_t
 
 
-def build_worker(settings: Settings, store: Store | None = None) -> Worker:
-    """Wire a worker from settings: topics, store, the ingest agent."""
+def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
+                 ) -> Worker:
+    """Wire a worker from settings: topics, store, catalogue, the ingest agent.
+
+    ``emit=False`` (replay) applies events without publishing outputs again.
+    """
     app = build_faust_app(settings)
     names = {settings.topic(t.name): t.name for t in INPUT_TOPICS}
     inputs = app.topic(*names, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
-    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
-    worker = Worker(settings=settings, app=app, store=store or open_store(settings))
+
+    def output(logical: str) -> faust.types.TopicT:
+        return app.topic(settings.topic(logical), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    limits = Limits(max_event_bytes=settings.max_event_bytes,
+                    max_future=timedelta(seconds=settings.max_future_s))
+    store = store or open_store(settings)
+    catalogue = Catalogue(settings, utc_now, limits)
+    cache = CustomerCache(store, settings.cache_customers)
+    stage = CustomerStage(
+        cache=cache,
+        rules=CustomerRules(
+            interests=load_rules(settings.tag_rules_path or None),
+            profile=ProfileRules(history_max=settings.history_max,
+                                 history_retention=timedelta(
+                                     seconds=settings.history_retention_s)),
+        ),
+        ledger_ttl_s=settings.dedup_horizon_s,
+        history_ttl_s=settings.history_retention_s,
+        catalogue=catalogue,
+    )
+    worker = Worker(settings=settings, app=app, store=store, catalogue=catalogue, stage=stage)
     ingest = ingest_agent.Ingest(
-        store=worker.store,
-        dead_letters=dead_letters,
+        store=store,
+        dead_letters=output("dead-letters"),
         accounting=worker.accounting,
         logical_names=names,
         clock=utc_now,
-        limits=Limits(max_event_bytes=settings.max_event_bytes,
-                      max_future=timedelta(seconds=settings.max_future_s)),
+        limits=limits,
         dedup_horizon_s=settings.dedup_horizon_s,
+        outputs={"interest-tags": output("interest-tags")} if emit else {},
+        stage=stage,
+        emit=emit,
     )
     ingest_agent.register(app, inputs, ingest)
+    worker.ingest = ingest
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type] # mode's signal stubs want a sync signature
+    async def forget_moved_customers(app: faust.App, revoked: object, **_: object) -> None:
+        # Another worker may change these customers now; re-read them when they return.
+        cache.invalidate()
+
     return worker

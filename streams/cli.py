@@ -202,3 +202,66 @@ def produce(source: Any, topic: str | None, quiet: bool) -> None:
     if bad or report.failed:
         sys.exit(1)
 
+
+@main.group(name="store")
+def store_group() -> None:
+    """Look after the store named by RELEVANZ_STORE_URL."""
+
+
+@store_group.command(name="migrate")
+@_one_line_errors
+def store_migrate() -> None:
+    """Create or upgrade the store's schema; safe to run any number of times.
+
+    Cassandra: creates the keyspace of RELEVANZ_STORE_URL with
+    RELEVANZ_CASSANDRA_REPLICATION (an existing keyspace keeps its
+    replication) and the tables of schemas/cassandra.cql; workers refuse to
+    start until this has run. Embedded: creates or upgrades the tables in the
+    file (workers also do that themselves).
+    """
+    from streams.store import open_store
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    target = open_store(settings)
+
+    async def run() -> None:
+        try:
+            await target.migrate()
+        finally:
+            await target.close()
+
+    asyncio.run(run())
+    click.echo(f"store {settings.store_url}: schema is up to date")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON line.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@_one_line_errors
+def replay(as_json: bool, quiet: bool) -> None:
+    """Rebuild every projection in the store from the topics.
+
+    Clears the customer state and event ledger of RELEVANZ_STORE_URL, reads
+    every input topic from the beginning with a consumer group of its own,
+    applies each event exactly as live processing does, without publishing
+    outputs again, and stops once it has consumed what the topics held when
+    it started. Stop the workers first: they would write to the same store.
+    """
+    from streams.replay import run_replay
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    progress = (lambda _: None) if quiet else _stderr
+    result = asyncio.run(run_replay(settings, progress))
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        click.echo(f"replayed {result['events_in']} messages: {result['applied']} applied, "
+                   f"{result['duplicates']} duplicates, {result['dead_letters']} invalid, "
+                   f"in {result['elapsed_s']}s")
+
+
+from streams.bench import bench  # noqa: E402 - registered last; it imports this module lazily
+
+main.add_command(bench)

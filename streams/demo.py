@@ -19,12 +19,13 @@ from typing import Any
 
 import structlog
 
-from streams.app import build_worker, utc_now
+from agents.core.interests import tag_quality, true_tags
+from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
 from streams.errors import RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
-from streams.traffic import TrafficConfig, TrafficGenerator
+from streams.traffic import Message, TrafficConfig, TrafficGenerator
 
 log = structlog.get_logger(__name__)
 
@@ -81,31 +82,46 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
 
 
 def _generator(options: DemoOptions, n: int) -> TrafficGenerator:
-    gap_s = 1.0
-    start = utc_now() - timedelta(seconds=gap_s * n) - timedelta(hours=1)
-    return TrafficGenerator(TrafficConfig(
+    config = TrafficConfig(
         seed=options.seed, customers=options.customers, catalogue_size=options.catalogue_size,
         malformed_share=options.malformed_share, duplicate_share=options.duplicate_share,
-        start=start, mean_gap_s=gap_s,
-    ))
+    )
+    # The same seed gives the same events, ids and results on every run: the
+    # simulated period starts on a fixed date (a backfill, as event time allows)
+    # unless it would reach into the future, and then it ends now.
+    if config.start + config.span(n) > utc_now():
+        config = TrafficConfig.ending_at(utc_now() - timedelta(minutes=1), n, **{
+            k: getattr(config, k) for k in ("seed", "customers", "catalogue_size",
+                                            "malformed_share", "duplicate_share")})
+    return TrafficGenerator(config)
 
 
-async def _bounded(settings: Settings, options: DemoOptions, worker: Any,
+async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
                    progress: Progress) -> dict[str, Any]:
     n = options.events or 0
-    messages = list(_generator(options, n).messages(n))
+    generator = _generator(options, n)
+    messages = list(generator.messages(n))
     malformed = sum(1 for m in messages if m.malformed)
     duplicates = sum(1 for m in messages if m.duplicate)
     started = time.monotonic()
 
-    def publish() -> None:
+    # A shop has its catalogue before its traffic: publish the content items
+    # first and let the worker learn them, so clicks find their topics.
+    catalogue = [m for m in messages if m.topic == "content"]
+    traffic = [m for m in messages if m.topic != "content"]
+
+    def publish(batch: list[Message]) -> None:
         publisher = Publisher(settings)
-        for m in messages:
+        for m in batch:
             publisher.send(m.topic, m.key, m.value)
         publisher.flush()
 
-    publishing = asyncio.create_task(asyncio.to_thread(publish))
     accounting = worker.accounting
+    await asyncio.to_thread(publish, catalogue)
+    deadline = time.monotonic() + options.stall_timeout_s
+    while accounting.events_in < len(catalogue) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    publishing = asyncio.create_task(asyncio.to_thread(publish, traffic))
     last_count, last_change, last_report = -1, time.monotonic(), 0.0
     while accounting.events_in < n or not publishing.done():
         await asyncio.sleep(0.1)
@@ -125,8 +141,12 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Any,
     await publishing  # surfaces a publishing error
     elapsed = time.monotonic() - started
     counts = accounting.as_dict()
+    precision, recall = await _tag_quality(worker, generator)
     return {
         **counts,
+        "tag_changes": worker.stage.tag_changes if worker.stage else 0,
+        "tag_precision": round(precision, 4),
+        "tag_recall": round(recall, 4),
         "events_published": n,
         "injected_malformed": malformed,
         "injected_duplicates": duplicates,
@@ -134,6 +154,22 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Any,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(accounting.events_in / elapsed, 1) if elapsed else 0.0,
     }
+
+
+async def _tag_quality(worker: Worker, generator: TrafficGenerator) -> tuple[float, float]:
+    """Precision and recall of the stored tags against the audience's hidden interests.
+
+    Only customers the engine has seen count: a customer with no events yet
+    cannot be expected to carry tags.
+    """
+    assert worker.stage is not None
+    rules = worker.stage.rules.interests
+    assigned: dict[str, set[str]] = {}
+    async for state in worker.store.iter_customers(utc_now()):
+        assigned[state.customer_id] = set(state.tags)
+    hidden = generator.truth.customers
+    truth = {cid: true_tags(hidden[cid].interests, rules) for cid in assigned if cid in hidden}
+    return tag_quality(assigned, truth)
 
 
 async def _continuous(settings: Settings, options: DemoOptions,

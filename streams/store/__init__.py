@@ -1,20 +1,41 @@
-"""The store: one async protocol, an embedded implementation (and Cassandra to come).
+"""The store: one async protocol, an embedded (SQLite) and a Cassandra implementation.
 
 The store holds projections of the topics, so everything in it can be rebuilt
-by replay.  Today it keeps the event ledger that makes processing idempotent
-by ``event_id``; customer state joins it with the customer-state work.  All
+by replay: per customer the :class:`~agents.core.customer.CustomerState`
+(profile, consent, interests, tags, interaction history), the event ledger
+that makes processing idempotent by ``event_id``, and model snapshots.  Both
 implementations share one contract test suite (``tests/integration/
-test_store_contract.py``).
+test_store_contract.py``), so the semantics below hold for both:
+
+- **One partition per customer.** Every customer table is keyed by
+  ``customer_id`` first; the Cassandra schema is ``schemas/cassandra.cql`` and
+  the embedded store mirrors its tables and columns.
+- **Replace, not merge.** :meth:`Store.save_customers` makes each given state
+  *the* stored state: consent, interests, tags and history entries missing
+  from it are removed.  Saving the same state twice changes nothing.
+- **Millisecond UTC times.** Cassandra keeps timestamps in milliseconds, so
+  both stores drop sub-millisecond parts (flooring) and every time comes back
+  timezone-aware in UTC: a saved state loads as :func:`streams.store.codec.
+  normalise` of it.
+- **TTLs are logical.** A history entry lives until ``occurred_at +
+  history_ttl_s``, a ledger entry until ``now + ttl_s``; reads hide expired
+  rows by comparing with the ``now`` they are given (so time stays a
+  parameter), and the expired rows are physically removed by Cassandra's TTL or
+  by the embedded store's :meth:`Store.purge_expired`.
+- **Errors** are :class:`streams.errors.StoreUnavailable` with a message
+  naming the store and the operation.
 
 :func:`open_store` is the only place that picks an implementation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from agents.core.customer import CustomerState
 from streams.settings import Settings
 
 #: ``(partition key, event_id)``: the partition key is the customer id, or the
@@ -22,14 +43,33 @@ from streams.settings import Settings
 EventKey = tuple[str, str]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored version of a model: opaque bytes and their checksum."""
+
+    model_id: str
+    version: int
+    blob: bytes
+    checksum: str
+    created_at: datetime
+
+
 class Store(Protocol):
     """What the agents need from persistent state."""
 
     async def open(self) -> None:
-        """Connect and make sure the schema exists."""
+        """Connect; the schema must exist.
+
+        The embedded store creates it (as :meth:`migrate` does); the Cassandra
+        store raises :class:`~streams.errors.StoreUnavailable` telling the
+        operator to run ``relevanz store migrate``.
+        """
 
     async def close(self) -> None:
-        """Flush and release every resource."""
+        """Flush and release every resource (closing twice is harmless)."""
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent, works on an unopened store."""
 
     async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
         """Those of ``keys`` already recorded and not yet expired at ``now``."""
@@ -39,9 +79,66 @@ class Store(Protocol):
     ) -> None:
         """Remember ``keys`` until ``now + ttl_s`` (an upsert: recording twice is harmless)."""
 
+    async def load_customers(
+        self, customer_ids: Sequence[str], now: datetime
+    ) -> dict[str, CustomerState]:
+        """The stored states of ``customer_ids``; customers never saved are absent.
+
+        History entries expired at ``now`` are left out.
+        """
+
+    async def save_customers(
+        self,
+        states: Sequence[CustomerState],
+        events: Sequence[EventKey],
+        now: datetime,
+        ledger_ttl_s: float,
+        history_ttl_s: float,
+    ) -> None:
+        """Replace the stored state of each of ``states``, then record ``events``.
+
+        A history entry is kept until ``occurred_at + history_ttl_s``; one
+        already past that at ``now`` is not written.  The ledger entries are
+        written last (with ``ledger_ttl_s``), so an event is only marked seen
+        once the states it changed are stored.  When a customer appears twice
+        in ``states`` the last one wins.
+        """
+
+    async def delete_customer(self, customer_id: str) -> None:
+        """Erase every row of one customer, ledger entries included."""
+
+    async def reset(self) -> None:
+        """Remove every customer and every ledger entry, so that replay starts empty.
+
+        Model snapshots are kept.  On Cassandra this truncates the tables,
+        which needs every node up.
+        """
+
+    def iter_customers(self, now: datetime, batch: int = 500) -> AsyncIterator[CustomerState]:
+        """Every stored customer once, in no particular order, read ``batch`` at a time."""
+
+    async def put_snapshot(
+        self, model_id: str, version: int, blob: bytes, checksum: str, now: datetime
+    ) -> None:
+        """Store one version of a model (storing the same version again replaces it)."""
+
+    async def latest_snapshot(self, model_id: str) -> Snapshot | None:
+        """The highest stored version of ``model_id``, or None."""
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Physically delete rows expired at ``now``; returns how many (0 where TTLs do it).
+
+        Pass the current time: a later read with an earlier ``now`` may miss
+        rows that expired in between.
+        """
+
 
 def open_store(settings: Settings) -> Store:
     """The store named by ``RELEVANZ_STORE_URL`` (not yet opened)."""
+    if settings.store_kind == "cassandra":
+        from streams.store.cassandra import CassandraStore
+
+        return CassandraStore(settings)
     from streams.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.store_path)

@@ -1,0 +1,268 @@
+"""``relevanz bench``: how fast the engine is, next to what Kafka and Faust allow.
+
+One invocation starts the embedded broker, generates synthetic traffic once
+(:class:`streams.traffic.TrafficGenerator`), publishes it once, and reads that
+same data with three stages (:mod:`streams.bench_stages`): a confluent-kafka
+consumer (the raw limit), a bare Faust agent (the framework ceiling) and the
+full pipeline as :func:`streams.app.build_worker` wires it, so the benchmark
+grows with every agent added.  Throughput counts from the first event a stage
+consumes to the last; consumer-group joins are left out.
+
+Then the still-running pipeline gets fresh events of the same stream at a
+fixed offered load, half its measured maximum, and the latency from
+publishing each event to the ingest batch holding it being handled is
+recorded.  Until decisions exist this is ``event-to-applied``, not
+event-to-decision, and the result says so in ``latency_measures``.
+
+``relevanz bench --sweep`` (:mod:`streams.bench_sweep`) repeats the pipeline
+stage over audience and catalogue sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams import logs
+from streams.app import utc_now
+from streams.bench_stages import (
+    PipelineResult,
+    Progress,
+    Throughput,
+    measure_faust,
+    measure_pipeline,
+    measure_raw,
+    publish,
+)
+from streams.errors import ConfigError
+from streams.settings import Settings
+from streams.traffic import Message, TrafficConfig, TrafficGenerator
+
+#: What the latency numbers measure until the decision agent exists.
+LATENCY_MEASURES = "event-to-applied"
+#: The issue's target: the full pipeline reaches this share of the bare-Faust ceiling.
+TARGET_PIPELINE_VS_FAUST = 0.5
+STORES = ("embedded",)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one benchmark run generates and measures."""
+
+    events: int = 100_000
+    customers: int = 10_000
+    catalogue_size: int = 200
+    partitions: int | None = None  # None: RELEVANZ_PARTITIONS
+    store: str = "embedded"
+    seed: int = 7
+    latency_s: float = 10.0  # how long the fixed offered load lasts
+    out_dir: Path = Path("relevanz-bench")
+    stall_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.store not in STORES:
+            raise ConfigError(
+                f"--store: only {', '.join(STORES)} can be benchmarked in this version "
+                f"(the Cassandra store has not landed yet), got {self.store!r}")
+        if self.events < 1 or self.customers < 1 or self.catalogue_size < 1:
+            raise ConfigError("--events, --customers and --catalogue: need at least 1")
+
+
+@dataclass
+class Traffic:
+    """One seeded stream, consumed in parts: the measured data, then fresh events."""
+
+    options: BenchOptions
+    events: int
+    _stream: Iterator[Message] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Twice the events fit before "now", so the latency phase's fresh events
+        # (at most as many again) are in the past too.
+        config = TrafficConfig.ending_at(utc_now(), 2 * self.events, seed=self.options.seed,
+                                         customers=self.options.customers,
+                                         catalogue_size=self.options.catalogue_size)
+        self._stream = TrafficGenerator(config).messages(2 * self.events)
+
+    def take(self, n: int) -> list[Message]:
+        """The next ``n`` messages (fewer once the stream's end is reached)."""
+        return list(islice(self._stream, n))
+
+
+def bench_settings(settings: Settings, servers: str, partitions: int | None,
+                   prefix: str = "bench.", group: str = "relevanz-bench") -> Settings:
+    """Settings for the embedded broker; short sessions make group joins take ~4 s."""
+    return settings.with_(broker_servers=servers, topic_prefix=prefix, consumer_group=group,
+                          partitions=partitions or settings.partitions,
+                          session_timeout_s=min(settings.session_timeout_s, 6.0),
+                          heartbeat_s=min(settings.heartbeat_s, 1.0))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+async def run_bench(settings: Settings, options: BenchOptions, progress: Progress
+                    ) -> dict[str, Any]:
+    """Measure raw, Faust and pipeline on the same data, then latency; returns the result."""
+    from streams.broker import EmbeddedBroker
+
+    n = options.events
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(options.out_dir / "broker.log") as broker:
+        settings = bench_settings(settings, broker.bootstrap_servers, options.partitions)
+        progress(f"embedded broker on {broker.bootstrap_servers} "
+                 f"(log {options.out_dir / 'broker.log'})")
+        progress(f"generating {n} events: {options.customers} customers, "
+                 f"{options.catalogue_size} content items, seed {options.seed}")
+        traffic = Traffic(options, n)
+        messages = traffic.take(n)
+        progress(f"publishing {n} events to {settings.partitions} partitions")
+        await asyncio.to_thread(publish, settings, messages)
+        del messages
+        stall = options.stall_timeout_s
+        raw = await measure_raw(settings, n, progress, stall)
+        progress(f"raw: {raw.events_per_s:,.0f} events/s")
+        faust = await measure_faust(settings, n, progress, stall)
+        progress(f"faust: {faust.events_per_s:,.0f} events/s")
+        pipeline = await measure_pipeline(settings, n, options.out_dir / "store.db", progress,
+                                          stall, traffic.take, options.latency_s)
+    return result_line(options, settings.partitions, raw, faust, pipeline)
+
+
+def result_line(options: BenchOptions, partitions: int, raw: Throughput, faust: Throughput,
+                pipeline: PipelineResult) -> dict[str, Any]:
+    """The ``--json`` line."""
+    p = pipeline.throughput.events_per_s
+    result: dict[str, Any] = {
+        "raw_events_per_s": round(raw.events_per_s, 1),
+        "faust_events_per_s": round(faust.events_per_s, 1),
+        "pipeline_events_per_s": round(p, 1),
+        "pipeline_vs_faust": round(p / faust.events_per_s, 3) if faust.events_per_s else 0.0,
+        "pipeline_vs_raw": round(p / raw.events_per_s, 3) if raw.events_per_s else 0.0,
+        "pipeline_agents": pipeline.agents,
+        "throughput_measures": "first to last event consumed; consumer-group join excluded",
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "events": options.events, "customers": options.customers,
+        "catalogue": options.catalogue_size, "partitions": partitions,
+        "store": options.store, "seed": options.seed,
+    }
+    if pipeline.latency is not None:
+        lat = pipeline.latency
+        result |= {"p50_ms": round(lat.p50_ms, 1), "p95_ms": round(lat.p95_ms, 1),
+                   "p99_ms": round(lat.p99_ms, 1), "latency_measures": LATENCY_MEASURES,
+                   "latency_offered_events_per_s": round(lat.offered_per_s, 1),
+                   "latency_applied_events_per_s": round(lat.applied_per_s, 1),
+                   "latency_events": lat.events}
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    """The result for a person to read."""
+    target = "meets" if result["pipeline_vs_faust"] >= TARGET_PIPELINE_VS_FAUST else "misses"
+    lines = [
+        f"raw confluent-kafka consumer + decode  {result['raw_events_per_s']:>10,.0f} events/s",
+        f"bare Faust agent + decode              {result['faust_events_per_s']:>10,.0f} events/s",
+        f"full pipeline ({', '.join(result['pipeline_agents'])})"
+        .ljust(39) + f"{result['pipeline_events_per_s']:>10,.0f} events/s",
+        f"pipeline = {result['pipeline_vs_faust']:.0%} of bare Faust ({target} the "
+        f"{TARGET_PIPELINE_VS_FAUST:.0%} target), {result['pipeline_vs_raw']:.1%} of raw",
+    ]
+    if "p50_ms" in result:
+        lines.append(
+            f"{result['latency_measures']} latency at "
+            f"{result['latency_offered_events_per_s']:,.0f} events/s offered "
+            f"({result['latency_events']} events): p50 {result['p50_ms']:.0f} ms, "
+            f"p95 {result['p95_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+    lines += [f"peak RSS {result['peak_rss_mb']:,.0f} MB (the whole bench process)",
+              f"throughput: {result['throughput_measures']}"]
+    return "\n".join(lines)
+
+
+def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected whole numbers from 1 up, separated by commas, "
+                                 f"got {value!r}")
+    return numbers
+
+
+@click.command()
+@click.option("--events", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Events generated and published once, then read by every stage.")
+@click.option("--customers", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Size of the synthetic audience.")
+@click.option("--catalogue", "catalogue_size", type=click.IntRange(min=1), default=200,
+              show_default=True, help="Content items in the catalogue.")
+@click.option("--partitions", type=click.IntRange(1, 1024), default=None,
+              help="Partitions per topic [default: RELEVANZ_PARTITIONS].")
+@click.option("--store", default="embedded", show_default=True,
+              help="Store the pipeline writes to (only embedded for now).")
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Seed of the synthetic traffic (same seed, same events).")
+@click.option("--latency-seconds", "latency_s", type=click.FloatRange(min=0.1), default=10.0,
+              show_default=True, help="How long the fixed offered load for latency lasts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("relevanz-bench"), show_default=True,
+              help="Where the broker log, the store files and the sweep's CSV and PNG go.")
+@click.option("--sweep", is_flag=True,
+              help="Cost curves: the pipeline over every customers x catalogue combination; "
+                   "writes bench-sweep.csv (and bench-sweep.png with matplotlib).")
+@click.option("--sweep-customers", default="10000,100000,1000000", show_default=True,
+              callback=_int_list, help="Audience sizes of the sweep.")
+@click.option("--sweep-catalogue", default="20,200,2000", show_default=True,
+              callback=_int_list, help="Catalogue sizes of the sweep.")
+@click.option("--sweep-events", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Events per sweep point (generating them for 1M customers takes ~1 min).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def bench(**kwargs: Any) -> None:
+    """Measure throughput and latency: raw Kafka limit, bare-Faust ceiling, full pipeline.
+
+    Starts the embedded broker, publishes --events synthetic events once and
+    reads them with a confluent-kafka consumer, a bare Faust agent and the
+    full worker, each from the start in its own consumer group. Throughput
+    counts from the first event consumed to the last (group joins excluded).
+    Latency is then measured at half the pipeline's maximum, from publishing
+    an event to its batch being applied (event-to-applied; decisions do not
+    exist yet). Progress goes to stderr.
+    """
+    # Imported here: streams.cli imports this module to register the command.
+    from streams.cli import _one_line_errors
+
+    _one_line_errors(_bench)(**kwargs)
+
+
+def _bench(events: int, customers: int, catalogue_size: int, partitions: int | None,
+           store: str, seed: int, latency_s: float, as_json: bool, out_dir: Path, sweep: bool,
+           sweep_customers: list[int], sweep_catalogue: list[int], sweep_events: int,
+           quiet: bool) -> None:
+    settings = Settings.from_env()
+    logs.configure("warning" if settings.log_level == "info" else settings.log_level, "console")
+    progress: Progress = (lambda _: None) if quiet else (lambda m: click.echo(m, err=True))
+    options = BenchOptions(events=sweep_events if sweep else events, customers=customers,
+                           catalogue_size=catalogue_size, partitions=partitions, store=store,
+                           seed=seed, latency_s=latency_s, out_dir=out_dir)
+    if sweep:
+        from streams.bench_sweep import describe_sweep, run_sweep
+
+        outcome = asyncio.run(run_sweep(settings, options, sweep_customers, sweep_catalogue,
+                                        progress))
+        click.echo(json.dumps(outcome, sort_keys=True) if as_json else describe_sweep(outcome))
+        return
+    result = asyncio.run(run_bench(settings, options, progress))
+    click.echo(json.dumps(result, sort_keys=True) if as_json else describe(result))

@@ -1,0 +1,135 @@
+"""``relevanz bench --sweep``: the pipeline's cost curves over audience and catalogue size.
+
+For every (customers, catalogue) combination the sweep generates
+``events`` synthetic events into a topic set of its own on one embedded
+broker and measures the full pipeline on them with a fresh store.  The raw
+and bare-Faust references are measured once, on the first point's data.
+Rows go to ``bench-sweep.csv`` as each point finishes (so an interrupted
+sweep keeps what it measured), and a plot to ``bench-sweep.png`` when
+matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from streams.bench import BenchOptions, Traffic, bench_settings, peak_rss_mb
+from streams.bench_stages import (
+    Progress,
+    Throughput,
+    measure_faust,
+    measure_pipeline,
+    measure_raw,
+    publish,
+)
+from streams.settings import Settings
+
+COLUMNS = ("customers", "catalogue", "events", "pipeline_events_per_s", "pipeline_vs_faust",
+           "pipeline_vs_raw", "faust_events_per_s", "raw_events_per_s", "generate_s",
+           "store_mb", "peak_rss_mb")
+
+
+async def run_sweep(settings: Settings, options: BenchOptions, customers: list[int],
+                    catalogues: list[int], progress: Progress) -> dict[str, Any]:
+    """Measure every combination; returns the rows and where the CSV and PNG went."""
+    import asyncio
+
+    from streams.broker import EmbeddedBroker
+
+    out = options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "bench-sweep.csv", out / "bench-sweep.png"
+    rows: list[dict[str, Any]] = []
+    raw = faust = None
+    with EmbeddedBroker(out / "broker.log") as broker, csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        points = [(c, k) for c in customers for k in catalogues]
+        for i, (c, k) in enumerate(points, start=1):
+            label = f"point {i}/{len(points)} ({c} customers, {k} items)"
+            point = replace(options, customers=c, catalogue_size=k)
+            stage = bench_settings(settings, broker.bootstrap_servers, options.partitions,
+                                   prefix=f"bench-c{c}-k{k}.", group=f"relevanz-bench-{i}")
+            progress(f"{label}: generating {options.events} events")
+            started = time.perf_counter()
+            messages = Traffic(point, options.events).take(options.events)
+            generate_s = time.perf_counter() - started
+            progress(f"{label}: publishing")
+            await asyncio.to_thread(publish, stage, messages)
+            del messages
+            n, stall = options.events, options.stall_timeout_s
+            if raw is None or faust is None:
+                raw = await measure_raw(stage, n, progress, stall)
+                faust = await measure_faust(stage, n, progress, stall)
+            store_path = out / f"sweep-store-{i}.db"
+            result = await measure_pipeline(stage, n, store_path, progress, stall)
+            rows.append(_row(c, k, n, result.throughput, faust, raw, generate_s, store_path))
+            writer.writerow(rows[-1])
+            f.flush()
+            progress(f"{label}: {rows[-1]['pipeline_events_per_s']:,.0f} events/s")
+    png = plot(rows, png_path, progress)
+    return {"csv": str(csv_path), "png": str(png) if png else None, "rows": rows}
+
+
+def _row(customers: int, catalogue: int, events: int, pipeline: Throughput, faust: Throughput,
+         raw: Throughput, generate_s: float, store_path: Path) -> dict[str, Any]:
+    p = pipeline.events_per_s
+    store_bytes = sum(f.stat().st_size for f in store_path.parent.glob(f"{store_path.name}*"))
+    return {
+        "customers": customers, "catalogue": catalogue, "events": events,
+        "pipeline_events_per_s": round(p, 1),
+        "pipeline_vs_faust": round(p / faust.events_per_s, 3) if faust.events_per_s else 0.0,
+        "pipeline_vs_raw": round(p / raw.events_per_s, 3) if raw.events_per_s else 0.0,
+        "faust_events_per_s": round(faust.events_per_s, 1),
+        "raw_events_per_s": round(raw.events_per_s, 1),
+        "generate_s": round(generate_s, 1),
+        "store_mb": round(store_bytes / 1e6, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def plot(rows: list[dict[str, Any]], path: Path, progress: Progress) -> Path | None:
+    """Pipeline events/s over customers, one line per catalogue size; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress(f"matplotlib is not installed: skipped {path.name}; the CSV has every number "
+                 "(pip install matplotlib for the plot)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for catalogue in sorted({r["catalogue"] for r in rows}):
+        line = sorted((r["customers"], r["pipeline_events_per_s"]) for r in rows
+                      if r["catalogue"] == catalogue)
+        ax.plot([x for x, _ in line], [y for _, y in line], marker="o",
+                label=f"{catalogue} content items")
+    if rows:
+        ceiling = rows[0]["faust_events_per_s"]
+        ax.axhline(ceiling, linestyle="--", color="grey", label="bare Faust agent")
+        ax.axhline(ceiling / 2, linestyle=":", color="grey", label="target: 50% of Faust")
+    ax.set_xscale("log")
+    ax.set_xlabel("customers")
+    ax.set_ylabel("pipeline events/s")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Relevanz pipeline throughput (embedded broker and store)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def describe_sweep(outcome: dict[str, Any]) -> str:
+    """The sweep's table for a person to read."""
+    lines = [f"{'customers':>10} {'catalogue':>9} {'events/s':>10} {'vs faust':>8} "
+             f"{'store MB':>8}"]
+    lines += [f"{r['customers']:>10} {r['catalogue']:>9} {r['pipeline_events_per_s']:>10,.0f} "
+              f"{r['pipeline_vs_faust']:>8.0%} {r['store_mb']:>8}" for r in outcome["rows"]]
+    lines.append(f"wrote {outcome['csv']}" + (f" and {outcome['png']}" if outcome["png"] else ""))
+    return "\n".join(lines)

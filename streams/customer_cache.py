@@ -1,0 +1,93 @@
+"""Hot customer state, cached by the worker that owns the customer's partition.
+
+The ingest agent reads states for a batch in one store call, applies the
+batch in memory and writes every changed state back in one store call, with
+the batch's ledger entries, before the batch is acknowledged.  So nothing is
+acknowledged that the store does not hold, and a crash costs at most a
+redelivery that the ledger recognises.  Clean states stay cached (bounded,
+least recently used first out) so a busy customer is read once, not per
+event; the cache is dropped when partitions move to another worker.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from agents.core.customer import CustomerState
+from streams.store import EventKey, Store
+
+
+class CustomerCache:
+    """Read-through, write-per-batch cache of :class:`CustomerState`."""
+
+    def __init__(self, store: Store, max_customers: int) -> None:
+        self.store = store
+        self.max_customers = max_customers
+        self._states: OrderedDict[str, CustomerState] = OrderedDict()
+        self._dirty: dict[str, CustomerState] = {}
+        self._invalidate_after_flush = False
+        self.loads = 0
+
+    async def get_many(self, customer_ids: Iterable[str], now: datetime
+                       ) -> dict[str, CustomerState]:
+        """States of ``customer_ids``; unknown customers get an empty state."""
+        wanted = list(dict.fromkeys(customer_ids))
+        missing = [cid for cid in wanted if cid not in self._states]
+        if missing:
+            self.loads += len(missing)
+            loaded = await self.store.load_customers(missing, now)
+            for cid in missing:
+                self._states[cid] = loaded.get(cid) or CustomerState(cid)
+        found = {}
+        for cid in wanted:
+            self._states.move_to_end(cid)
+            found[cid] = self._states[cid]
+        return found
+
+    def put(self, state: CustomerState) -> None:
+        """Replace a customer's state; it is written at the next :meth:`flush`."""
+        self._states[state.customer_id] = state
+        self._states.move_to_end(state.customer_id)
+        self._dirty[state.customer_id] = state
+
+    async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
+                    history_ttl_s: float) -> int:
+        """Write changed states and ``events``' ledger entries; returns states written."""
+        states = list(self._dirty.values())
+        if states or events:
+            await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s)
+        self._dirty.clear()
+        if self._invalidate_after_flush:
+            self._states.clear()
+            self._invalidate_after_flush = False
+        while len(self._states) > self.max_customers:
+            self._states.popitem(last=False)
+        return len(states)
+
+    def invalidate(self) -> None:
+        """Partitions moved: drop clean states now, and everything after the next flush."""
+        for customer_id in [c for c in self._states if c not in self._dirty]:
+            del self._states[customer_id]
+        self._invalidate_after_flush = bool(self._dirty)
+
+    def discard_changes(self) -> None:
+        """Forget unflushed changes (a failed batch): those customers are re-read."""
+        for customer_id in self._dirty:
+            self._states.pop(customer_id, None)
+        self._dirty.clear()
+
+    def forget(self, customer_id: str) -> None:
+        """Drop one customer (after erasure)."""
+        self._states.pop(customer_id, None)
+        self._dirty.pop(customer_id, None)
+
+    def clear(self) -> None:
+        """Drop every cached state (partitions moved); dirty states must be flushed first."""
+        if self._dirty:
+            raise RuntimeError("clear() with unflushed customer state")  # a wiring bug
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)

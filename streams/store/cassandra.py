@@ -1,0 +1,516 @@
+"""The Cassandra store: the production :class:`streams.store.Store`, on cassandra-driver.
+
+Schema: ``schemas/cassandra.cql`` (applied by ``relevanz store migrate``).
+Rows are mapped by :mod:`streams.store.codec`, the same mapping the embedded
+store uses; the CQL statements and batches are built by
+:mod:`streams.store.cql`.  How it talks to the cluster:
+
+- **Routing and consistency.** One execution profile: token-aware routing
+  over a DC-aware round robin (``RELEVANZ_CASSANDRA_LOCAL_DC``), the
+  consistency of ``RELEVANZ_CASSANDRA_CONSISTENCY`` for reads and writes,
+  ``RELEVANZ_STORE_TIMEOUT_S`` per request, and a retry policy that also
+  retries a timed-out write once (every write here is idempotent, see below).
+- **Prepared statements only** (:data:`streams.store.cql.STATEMENTS`), prepared once at
+  :meth:`CassandraStore.open`; DDL in :meth:`CassandraStore.migrate` is the
+  exception.
+- **Never blocking the event loop.** Requests go out with
+  ``Session.execute_async``; the driver calls back on its I/O thread and the
+  result is handed to the event loop with ``call_soon_threadsafe``.  Connecting,
+  preparing and DDL block, so they run in a worker thread.  At most
+  :data:`MAX_IN_FLIGHT` requests are outstanding.
+- **Replace = delete at t-1, write at t.** Each customer is saved as one
+  batch of its own partition (all customer tables share the partition key, so
+  it is a single mutation: atomic, isolated, no batch log and exempt from the
+  batch size limits).  The batch deletes the customer's partition in every
+  table ``USING TIMESTAMP t-1`` and inserts the new rows ``USING TIMESTAMP t``:
+  at equal timestamps Cassandra lets a tombstone win, so the rows must be one
+  microsecond younger than the deletion.  ``t`` comes from a monotonic clock,
+  so a later save always shadows an earlier one, and replaying a write (a
+  retry) changes nothing.  Across processes the clocks must agree to within
+  the time a partition takes to move between workers.
+- **TTLs.** History and ledger rows are written ``USING TTL`` (so Cassandra
+  drops them) and carry ``expires_at``, which reads compare with their ``now``:
+  a TTL counts from the server's clock at write time, ``now`` is a parameter.
+- **Errors.** Driver errors become :class:`~streams.errors.StoreUnavailable`
+  naming the hosts, the keyspace, the operation and what to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from cassandra import (
+    ConsistencyLevel,
+    DriverException,
+    InvalidRequest,
+    OperationTimedOut,
+    Timeout,
+    Unavailable,
+    UnresolvableContactPoints,
+    WriteType,
+)
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+)
+from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.protocol import ErrorMessage
+from cassandra.query import tuple_factory
+from cassandra.timestamps import MonotonicTimestampGenerator
+
+from agents.core.customer import CustomerState
+from streams.errors import ConfigError, StoreUnavailable
+from streams.settings import Settings
+from streams.store import EventKey, Snapshot
+from streams.store.codec import (
+    CUSTOMER_TABLES,
+    CustomerRows,
+    duration_ms,
+    from_ms,
+    latest_per_customer,
+    rows_of,
+    state_of,
+    to_ms,
+)
+from streams.store.cql import (
+    STATEMENTS,
+    codec_row,
+    customer_batch,
+    driver_ms,
+    erasure_batch,
+    ledger_batch,
+    parse_store_url,
+    schema_statements,
+    schema_tables,
+    ttl_seconds,
+)
+
+#: Most requests outstanding at once (the driver allows far more per connection).
+MAX_IN_FLIGHT = 256
+#: Event ids per ledger lookup (``event_id IN ?``).
+LEDGER_IN_CHUNK = 100
+#: Rows per ledger batch (one partition, so one mutation).
+LEDGER_BATCH = 500
+#: DDL waits for the nodes to agree on the schema, which takes longer than a read.
+DDL_TIMEOUT_S = 60.0
+_DRIVER_ERRORS = (DriverException, NoHostAvailable, ErrorMessage, OSError)
+
+
+@contextmanager
+def _connect_attempt_not_logged() -> Iterator[None]:
+    """Drop the driver's log records of this thread while it connects.
+
+    The driver logs every failed connection attempt with a traceback; the
+    :class:`StoreUnavailable` raised afterwards says the same in one line.  The
+    driver's own threads (reconnection, topology changes) still log.
+    """
+    thread = threading.get_ident()
+    loggers = [logging.getLogger(name) for name in
+               ("cassandra.cluster", "cassandra.connection", "cassandra.pool")]
+
+    def elsewhere(record: logging.LogRecord) -> bool:
+        return record.thread != thread
+
+    for logger in loggers:
+        logger.addFilter(elsewhere)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(elsewhere)
+
+
+class _IdempotentWriteRetryPolicy(RetryPolicy):  # type: ignore[misc] # cassandra-driver ships no type hints
+    """The driver's default retry policy, plus one retry of any timed-out write.
+
+    The default retries only batch-log timeouts, because replaying a write is
+    not safe in general.  Here it is: every write carries an explicit
+    timestamp, so a replay writes the very same cells.
+    """
+
+    _REPLAYABLE = frozenset({WriteType.SIMPLE, WriteType.BATCH, WriteType.UNLOGGED_BATCH,
+                             WriteType.BATCH_LOG})
+
+    def on_write_timeout(self, query: Any, consistency: int, write_type: int,
+                         required_responses: int, received_responses: int,
+                         retry_num: int) -> tuple[int, int | None]:
+        if retry_num == 0 and write_type in self._REPLAYABLE:
+            return self.RETRY, consistency
+        return self.RETHROW, None
+
+
+class _Pages:
+    """The pages of one request, handed from the driver's I/O thread to the event loop."""
+
+    def __init__(self, response: ResponseFuture) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._response = response
+        self._next: asyncio.Future[list[Any]] = self._loop.create_future()
+        # Both callbacks run on the driver's I/O thread, once per page.
+        response.add_callbacks(self._on_rows, self._on_error)
+
+    def _on_rows(self, rows: list[Any] | None) -> None:
+        self._loop.call_soon_threadsafe(self._settle, rows or [], None)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._loop.call_soon_threadsafe(self._settle, None, exc)
+
+    def _settle(self, rows: list[Any] | None, exc: BaseException | None) -> None:
+        if self._next.done():  # the awaiting task was cancelled
+            return
+        if exc is not None:
+            self._next.set_exception(exc)
+        else:
+            self._next.set_result(rows or [])
+
+    async def __aiter__(self) -> AsyncIterator[list[Any]]:
+        while True:
+            yield await self._next
+            if not self._response.has_more_pages:
+                return
+            self._next = self._loop.create_future()
+            self._response.start_fetching_next_page()
+
+
+class CassandraStore:
+    """The :class:`streams.store.Store` protocol on a Cassandra cluster."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.contact_points, self.keyspace = parse_store_url(settings.store_url)
+        self._where = (",".join(f"{h}:{p}" for h, p in self.contact_points)
+                       + f"/{self.keyspace}")
+        self._clock = MonotonicTimestampGenerator()
+        self._cluster: Any = None
+        self._session: Any = None
+        self._prepared: dict[str, Any] = {}
+        self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    # -- connection --------------------------------------------------------------
+
+    def new_cluster(self) -> Any:
+        """A (not yet connected) driver ``Cluster`` configured from the settings."""
+        s = self.settings
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(
+                DCAwareRoundRobinPolicy(local_dc=s.cassandra_local_dc)),
+            retry_policy=_IdempotentWriteRetryPolicy(),
+            consistency_level=ConsistencyLevel.name_to_value[s.cassandra_consistency.upper()],
+            request_timeout=s.store_timeout_s,
+            row_factory=tuple_factory,
+        )
+        return Cluster(
+            contact_points=self.contact_points,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=s.store_timeout_s,
+            control_connection_timeout=s.store_timeout_s,
+        )
+
+    def _check_local_dc(self, cluster: Any) -> None:
+        dcs = {host.datacenter for host in cluster.metadata.all_hosts() if host.datacenter}
+        if dcs and self.settings.cassandra_local_dc not in dcs:
+            raise ConfigError(
+                f"RELEVANZ_CASSANDRA_LOCAL_DC: {self.settings.cassandra_local_dc!r} is not a "
+                f"data centre of the cluster at {self._where} (it has {', '.join(sorted(dcs))})")
+
+    def _check_schema(self, cluster: Any) -> None:
+        keyspace = cluster.metadata.keyspaces.get(self.keyspace)
+        if keyspace is None:
+            raise StoreUnavailable(
+                f"cassandra {self._where}: keyspace {self.keyspace!r} does not exist; "
+                "run `relevanz store migrate` to create it")
+        missing = []
+        for table, columns in schema_tables().items():
+            found = keyspace.tables.get(table)
+            if found is None:
+                missing.append(table)
+            else:
+                missing.extend(f"{table}.{c}" for c in columns if c not in found.columns)
+        if missing:
+            raise StoreUnavailable(
+                f"cassandra {self._where}: the schema lacks {', '.join(missing)}; "
+                "run `relevanz store migrate`")
+
+    def _connected(self, operation: str) -> tuple[Any, Any]:
+        """A connected cluster and session (blocking); on failure nothing stays open."""
+        cluster = None
+        ok = False
+        try:
+            cluster = self.new_cluster()
+            with _connect_attempt_not_logged():
+                session = cluster.connect()
+            self._check_local_dc(cluster)
+            ok = True
+            return cluster, session
+        except NoHostAvailable as exc:
+            if cluster is not None:  # a wrong local data centre leaves no host: say that
+                self._check_local_dc(cluster)
+            raise self._unavailable(operation, exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable(operation, exc) from exc
+        finally:
+            if not ok and cluster is not None:
+                cluster.shutdown()
+
+    def _connect(self) -> tuple[Any, Any, dict[str, Any]]:
+        """Connect, check the schema, prepare every statement (blocking)."""
+        cluster, session = self._connected("open")
+        ok = False
+        try:
+            self._check_schema(cluster)
+            session.set_keyspace(self.keyspace)
+            prepared = {name: session.prepare(text) for name, text in STATEMENTS.items()}
+            ok = True
+            return cluster, session, prepared
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable("open", exc) from exc
+        finally:
+            if not ok:
+                cluster.shutdown()
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._cluster, self._session, self._prepared = await asyncio.to_thread(self._connect)
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    async def migrate(self) -> None:
+        """Create the keyspace (with the configured replication) and the tables."""
+
+        def run() -> None:
+            cluster, session = self._connected("migrate")
+            try:
+                for statement in schema_statements(self.keyspace,
+                                                   self.settings.cassandra_replication):
+                    result = session.execute(statement, timeout=DDL_TIMEOUT_S)
+                    if not result.response_future.is_schema_agreed:
+                        raise StoreUnavailable(
+                            f"cassandra {self._where}: migrate: the nodes did not agree on "
+                            "the schema in time; check that every node is up, then run "
+                            "`relevanz store migrate` again")
+            except _DRIVER_ERRORS as exc:
+                raise self._unavailable("migrate", exc) from exc
+            finally:
+                cluster.shutdown()
+
+        await asyncio.to_thread(run)
+
+    # -- requests -----------------------------------------------------------------
+
+    def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailable:
+        """A readable :class:`StoreUnavailable` for a driver error."""
+        consistency = self.settings.cassandra_consistency
+        if isinstance(exc, NoHostAvailable):
+            errors = exc.errors or {}
+            tried = ("; ".join(f"{host}: {error}" for host, error in errors.items())
+                     if isinstance(errors, dict) else ", ".join(map(str, errors)))
+            detail = (f"no host answered ({tried or 'none reachable'}); check that the hosts "
+                      f"are up and that RELEVANZ_CASSANDRA_LOCAL_DC "
+                      f"({self.settings.cassandra_local_dc}) is their data centre")
+        elif isinstance(exc, UnresolvableContactPoints):
+            detail = "none of the hosts resolves to an address (RELEVANZ_STORE_URL)"
+        elif isinstance(exc, OperationTimedOut):
+            detail = (f"no answer from {exc.last_host or 'any host'} within "
+                      f"{self.settings.store_timeout_s:g}s (RELEVANZ_STORE_TIMEOUT_S)")
+        elif isinstance(exc, Unavailable):
+            detail = (f"only {exc.alive_replicas} of {exc.required_replicas} replicas needed for "
+                      f"consistency {consistency} are alive (RELEVANZ_CASSANDRA_CONSISTENCY)")
+        elif isinstance(exc, Timeout):
+            detail = (f"{exc.received_responses} of {exc.required_responses} replicas needed "
+                      f"for consistency {consistency} answered in time ({type(exc).__name__})")
+        elif isinstance(exc, InvalidRequest):
+            detail = (f"rejected: {exc}; if the schema is out of date, run "
+                      "`relevanz store migrate`")
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return StoreUnavailable(f"cassandra {self._where}: {operation} failed: {detail}")
+
+    def _ready(self, operation: str) -> tuple[Any, dict[str, Any]]:
+        if self._session is None:
+            raise StoreUnavailable(f"cassandra {self._where} is not open ({operation})")
+        return self._session, self._prepared
+
+    async def _execute(self, operation: str,
+                       make: Callable[[], tuple[Any, Sequence[Any] | None]],
+                       timeout_s: float | None = None) -> list[Any]:
+        """Every row of one request (all pages).
+
+        ``make`` builds the statement and its parameters once a request slot is
+        free, so building thousands of batches does not hold the loop at once.
+        """
+        session, _ = self._ready(operation)
+        async with self._limit:
+            try:
+                statement, params = make()
+                options = {} if timeout_s is None else {"timeout": timeout_s}
+                rows: list[Any] = []
+                async for page in _Pages(session.execute_async(statement, params, **options)):
+                    rows.extend(page)
+                return rows
+            except _DRIVER_ERRORS as exc:
+                raise self._unavailable(operation, exc) from exc
+
+    async def _rows(self, operation: str, statement: Any, params: Sequence[Any] | None,
+                    timeout_s: float | None = None) -> list[Any]:
+        return await self._execute(operation, lambda: (statement, params), timeout_s)
+
+    async def _all(self, operation: str, batches: list[Callable[[], Any]]) -> None:
+        """Run write batches concurrently; every one is awaited, the first error raised."""
+        def run(build: Callable[[], Any]) -> Awaitable[list[Any]]:
+            return self._execute(operation, lambda: (build(), None))
+
+        results = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if len(errors) > 1 and isinstance(errors[0], StoreUnavailable):
+                raise StoreUnavailable(
+                    f"{errors[0]} (and {len(errors) - 1} more of {len(batches)} requests)"
+                ) from errors[0]
+            raise errors[0]
+
+    # -- event ledger -------------------------------------------------------------
+
+    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
+        _, prepared = self._ready("seen_events")
+        cutoff = to_ms(now)
+        by_partition: dict[str, list[str]] = {}
+        for pk, eid in dict.fromkeys(keys):
+            by_partition.setdefault(pk, []).append(eid)
+        lookups = [(pk, eids[i:i + LEDGER_IN_CHUNK])
+                   for pk, eids in by_partition.items()
+                   for i in range(0, len(eids), LEDGER_IN_CHUNK)]
+        pages = await asyncio.gather(*(
+            self._rows("seen_events", prepared["select_event_ledger"], (pk, eids))
+            for pk, eids in lookups))
+        return {(pk, eid)
+                for (pk, _), rows in zip(lookups, pages, strict=True)
+                for eid, expires in rows if (driver_ms(expires) or 0) > cutoff}
+
+    def _ledger_batches(self, keys: Sequence[EventKey], now_ms: int, ttl_ms: int
+                        ) -> list[Callable[[], Any]]:
+        _, prepared = self._ready("record_events")
+        expires, ttl, stamp = now_ms + ttl_ms, ttl_seconds(ttl_ms), self._clock()
+        by_partition: dict[str, list[str]] = {}
+        for pk, eid in dict.fromkeys(keys):
+            by_partition.setdefault(pk, []).append(eid)
+        return [partial(ledger_batch, prepared, pk, eids[i:i + LEDGER_BATCH], expires, ttl, stamp)
+                for pk, eids in by_partition.items()
+                for i in range(0, len(eids), LEDGER_BATCH)]
+
+    async def record_events(
+        self, keys: Sequence[EventKey], now: datetime, ttl_s: float
+    ) -> None:
+        await self._all("record_events",
+                        self._ledger_batches(keys, to_ms(now), duration_ms(ttl_s)))
+
+    # -- customers -------------------------------------------------------------------
+
+    async def _load_one(self, customer_id: str, cutoff: int) -> CustomerState | None:
+        _, prepared = self._ready("load_customers")
+        tables = list(CUSTOMER_TABLES)
+        found = await asyncio.gather(*(
+            self._rows("load_customers", prepared[f"select_{table}"], (customer_id,))
+            for table in tables))
+        rows = {table: [codec_row(table, row) for row in result]
+                for table, result in zip(tables, found, strict=True)}
+        if not rows["customers"]:
+            return None
+        return state_of(rows["customers"][0], rows["customer_consent"],
+                        rows["customer_interests"], rows["customer_tags"],
+                        [row for row in rows["interactions"] if row[-1] > cutoff])
+
+    async def load_customers(
+        self, customer_ids: Sequence[str], now: datetime
+    ) -> dict[str, CustomerState]:
+        ids = list(dict.fromkeys(customer_ids))
+        cutoff = to_ms(now)
+        states = await asyncio.gather(*(self._load_one(cid, cutoff) for cid in ids))
+        return {cid: state for cid, state in zip(ids, states, strict=True) if state is not None}
+
+    def _stamped_batch(self, prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int
+                       ) -> Any:
+        # The clock is read as the batch is built: the latest build is the youngest write.
+        return customer_batch(prepared, rows, now_ms, self._clock())
+
+    async def save_customers(
+        self,
+        states: Sequence[CustomerState],
+        events: Sequence[EventKey],
+        now: datetime,
+        ledger_ttl_s: float,
+        history_ttl_s: float,
+    ) -> None:
+        _, prepared = self._ready("save_customers")
+        now_ms = to_ms(now)
+        history_ttl_ms = duration_ms(history_ttl_s)
+        # Rows are taken now: the states may change once we yield to the loop.
+        rows = [rows_of(state, now_ms, history_ttl_ms) for state in latest_per_customer(states)]
+        await self._all("save_customers",
+                        [partial(self._stamped_batch, prepared, r, now_ms) for r in rows])
+        # Only once every state is stored may its events count as seen.
+        await self._all("save_customers (event ledger)",
+                        self._ledger_batches(events, now_ms, duration_ms(ledger_ttl_s)))
+
+    async def delete_customer(self, customer_id: str) -> None:
+        _, prepared = self._ready("delete_customer")
+        await self._execute("delete_customer",
+                            lambda: (erasure_batch(prepared, customer_id, self._clock()), None))
+
+    async def reset(self) -> None:
+        _, prepared = self._ready("reset")
+        # One table after the other: a truncation involves every node.
+        for table in (*CUSTOMER_TABLES, "event_ledger"):
+            await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
+
+    async def iter_customers(self, now: datetime, batch: int = 500
+                             ) -> AsyncIterator[CustomerState]:
+        session, prepared = self._ready("iter_customers")
+        scan = prepared["scan_customers"].bind(())
+        scan.fetch_size = max(1, batch)
+        try:
+            pages = _Pages(session.execute_async(scan))
+            async for page in pages:
+                ids = [row[0] for row in page]
+                states = await self.load_customers(ids, now)
+                for cid in ids:
+                    if cid in states:
+                        yield states[cid]
+        except _DRIVER_ERRORS as exc:
+            raise self._unavailable("iter_customers", exc) from exc
+
+    # -- model snapshots -----------------------------------------------------------
+
+    async def put_snapshot(
+        self, model_id: str, version: int, blob: bytes, checksum: str, now: datetime
+    ) -> None:
+        _, prepared = self._ready("put_snapshot")
+        values = (model_id, version, blob, checksum, to_ms(now))
+        await self._rows("put_snapshot", prepared["insert_model_snapshots"],
+                         (*values, self._clock()))
+
+    async def latest_snapshot(self, model_id: str) -> Snapshot | None:
+        _, prepared = self._ready("latest_snapshot")
+        rows = await self._rows("latest_snapshot", prepared["select_model_snapshots"],
+                                (model_id,))
+        if not rows:
+            return None
+        found_id, version, payload, checksum, created_at = rows[0]
+        return Snapshot(found_id, version, bytes(payload), checksum,
+                        from_ms(driver_ms(created_at) or 0))
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Nothing to do: Cassandra drops expired rows itself (TTL)."""
+        return 0

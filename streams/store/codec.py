@@ -1,0 +1,240 @@
+"""CustomerState to table rows and back, shared by both store implementations.
+
+One mapping, so the embedded and the Cassandra store cannot drift apart: a
+state becomes one row per table of ``schemas/cassandra.cql`` (the column
+names below are those of the schema, in order), with every time as whole
+milliseconds since the Unix epoch.  Milliseconds because Cassandra's
+``timestamp`` has no finer unit; the sub-millisecond part is dropped
+(floored), so a saved state loads as :func:`normalise` of it.
+
+>>> from datetime import UTC, datetime, timedelta, timezone
+>>> berlin = timezone(timedelta(hours=1))
+>>> to_ms(datetime(1970, 1, 1, 1, 0, 0, 1999, tzinfo=berlin))
+1
+>>> from_ms(1)
+datetime.datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=datetime.timezone.utc)
+>>> to_ms(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))  # floors, also before 1970
+-1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from agents.core.customer import (
+    AssignedTag,
+    ConsentEntry,
+    CustomerState,
+    Interaction,
+    MasterData,
+    PurchaseFigures,
+    TopicInterest,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+#: Columns of each customer table, in the order of the row tuples below.
+CUSTOMER_COLUMNS = (
+    "customer_id", "locale", "language", "time_zone", "master_updated_at", "country",
+    "birth_year", "gender", "attributes", "orders", "revenue", "first_purchase_at",
+    "last_purchase_at", "last_event_at",
+)
+CONSENT_COLUMNS = ("customer_id", "purpose", "granted", "decided_at", "source", "legal_basis")
+INTEREST_COLUMNS = ("customer_id", "topic", "score", "scored_at", "recent")
+TAG_COLUMNS = ("customer_id", "tag", "topic", "assigned_at", "caused_by")
+INTERACTION_COLUMNS = (
+    "customer_id", "occurred_at", "event_id", "kind", "content_id", "campaign_id", "amount",
+    "expires_at",
+)
+#: Table name -> columns, for every table that holds part of a customer.
+CUSTOMER_TABLES: dict[str, tuple[str, ...]] = {
+    "customers": CUSTOMER_COLUMNS,
+    "customer_consent": CONSENT_COLUMNS,
+    "customer_interests": INTEREST_COLUMNS,
+    "customer_tags": TAG_COLUMNS,
+    "interactions": INTERACTION_COLUMNS,
+}
+#: Primary key of each customer table (partition key first, then clustering columns).
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id",),
+    "customer_consent": ("customer_id", "purpose"),
+    "customer_interests": ("customer_id", "topic"),
+    "customer_tags": ("customer_id", "tag"),
+    "interactions": ("customer_id", "occurred_at", "event_id"),
+}
+LEDGER_COLUMNS = ("partition_key", "event_id", "expires_at")
+SNAPSHOT_COLUMNS = ("model_id", "version", "payload", "checksum", "created_at")
+
+# Row shapes (times in ms).  ``attributes`` is a dict and ``recent`` a list of
+# ms; the embedded store stores those two as JSON text.
+CustomerRow = tuple[
+    str, str | None, str | None, str | None, int | None, str | None, int | None, str | None,
+    dict[str, str], int, float, int | None, int | None, int | None,
+]
+ConsentRow = tuple[str, str, bool, int, str, str]
+InterestRow = tuple[str, str, float, int, list[int]]
+TagRow = tuple[str, str, str, int, str]
+InteractionRow = tuple[str, int, str, str, str | None, str | None, float | None, int]
+
+
+class CustomerRows(NamedTuple):
+    """One customer as rows of each customer table."""
+
+    customer: CustomerRow
+    consent: list[ConsentRow]
+    interests: list[InterestRow]
+    tags: list[TagRow]
+    history: list[InteractionRow]
+
+
+def to_ms(moment: datetime) -> int:
+    """Whole milliseconds since the epoch, sub-millisecond part floored.
+
+    >>> to_ms(datetime(2026, 1, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: naive datetime 2026-01-01 00:00:00: the store keeps timezone-aware times only
+    """
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment}: the store keeps timezone-aware times only")
+    return (moment - EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    """The UTC datetime ``ms`` milliseconds after the epoch."""
+    return EPOCH + ms * _MS
+
+
+def _opt_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_ms(moment)
+
+
+def _opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else from_ms(ms)
+
+
+def duration_ms(seconds: float) -> int:
+    """A duration in whole milliseconds (rounded), as both stores compute expiry times."""
+    return round(seconds * 1000)
+
+
+def latest_per_customer(states: Iterable[CustomerState]) -> list[CustomerState]:
+    """One state per customer, the last given winning (order of first appearance)."""
+    return list({state.customer_id: state for state in states}.values())
+
+
+def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerRows:
+    """The rows that store ``state``; history entries expired at ``now_ms`` are dropped.
+
+    History entries are keyed by ``(occurred_at, event_id)`` in the store;
+    when two entries share a key the later one in the list wins.
+    """
+    cid = state.customer_id
+    master = state.master
+    purchases = state.purchases
+    customer: CustomerRow = (
+        cid,
+        master.locale if master else None,
+        master.language if master else None,
+        master.time_zone if master else None,
+        to_ms(master.updated_at) if master else None,
+        master.country if master else None,
+        master.birth_year if master else None,
+        master.gender if master else None,
+        dict(master.attributes) if master else {},
+        purchases.orders,
+        purchases.revenue,
+        _opt_ms(purchases.first_at),
+        _opt_ms(purchases.last_at),
+        _opt_ms(state.last_event_at),
+    )
+    consent = [(cid, purpose, c.granted, to_ms(c.at), c.source, c.legal_basis)
+               for purpose, c in state.consent.items()]
+    interests = [(cid, topic, i.score, to_ms(i.scored_at), [to_ms(t) for t in i.recent])
+                 for topic, i in state.interests.items()]
+    tags = [(cid, tag, t.topic, to_ms(t.assigned_at), t.caused_by)
+            for tag, t in state.tags.items()]
+    history: dict[tuple[int, str], InteractionRow] = {}
+    for entry in state.history:
+        occurred = to_ms(entry.occurred_at)
+        expires = occurred + history_ttl_ms
+        if expires > now_ms:
+            history[(occurred, entry.event_id)] = (
+                cid, occurred, entry.event_id, entry.kind, entry.content_id,
+                entry.campaign_id, entry.amount, expires)
+    return CustomerRows(customer, consent, interests, tags,
+                        [history[key] for key in sorted(history)])
+
+
+def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
+             interests: Iterable[Sequence[Any]], tags: Iterable[Sequence[Any]],
+             history: Iterable[Sequence[Any]]) -> CustomerState:
+    """The state stored in these rows (shaped as :class:`CustomerRows`, history sorted).
+
+    Empty collections may come back as None (Cassandra does that for empty
+    collection values); they read as empty.
+    """
+    (cid, locale, language, time_zone, master_ms, country, birth_year, gender, attributes,
+     orders, revenue, first_ms, last_ms, last_event_ms) = customer
+    master = None if master_ms is None else MasterData(
+        locale=locale, language=language, time_zone=time_zone, updated_at=from_ms(master_ms),
+        country=country, birth_year=birth_year, gender=gender,
+        attributes=dict(attributes or {}))
+    return CustomerState(
+        customer_id=cid,
+        master=master,
+        consent={row[1]: ConsentEntry(bool(row[2]), from_ms(row[3]), row[4], row[5])
+                 for row in consent},
+        interests={row[1]: TopicInterest(row[2], from_ms(row[3]),
+                                         [from_ms(t) for t in row[4] or ()])
+                   for row in interests},
+        tags={row[1]: AssignedTag(row[2], from_ms(row[3]), row[4]) for row in tags},
+        purchases=PurchaseFigures(orders=orders or 0, revenue=revenue or 0.0,
+                                  first_at=_opt_dt(first_ms), last_at=_opt_dt(last_ms)),
+        history=[Interaction(from_ms(row[1]), row[2], row[3], row[4], row[5], row[6])
+                 for row in history],
+        last_event_at=_opt_dt(last_event_ms),
+    )
+
+
+def _floor(moment: datetime) -> datetime:
+    return from_ms(to_ms(moment))
+
+
+def normalise(state: CustomerState) -> CustomerState:
+    """``state`` as the store gives it back: UTC millisecond times, history keyed and sorted.
+
+    >>> from datetime import timezone
+    >>> cest = timezone(timedelta(hours=2))
+    >>> s = normalise(CustomerState("c-1", last_event_at=datetime(2026, 5, 1, 12, 0, 0, 123456,
+    ...                                                           tzinfo=cest)))
+    >>> s.last_event_at
+    datetime.datetime(2026, 5, 1, 10, 0, 0, 123000, tzinfo=datetime.timezone.utc)
+    """
+    master = state.master
+    history: dict[tuple[datetime, str], Interaction] = {}
+    for entry in state.history:
+        at = _floor(entry.occurred_at)
+        history[(at, entry.event_id)] = replace(entry, occurred_at=at)
+    return CustomerState(
+        customer_id=state.customer_id,
+        master=None if master is None else replace(
+            master, updated_at=_floor(master.updated_at), attributes=dict(master.attributes)),
+        consent={k: replace(c, at=_floor(c.at)) for k, c in state.consent.items()},
+        interests={k: replace(i, scored_at=_floor(i.scored_at),
+                              recent=[_floor(t) for t in i.recent])
+                   for k, i in state.interests.items()},
+        tags={k: replace(t, assigned_at=_floor(t.assigned_at)) for k, t in state.tags.items()},
+        purchases=replace(
+            state.purchases,
+            first_at=None if state.purchases.first_at is None else _floor(
+                state.purchases.first_at),
+            last_at=None if state.purchases.last_at is None else _floor(
+                state.purchases.last_at)),
+        history=[history[key] for key in sorted(history)],
+        last_event_at=None if state.last_event_at is None else _floor(state.last_event_at),
+    )

@@ -1,0 +1,260 @@
+"""CQL of the Cassandra store, with no connection: schema file, statements, batches.
+
+Everything here is plain data and pure functions, so it is checked without a
+server (``tests/unit/test_cassandra_cql.py``): that every statement names
+only tables and columns the schema file creates, and that states survive the
+driver's own serialisation into bound statements and back.
+
+>>> STATEMENTS["delete_customer_tags"]
+'DELETE FROM customer_tags USING TIMESTAMP ? WHERE customer_id = ?'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from string import Template
+from typing import Any
+
+from cassandra.metadata import protect_name
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+
+from streams.errors import ConfigError, StoreUnavailable
+from streams.store.codec import (
+    CUSTOMER_TABLES,
+    LEDGER_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    CustomerRows,
+)
+
+#: Cassandra's largest TTL (20 years).
+MAX_TTL_S = 630_720_000
+DEFAULT_PORT = 9042
+#: Columns of type ``timestamp`` (``recent`` is a list of them).
+TIME_COLUMNS = frozenset({
+    "master_updated_at", "first_purchase_at", "last_purchase_at", "last_event_at",
+    "decided_at", "scored_at", "assigned_at", "occurred_at", "expires_at", "created_at",
+})
+_NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver returns naive UTC datetimes
+_MS = timedelta(milliseconds=1)
+
+
+# -- statements ------------------------------------------------------------------
+
+
+def _insert(table: str, columns: Sequence[str], ttl: bool = False) -> str:
+    using = "USING TTL ? AND TIMESTAMP ?" if ttl else "USING TIMESTAMP ?"
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names are constants
+            f"VALUES ({', '.join('?' * len(columns))}) {using}")
+
+
+def _statements() -> dict[str, str]:
+    statements: dict[str, str] = {}
+    for table, columns in CUSTOMER_TABLES.items():
+        statements[f"insert_{table}"] = _insert(table, columns, ttl=table == "interactions")
+        statements[f"delete_{table}"] = (
+            f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
+        statements[f"select_{table}"] = (
+            f"SELECT {', '.join(columns)} FROM {table} WHERE customer_id = ?")  # noqa: S608 - constant names
+    for table in (*CUSTOMER_TABLES, "event_ledger"):
+        statements[f"truncate_{table}"] = f"TRUNCATE {table}"
+    statements.update({
+        "insert_event_ledger": _insert("event_ledger", LEDGER_COLUMNS, ttl=True),
+        "delete_event_ledger": "DELETE FROM event_ledger USING TIMESTAMP ? WHERE partition_key = ?",
+        "select_event_ledger": ("SELECT event_id, expires_at FROM event_ledger "
+                                "WHERE partition_key = ? AND event_id IN ?"),
+        "scan_customers": "SELECT customer_id FROM customers",
+        "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
+        "select_model_snapshots": (f"SELECT {', '.join(SNAPSHOT_COLUMNS)} "  # noqa: S608 - constant
+                                   "FROM model_snapshots WHERE model_id = ? LIMIT 1"),
+    })
+    return statements
+
+
+#: Every CQL statement the store runs, by name; all are prepared at open.
+STATEMENTS: dict[str, str] = _statements()
+
+
+# -- schema file ------------------------------------------------------------------
+
+
+def schema_text() -> str:
+    """The text of ``schemas/cassandra.cql``, placeholders and all."""
+    try:
+        return resources.files("schemas").joinpath("cassandra.cql").read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"the Cassandra schema schemas/cassandra.cql is not installed: {exc}") from exc
+
+
+def replication_cql(spec: str) -> str:
+    """The CQL replication map of a ``RELEVANZ_CASSANDRA_REPLICATION`` value.
+
+    >>> replication_cql("SimpleStrategy:3")
+    "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+    >>> replication_cql("NetworkTopologyStrategy:dc1=3,dc2=2")
+    "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
+    """
+    strategy, _, rest = spec.partition(":")
+    if strategy == "SimpleStrategy":
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {int(rest)}}}"
+    pairs = (part.partition("=") for part in rest.split(","))
+    dcs = ", ".join(f"'{dc.strip()}': {int(n)}" for dc, _, n in pairs)
+    return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
+
+
+def schema_statements(keyspace: str, replication: str) -> list[str]:
+    """The statements of the schema file for ``keyspace``, comments removed, in order."""
+    text = Template(schema_text()).substitute(
+        keyspace=protect_name(keyspace), replication=replication_cql(replication))
+    text = re.sub(r"--[^\n]*", "", text)
+    return [" ".join(part.split()) for part in text.split(";") if part.strip()]
+
+
+def _split_top_level(body: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in body:
+        if char in "(<":
+            depth += 1
+        elif char in ")>":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+def schema_tables() -> dict[str, dict[str, str]]:
+    """Table -> column -> CQL type, as the schema file creates them."""
+    tables: dict[str, dict[str, str]] = {}
+    for statement in schema_statements("ks", "SimpleStrategy:1"):
+        found = re.match(r"CREATE TABLE IF NOT EXISTS (?:\S+\.)?(\w+) \(", statement)
+        if not found:
+            continue
+        body, depth = statement[found.end():], 1
+        for end, char in enumerate(body):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0:
+                body = body[:end]
+                break
+        columns = {}
+        for definition in _split_top_level(body):
+            if definition.upper().startswith("PRIMARY KEY"):
+                continue
+            name, kind = definition.split(None, 1)
+            columns[name] = kind.removesuffix("PRIMARY KEY").strip()
+        tables[found.group(1)] = columns
+    return tables
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def parse_store_url(url: str) -> tuple[list[tuple[str, int]], str]:
+    """Contact points and keyspace of ``cassandra://host[,host][:port]/keyspace``.
+
+    A host without a port gets the last port given, else 9042.
+
+    >>> parse_store_url("cassandra://db1,db2:9142/relevanz")
+    ([('db1', 9142), ('db2', 9142)], 'relevanz')
+    >>> parse_store_url("cassandra://db1/relevanz-prod")
+    Traceback (most recent call last):
+    ...
+    streams.errors.ConfigError: RELEVANZ_STORE_URL: keyspace 'relevanz-prod' must be ...
+    """
+    hosts, _, keyspace = url.removeprefix("cassandra://").partition("/")
+    if not re.fullmatch(r"\w{1,48}", keyspace, re.ASCII):
+        raise ConfigError(
+            f"RELEVANZ_STORE_URL: keyspace {keyspace!r} must be 1 to 48 letters, digits or '_'")
+    named: list[tuple[str, int | None]] = []
+    for entry in (h.strip() for h in hosts.split(",")):
+        host, colon, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+        if not host or (colon and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigError(
+                f"RELEVANZ_STORE_URL: expected cassandra://host[,host][:port]/keyspace, "
+                f"got {url!r}")
+        named.append((host, int(port) if colon else None))
+    ports = [port for _, port in named if port is not None]
+    default = ports[-1] if ports else DEFAULT_PORT
+    return [(host, default if port is None else port) for host, port in named], keyspace
+
+
+# -- rows and batches ---------------------------------------------------------------
+
+
+def driver_ms(value: datetime | None) -> int | None:
+    """Milliseconds of a naive UTC datetime from the driver."""
+    return None if value is None else round((value - _NAIVE_EPOCH) / _MS)
+
+
+def codec_row(table: str, row: Sequence[Any]) -> tuple[Any, ...]:
+    """A driver row of ``table`` in the codec's shapes (times as ms)."""
+    return tuple(
+        driver_ms(value) if name in TIME_COLUMNS
+        else [driver_ms(t) for t in value or ()] if name == "recent"
+        else value
+        for name, value in zip(CUSTOMER_TABLES[table], row, strict=True))
+
+
+def bindable(row: Iterable[Any]) -> list[Any]:
+    """Values to bind: absent values and empty collections are left unset, not null.
+
+    Binding null would write a tombstone per cell; the partition was just
+    deleted anyway.
+    """
+    return [UNSET_VALUE if value is None or value in ({}, []) else value for value in row]
+
+
+def ttl_seconds(remaining_ms: int) -> int:
+    """A TTL in whole seconds that does not end before ``remaining_ms``."""
+    return max(1, min(MAX_TTL_S, math.ceil(remaining_ms / 1000)))
+
+
+def customer_batch(prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int,
+                   stamp: int) -> Any:
+    """One customer's replacing batch: partitions deleted at ``stamp - 1``, rows at ``stamp``.
+
+    A tombstone wins over a write with the same timestamp, so the new rows
+    must be younger than the deletion by at least one microsecond.
+    """
+    customer_id = rows.customer[0]
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    for table in CUSTOMER_TABLES:
+        batch.add(prepared[f"delete_{table}"], (stamp - 1, customer_id))
+    batch.add(prepared["insert_customers"], (*bindable(rows.customer), stamp))
+    for table, table_rows in (("customer_consent", rows.consent),
+                              ("customer_interests", rows.interests),
+                              ("customer_tags", rows.tags)):
+        for row in table_rows:
+            batch.add(prepared[f"insert_{table}"], (*bindable(row), stamp))
+    for entry in rows.history:
+        batch.add(prepared["insert_interactions"],
+                  (*bindable(entry), ttl_seconds(entry[-1] - now_ms), stamp))
+    return batch
+
+
+def ledger_batch(prepared: Mapping[str, Any], partition_key: str, event_ids: Sequence[str],
+                 expires_ms: int, ttl_s: int, stamp: int) -> Any:
+    """Ledger entries of one partition (a single mutation, so unlogged is atomic too)."""
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for event_id in event_ids:
+        batch.add(prepared["insert_event_ledger"],
+                  (partition_key, event_id, expires_ms, ttl_s, stamp))
+    return batch
+
+
+def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int) -> Any:
+    """Every partition of one customer deleted, its ledger entries included."""
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    for table in CUSTOMER_TABLES:
+        batch.add(prepared[f"delete_{table}"], (stamp, customer_id))
+    batch.add(prepared["delete_event_ledger"], (stamp, customer_id))
+    return batch

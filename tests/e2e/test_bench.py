@@ -1,0 +1,69 @@
+"""``relevanz bench`` as a user runs it: tiny runs, checked for shape and consistency.
+
+These are not performance tests: nothing here asserts that anything is fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RELEVANZ = str(Path(sys.executable).parent / "relevanz")
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RELEVANZ, "bench", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> None:
+    done = bench("--events", "3000", "--customers", "500", "--catalogue", "20",
+                 "--latency-seconds", "2", "--json", "--out-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    rates = ("raw_events_per_s", "faust_events_per_s", "pipeline_events_per_s")
+    for key in (*rates, "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb",
+                "latency_offered_events_per_s", "latency_events"):
+        assert result[key] > 0, key
+    raw, faust, pipeline = (result[k] for k in rates)
+    assert result["pipeline_vs_faust"] == pytest.approx(pipeline / faust, abs=0.001)
+    assert result["pipeline_vs_raw"] == pytest.approx(pipeline / raw, abs=0.001)
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert result["latency_measures"] == "event-to-applied"  # until decisions exist
+    assert "ingest" in result["pipeline_agents"]
+    assert (result["events"], result["customers"], result["catalogue"]) == (3000, 500, 20)
+    assert result["store"] == "embedded"
+    assert "raw:" in done.stderr
+    assert "pipeline:" in done.stderr  # progress goes to stderr, the result alone to stdout
+
+
+def test_sweep_writes_one_csv_row_per_combination(tmp_path: Path) -> None:
+    done = bench("--sweep", "--sweep-customers", "100,200", "--sweep-catalogue", "5",
+                 "--sweep-events", "1000", "--json", "--out-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    with (tmp_path / "bench-sweep.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["customers"], r["catalogue"], r["events"]) for r in rows] == [
+        ("100", "5", "1000"), ("200", "5", "1000")]
+    for row in rows:
+        assert float(row["pipeline_events_per_s"]) > 0
+        assert float(row["faust_events_per_s"]) > 0
+    assert len(outcome["rows"]) == 2
+    if outcome["png"] is None:
+        assert "matplotlib is not installed" in done.stderr
+    else:
+        assert Path(outcome["png"]).stat().st_size > 0
+
+
+def test_a_store_that_cannot_be_benchmarked_is_one_readable_line(tmp_path: Path) -> None:
+    done = bench("--store", "cassandra", "--out-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "relevanz: error: --store: only embedded can be benchmarked in this version "
+        "(the Cassandra store has not landed yet), got 'cassandra'")

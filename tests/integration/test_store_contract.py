@@ -1,0 +1,462 @@
+"""The store contract: every implementation of :class:`streams.store.Store` passes it.
+
+Each test runs against the embedded store (a fresh SQLite file) and, when
+``RELEVANZ_CASSANDRA_HOSTS`` names a cluster (comma-separated ``host[:port]``),
+against Cassandra: one keyspace per test session, created with ``migrate``
+and dropped at the end (other ``RELEVANZ_*`` settings such as
+``RELEVANZ_CASSANDRA_LOCAL_DC`` are read from the environment as usual).
+The tests know nothing of the implementation: the same expectations hold for
+both.  Customer ids carry a per-test prefix, because the Cassandra keyspace is
+shared by the whole session.
+
+Expectations in short: a saved state loads as ``normalise(state)`` (UTC,
+milliseconds floored); a save replaces; history and ledger entries expire
+at the ``now`` of the read; saving twice is a no-op; erasure removes
+everything including ledger entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.core.customer import (
+    AssignedTag,
+    ConsentEntry,
+    CustomerState,
+    Interaction,
+    MasterData,
+    PurchaseFigures,
+    TopicInterest,
+)
+from streams.errors import StoreUnavailable
+from streams.settings import Settings
+from streams.store import Store, open_store
+from streams.store.codec import normalise
+from tests.customer_strategies import customer_states, ms_times
+
+HOSTS = os.environ.get("RELEVANZ_CASSANDRA_HOSTS", "").strip()
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+YEAR_S = 365 * 86400.0
+#: Retention long enough that no generated history entry expires before NOW.
+FOREVER_S = 100 * YEAR_S
+LEDGER_TTL_S = 30 * 86400.0
+
+
+# -- fixtures ----------------------------------------------------------------------
+
+
+def _cassandra_settings(keyspace: str) -> Settings:
+    return Settings.from_env().with_(store_url=f"cassandra://{HOSTS}/{keyspace}")
+
+
+def _keyspace() -> str:
+    return f"relevanz_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def cassandra_keyspaces() -> Iterator[list[str]]:
+    """Keyspaces created by this session; dropped at its end."""
+    created: list[str] = []
+    yield created
+    if created:
+        from streams.store.cassandra import CassandraStore
+
+        cluster = CassandraStore(_cassandra_settings(created[0])).new_cluster()
+        try:
+            session = cluster.connect()
+            for keyspace in created:
+                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        finally:
+            cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cassandra_keyspace(cassandra_keyspaces: list[str]) -> str:
+    """The keyspace most tests share, migrated once."""
+    keyspace = _keyspace()
+    cassandra_keyspaces.append(keyspace)
+    asyncio.run(open_store(_cassandra_settings(keyspace)).migrate())
+    return keyspace
+
+
+IMPLEMENTATIONS = [
+    pytest.param("embedded"),
+    pytest.param("cassandra", marks=pytest.mark.cassandra),
+]
+
+
+def _require(kind: str) -> None:
+    if kind == "cassandra" and not HOSTS:
+        pytest.skip("RELEVANZ_CASSANDRA_HOSTS is not set: no Cassandra to run the contract on")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes stores on an empty location (new file, new keyspace): no schema yet."""
+    kind: str = request.param
+    _require(kind)
+    created: list[str] = (request.getfixturevalue("cassandra_keyspaces")
+                          if kind == "cassandra" else [])
+
+    def make() -> Store:
+        if kind == "embedded":
+            return open_store(Settings(store_url=f"embedded:{tmp_path / uuid.uuid4().hex}.db"))
+        keyspace = _keyspace()
+        created.append(keyspace)
+        return open_store(_cassandra_settings(keyspace))
+
+    return make
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open store with its schema in place."""
+    kind: str = request.param
+    _require(kind)
+    if kind == "embedded":
+        opened = open_store(Settings(store_url=f"embedded:{tmp_path / 'store.db'}"))
+    else:
+        opened = open_store(_cassandra_settings(request.getfixturevalue("cassandra_keyspace")))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def cid() -> Callable[[str], str]:
+    """Customer ids unique to this test (the Cassandra keyspace is shared)."""
+    prefix = uuid.uuid4().hex[:8]
+    return lambda name: f"{prefix}-{name}"
+
+
+def full_state(customer_id: str, at: datetime = NOW - DAY) -> CustomerState:
+    """A state with every part filled, in UTC milliseconds (stored exactly)."""
+    return CustomerState(
+        customer_id=customer_id,
+        master=MasterData(locale="de-DE", language="de", time_zone="Europe/Berlin",
+                          updated_at=at, country="DE", birth_year=1984, gender="f",
+                          attributes={"tier": "gold", "städte": "Köln, Zürich"}),
+        consent={"email": ConsentEntry(True, at, "web form", "consent"),
+                 "profiling": ConsentEntry(False, at - DAY, "crm", "consent")},
+        interests={"fashion": TopicInterest(2.75, at, [at - 2 * DAY, at - DAY, at]),
+                   "travel": TopicInterest(0.5, at - DAY, [])},
+        tags={"fashion-trends": AssignedTag("fashion", at, "e-3")},
+        purchases=PurchaseFigures(orders=2, revenue=129.9, first_at=at - 30 * DAY, last_at=at),
+        history=[Interaction(at - 2 * DAY, "e-1", "click", "summer-sale", "c-7"),
+                 Interaction(at - DAY, "e-2", "purchase", None, None, 99.95),
+                 Interaction(at, "e-3", "click", "boots", None)],
+        last_event_at=at,
+    )
+
+
+async def _load(store: Store, customer_id: str, now: datetime = NOW) -> CustomerState | None:
+    return (await store.load_customers([customer_id], now)).get(customer_id)
+
+
+async def _save(store: Store, *states: CustomerState, events: tuple[tuple[str, str], ...] = (),
+                now: datetime = NOW, history_ttl_s: float = FOREVER_S) -> None:
+    await store.save_customers(list(states), list(events), now, LEDGER_TTL_S, history_ttl_s)
+
+
+# -- customer state ----------------------------------------------------------------
+
+
+async def test_a_full_state_round_trips_exactly(store: Store, cid: Callable[[str], str]) -> None:
+    state = full_state(cid("full"))
+    await _save(store, state)
+    loaded = await _load(store, state.customer_id)
+    assert loaded == state
+    assert loaded is not None
+    assert loaded.last_event_at is not None
+    assert loaded.last_event_at.utcoffset() == timedelta(0)
+
+
+async def test_unknown_customers_are_absent(store: Store, cid: Callable[[str], str]) -> None:
+    assert await store.load_customers([cid("nobody"), cid("no-one")], NOW) == {}
+    assert await store.load_customers([], NOW) == {}
+
+
+async def test_an_empty_state_is_stored_as_a_customer(store: Store,
+                                                      cid: Callable[[str], str]) -> None:
+    state = CustomerState(cid("empty"))
+    await _save(store, state)
+    assert await _load(store, state.customer_id) == state
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=customer_states(customer_ids=st.text(min_size=1, max_size=8)))
+async def test_a_saved_state_loads_as_its_normalised_self(
+        store: Store, cid: Callable[[str], str], state: CustomerState) -> None:
+    state = replace(state, customer_id=cid(state.customer_id))
+    await _save(store, state)
+    assert await _load(store, state.customer_id) == normalise(state)
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=customer_states(customer_ids=st.text(min_size=1, max_size=8), at=ms_times()))
+async def test_millisecond_utc_states_round_trip_unchanged(
+        store: Store, cid: Callable[[str], str], state: CustomerState) -> None:
+    state = replace(state, customer_id=cid(state.customer_id))
+    await _save(store, state)
+    assert await _load(store, state.customer_id) == state
+
+
+async def test_times_come_back_in_utc_with_milliseconds_floored(
+        store: Store, cid: Callable[[str], str]) -> None:
+    berlin = datetime(2025, 6, 1, 14, 30, 15, 123999, tzinfo=timezone(timedelta(hours=2)))
+    before_1970 = datetime(1965, 3, 1, 0, 0, 0, 999, tzinfo=UTC)
+    state = CustomerState(cid("times"), last_event_at=berlin,
+                          purchases=PurchaseFigures(1, 10.0, before_1970, berlin))
+    await _save(store, state)
+    loaded = await _load(store, state.customer_id)
+    assert loaded is not None
+    assert loaded.last_event_at == datetime(2025, 6, 1, 12, 30, 15, 123000, tzinfo=UTC)
+    assert loaded.last_event_at.tzinfo is not None
+    assert loaded.last_event_at.utcoffset() == timedelta(0)
+    assert loaded.purchases.first_at == datetime(1965, 3, 1, tzinfo=UTC)
+
+
+async def test_saving_replaces_the_stored_state(store: Store, cid: Callable[[str], str]) -> None:
+    before = full_state(cid("replace"))
+    await _save(store, before)
+    after = replace(
+        before,
+        master=None,
+        consent={"email": ConsentEntry(False, NOW, "unsubscribe link", "consent")},
+        interests={"travel": TopicInterest(0.25, NOW, [NOW])},
+        tags={},
+        purchases=PurchaseFigures(),
+        history=[before.history[1], Interaction(NOW, "e-4", "click", "boots")],
+        last_event_at=NOW,
+    )
+    await _save(store, after)
+    assert await _load(store, before.customer_id) == after
+    await _save(store, CustomerState(before.customer_id))
+    assert await _load(store, before.customer_id) == CustomerState(before.customer_id)
+
+
+async def test_the_last_state_of_a_customer_in_one_save_wins(
+        store: Store, cid: Callable[[str], str]) -> None:
+    first = full_state(cid("twice"))
+    second = replace(first, tags={}, history=first.history[:1])
+    await _save(store, first, second)
+    assert await _load(store, first.customer_id) == second
+
+
+async def test_saving_the_same_state_twice_changes_nothing(
+        store: Store, cid: Callable[[str], str]) -> None:
+    state = full_state(cid("idempotent"))
+    events = ((state.customer_id, "e-3"),)
+    await _save(store, state, events=events)
+    await _save(store, state, events=events)
+    assert await _load(store, state.customer_id) == state
+    assert await store.seen_events(list(events), NOW) == set(events)
+
+
+async def test_history_past_retention_is_not_written_and_entries_expire(
+        store: Store, cid: Callable[[str], str]) -> None:
+    retention_s = 30 * 86400.0
+    state = replace(full_state(cid("retention")), history=[
+        Interaction(NOW - 40 * DAY, "too-old", "click"),
+        Interaction(NOW - 30 * DAY, "just-expired", "click"),
+        Interaction(NOW - 20 * DAY, "older", "click"),
+        Interaction(NOW - DAY, "recent", "click"),
+    ])
+    await _save(store, state, history_ttl_s=retention_s)
+
+    async def history_at(now: datetime) -> list[str]:
+        loaded = await _load(store, state.customer_id, now)
+        assert loaded is not None, "the customer outlives its history"
+        return [entry.event_id for entry in loaded.history]
+
+    assert await history_at(NOW) == ["older", "recent"]
+    assert await history_at(NOW + 10 * DAY - timedelta(milliseconds=1)) == ["older", "recent"]
+    assert await history_at(NOW + 10 * DAY) == ["recent"]
+    assert await history_at(NOW + 365 * DAY) == []
+    # Physically purging what expired by then keeps the rest as it was.
+    assert await store.purge_expired(NOW + 365 * DAY) >= 0
+    assert await history_at(NOW + 365 * DAY) == []
+    loaded = await _load(store, state.customer_id, NOW + 365 * DAY)
+    assert loaded == replace(state, history=[])
+
+
+async def test_many_customers_in_one_save_round_trip(
+        store: Store, cid: Callable[[str], str]) -> None:
+    states = [full_state(cid(f"bulk-{i:04d}"), at=NOW - i * timedelta(minutes=1))
+              for i in range(1000)]
+    events = tuple((s.customer_id, f"e-{i}") for i, s in enumerate(states))
+    await _save(store, *states, events=events)
+    loaded = await store.load_customers([s.customer_id for s in states], NOW)
+    assert loaded == {s.customer_id: s for s in states}
+    assert await store.seen_events(list(events), NOW) == set(events)
+
+
+# -- event ledger --------------------------------------------------------------------
+
+
+async def test_recorded_events_are_seen_until_their_ttl(
+        store: Store, cid: Callable[[str], str]) -> None:
+    a, b = cid("ledger-a"), cid("ledger-b")
+    keys = [(a, "e-1"), (a, "e-2"), (b, "e-1")]
+    assert await store.seen_events(keys, NOW) == set()
+    await store.record_events(keys[:2], NOW, ttl_s=60)
+    assert await store.seen_events(keys, NOW) == set(keys[:2])
+    assert await store.seen_events(keys, NOW + timedelta(seconds=59.999)) == set(keys[:2])
+    assert await store.seen_events(keys, NOW + timedelta(seconds=60)) == set()
+    # Recording again is an upsert: the entry now lives from the new time.
+    await store.record_events(keys[:1], NOW + timedelta(seconds=30), ttl_s=60)
+    assert await store.seen_events(keys, NOW + timedelta(seconds=75)) == {keys[0]}
+    assert await store.seen_events([], NOW) == set()
+
+
+async def test_saving_states_records_their_events(store: Store,
+                                                   cid: Callable[[str], str]) -> None:
+    state = full_state(cid("with-events"))
+    content_key = (cid("content-summer-sale"), "e-9")
+    events = ((state.customer_id, "e-3"), content_key)
+    await _save(store, state, events=events)
+    assert await store.seen_events(list(events), NOW) == set(events)
+    past = NOW + timedelta(seconds=LEDGER_TTL_S)
+    assert await store.seen_events(list(events), past) == set()
+    # Events may be recorded without any state change.
+    await store.save_customers([], [(state.customer_id, "e-10")], NOW, LEDGER_TTL_S, FOREVER_S)
+    assert await store.seen_events([(state.customer_id, "e-10")], NOW) == {
+        (state.customer_id, "e-10")}
+
+
+# -- erasure, listing, snapshots ------------------------------------------------------
+
+
+async def test_deleting_a_customer_removes_every_trace(
+        store: Store, cid: Callable[[str], str]) -> None:
+    gone, kept = full_state(cid("erased")), full_state(cid("kept"))
+    events = ((gone.customer_id, "e-1"), (gone.customer_id, "e-2"), (kept.customer_id, "e-1"))
+    await _save(store, gone, kept, events=events)
+    await store.delete_customer(gone.customer_id)
+    assert await store.load_customers([gone.customer_id, kept.customer_id], NOW) == {
+        kept.customer_id: kept}
+    assert await store.seen_events(list(events), NOW) == {(kept.customer_id, "e-1")}
+    listed = {s.customer_id async for s in store.iter_customers(NOW)}
+    assert gone.customer_id not in listed
+    assert kept.customer_id in listed
+    await store.delete_customer(gone.customer_id)  # erasing twice is harmless
+    # A customer saved again after erasure starts from the new state only.
+    fresh = CustomerState(gone.customer_id, last_event_at=NOW)
+    await _save(store, fresh)
+    assert await _load(store, gone.customer_id) == fresh
+
+
+async def test_iter_customers_yields_every_saved_customer_once(
+        store: Store, cid: Callable[[str], str]) -> None:
+    states = {s.customer_id: s for s in (full_state(cid(f"iter-{i:02d}")) for i in range(23))}
+    await _save(store, *states.values())
+    seen: list[str] = []
+    async for state in store.iter_customers(NOW, batch=5):
+        seen.append(state.customer_id)
+        if state.customer_id in states:
+            assert state == states[state.customer_id]
+    assert len(seen) == len(set(seen)), "a customer was listed twice"
+    assert set(states) <= set(seen)
+
+
+async def test_the_latest_snapshot_is_the_highest_version(
+        store: Store, cid: Callable[[str], str]) -> None:
+    model, other = cid("affinity"), cid("churn")
+    assert await store.latest_snapshot(model) is None
+    for version in (1, 3, 2):
+        await store.put_snapshot(model, version, f"v{version}".encode(), f"sha-{version}", NOW)
+    await store.put_snapshot(other, 9, b"\x00\xff", "sha-o", NOW)
+    latest = await store.latest_snapshot(model)
+    assert latest is not None
+    assert (latest.model_id, latest.version, latest.blob, latest.checksum) == (
+        model, 3, b"v3", "sha-3")
+    assert latest.created_at == NOW
+    assert latest.created_at.utcoffset() == timedelta(0)
+    later = NOW + timedelta(hours=1, microseconds=1500)
+    await store.put_snapshot(model, 3, b"v3 again", "sha-3b", later)
+    latest = await store.latest_snapshot(model)
+    assert latest is not None
+    assert (latest.blob, latest.checksum) == (b"v3 again", "sha-3b")
+    assert latest.created_at == NOW + timedelta(hours=1, milliseconds=1)
+
+
+async def test_reset_empties_customers_and_ledger_but_keeps_snapshots(
+        fresh_store: Callable[[], Store], cid: Callable[[str], str]) -> None:
+    store = fresh_store()  # a keyspace of its own: reset clears everything in it
+    await store.migrate()
+    await store.open()
+    try:
+        state = full_state(cid("before-replay"))
+        events = ((state.customer_id, "e-1"), (cid("content"), "e-2"))
+        await _save(store, state, events=events)
+        await store.put_snapshot("affinity", 1, b"model", "sha", NOW)
+        await store.reset()
+        assert await _load(store, state.customer_id) is None
+        assert await store.seen_events(list(events), NOW) == set()
+        assert [s async for s in store.iter_customers(NOW)] == []
+        snapshot = await store.latest_snapshot("affinity")
+        assert snapshot is not None
+        assert snapshot.blob == b"model"
+        await _save(store, state)
+        assert await _load(store, state.customer_id) == state
+    finally:
+        await store.close()
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent_and_keeps_the_data(
+        fresh_store: Callable[[], Store], cid: Callable[[str], str]) -> None:
+    store = fresh_store()
+    try:
+        await store.migrate()
+        await store.migrate()
+        await store.open()
+        assert [s async for s in store.iter_customers(NOW)] == []
+        assert await store.latest_snapshot("any") is None
+        state = full_state(cid("migrated"))
+        await _save(store, state, events=((state.customer_id, "e-1"),))
+        await store.migrate()
+        assert await _load(store, state.customer_id) == state
+        assert await store.seen_events([(state.customer_id, "e-1")], NOW) == {
+            (state.customer_id, "e-1")}
+    finally:
+        await store.close()
+        await store.close()  # closing twice is harmless
+
+
+async def _open(store: Store) -> str | None:
+    """None when ``open`` succeeds, else the message of its StoreUnavailable."""
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
+async def test_opening_without_a_schema_creates_it_or_says_to_migrate(
+        fresh_store: Callable[[], Store]) -> None:
+    store = fresh_store()
+    try:
+        refused = await _open(store)
+        # The protocol allows either; what it rules out is a store that half works.
+        assert refused is None or "run `relevanz store migrate`" in refused
+        if refused is None:
+            assert await store.load_customers(["anyone"], NOW) == {}
+            assert [s async for s in store.iter_customers(NOW)] == []
+    finally:
+        await store.close()
