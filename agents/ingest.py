@@ -39,8 +39,10 @@ Output = tuple[str, bytes, Record]
 class Stage(Protocol):
     """What ingest hands new records to (the customer-state stage)."""
 
-    async def apply(self, records: Sequence[Record], now: datetime) -> list[Output]:
-        """Apply new, valid records in consumption order; return messages to publish."""
+    async def apply(self, records: Sequence[Record], now: datetime
+                    ) -> tuple[list[Output], dict[int, str]]:
+        """Apply new, valid records in order; return messages to publish and, by
+        position in ``records``, the reason for each record that could not be applied."""
 
     async def commit(self, events: Sequence[EventKey], now: datetime) -> None:
         """Persist what ``apply`` changed together with the ledger entries ``events``."""
@@ -86,6 +88,7 @@ class Ingest:
         now = self.clock()
         records: list[Record] = []
         keys: list[EventKey] = []
+        sources: list[EventT[Any]] = []  # the event each record came from
         letters: list[DeadLetter] = []
         for event in events:
             message = event.message
@@ -105,24 +108,31 @@ class Ingest:
                 continue
             records.append(record)
             keys.append((_partition_key(record), record.event_id))
+            sources.append(event)
 
         seen = await self.store.seen_events(keys, now)
         fresh = first_occurrences(keys, seen)
-        new_records = [r for r, is_new in zip(records, fresh, strict=True) if is_new]
-        new_keys = [k for k, is_new in zip(keys, fresh, strict=True) if is_new]
+        new = [i for i, is_new in enumerate(fresh) if is_new]
+        new_records = [records[i] for i in new]
         if self.stage is None:
-            await self.store.record_events(new_keys, now, self.dedup_horizon_s)
+            await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
             emitted: list[Output] = []
+            failed: dict[int, str] = {}
         else:
-            emitted = await self.stage.apply(new_records, now)
-            await self.stage.commit(new_keys, now)
+            emitted, failed = await self.stage.apply(new_records, now)
+            for position, reason in failed.items():
+                # A valid event the engine could not apply: a bug, not bad input.
+                # It is dead-lettered (and not recorded as seen), never lost.
+                letters.append(self._dead_letter(sources[new[position]], now, reason, None))
+            await self.stage.commit(
+                [keys[i] for n, i in enumerate(new) if n not in failed], now)
         if self.emit:
             for topic, key, output in emitted:
                 await self.outputs[topic].send(key=key, value=encode(output))
         for letter in letters if self.emit else ():
             await self.dead_letters.send(key=letter.original_key, value=encode(letter))
         self.accounting.count_batch(
-            applied=len(new_records), duplicates=len(records) - len(new_records),
+            applied=len(new_records) - len(failed), duplicates=len(records) - len(new_records),
             dead_letters=len(letters),
         )
         for letter in letters:

@@ -13,12 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
+
 from agents.core.interests import TagChange
 from agents.core.profile import CustomerRules, apply_event
 from schemas.records import ContentPublished, InterestTagChanged, Record
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
+from streams.logs import customer_ref
 from streams.store import EventKey
+
+log = structlog.get_logger(__name__)
 
 #: (logical topic, message key, record) to publish.
 Output = tuple[str, bytes, Record]
@@ -35,26 +40,36 @@ class CustomerStage:
     catalogue: Catalogue
     tag_changes: int = 0
 
-    async def apply(self, records: Sequence[Record], now: datetime) -> list[Output]:
-        """Apply new records in order; returns the messages they cause."""
+    async def apply(self, records: Sequence[Record], now: datetime
+                    ) -> tuple[list[Output], dict[int, str]]:
+        """Apply new records in order; returns the messages they cause and the
+        reason for each record (by position) that the core failed to apply."""
         for record in records:
             if isinstance(record, ContentPublished):
                 self.catalogue.learn(record)
         customer_ids = [r.customer_id for r in records if not isinstance(r, ContentPublished)]
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
-        for record in records:
+        failed: dict[int, str] = {}
+        for position, record in enumerate(records):
             if isinstance(record, ContentPublished):
                 continue
             cid: str = record.customer_id
             content_id = getattr(record, "content_id", None)
             topics = self.catalogue.topics_of(content_id) if content_id else None
-            state, changes = apply_event(states[cid], record, self.rules, topics)
+            try:
+                state, changes = apply_event(states[cid], record, self.rules, topics)
+            except Exception as exc:
+                log.exception("apply_failed", customer=customer_ref(cid),
+                              event_id=record.event_id)
+                failed[position] = (f"could not be applied ({type(exc).__name__}: {exc}); "
+                                    "please report this message to the Relevanz maintainers")
+                continue
             states[cid] = state
             self.cache.put(state)
             outputs.extend(("interest-tags", cid.encode(), _tag_record(cid, c)) for c in changes)
         self.tag_changes += len(outputs)
-        return outputs
+        return outputs, failed
 
     def rollback(self) -> None:
         """Undo what ``apply`` changed since the last commit (the batch will be retried)."""

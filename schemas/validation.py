@@ -50,6 +50,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+_EARLIEST_YEAR = 1900
 
 
 def parse_message(
@@ -231,6 +232,10 @@ def _datetime(value: Any, where: str) -> datetime:
         raise InvalidEvent(where, f"expected an ISO 8601 time string, got {_kind(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidEvent(where, f"{value!r} has no time zone offset; add Z or +01:00")
+    if parsed.year < _EARLIEST_YEAR:
+        # Backfills reach far back, but not this far; such times also overflow
+        # when converted to UTC near year 1.
+        raise InvalidEvent(where, f"{value!r} is before {_EARLIEST_YEAR}; not a plausible time")
     # Times are kept to the millisecond, as the stores keep them: state computed
     # live and state reloaded from the store must agree exactly.
     return parsed.replace(microsecond=parsed.microsecond - parsed.microsecond % 1000)

@@ -6,9 +6,11 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agents import profiles
 from schemas.codec import decode, pack
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
@@ -120,3 +122,29 @@ async def test_a_flood_of_malformed_messages_ends_in_dead_letters(
     # The worker is still consuming: a valid event after the flood is applied.
     produce_raw(settings, [("clicks", b"c1", pack(click("after-flood")))])
     await eventually(lambda: worker.accounting.applied == 1, 60, "the event after the flood")
+
+
+async def test_an_event_the_core_fails_on_is_dead_lettered_and_the_batch_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for a bug in the pure core on one unusual but valid event.
+    real = profiles.apply_event
+
+    def failing_on_poison(state: Any, record: Any, rules: Any, topics: Any) -> Any:
+        if record.event_id == "poison":
+            raise ZeroDivisionError("boom")
+        return real(state, record, rules, topics)
+
+    monkeypatch.setattr(profiles, "apply_event", failing_on_poison)
+    running = build_worker(settings)
+    await running.start()
+    try:
+        produce_raw(settings, [("clicks", b"c1", pack(click(e))) for e in ("e1", "poison", "e2")])
+        await eventually(lambda: running.accounting.events_in >= 3, 60, "three events")
+        assert (running.accounting.applied, running.accounting.dead_letters) == (2, 1)
+        (letter,) = [decode(m.value()) for m in consume_exactly(settings, "dead-letters", 1)]
+        assert letter["reason"].startswith("could not be applied (ZeroDivisionError: boom)")
+        state = (await running.store.load_customers(["c1"], datetime.now(UTC)))["c1"]
+        assert [h.event_id for h in state.history] == ["e1", "e2"]
+    finally:
+        await running.stop()

@@ -239,3 +239,10 @@ def test_a_consent_purpose_outside_the_known_ones_is_named_with_its_position() -
         parse_message("consents", b"c1", pack(consent), now=NOW)
     assert str(caught.value) == (
         "purposes[1]: 'telepathy' is not one of profiling, personalisation, email, push, sms, web")
+
+
+def test_a_time_before_1900_is_not_plausible() -> None:
+    for when in ("0001-01-01T00:00:00+01:00", "1899-12-31T23:59:59Z"):
+        with pytest.raises(InvalidEvent) as caught:
+            _parse("clicks", pack({**CLICK, "occurred_at": when}))
+        assert str(caught.value) == f"occurred_at: {when!r} is before 1900; not a plausible time"
