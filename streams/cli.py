@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -235,11 +236,29 @@ def store_migrate() -> None:
     click.echo(f"store {settings.store_url}: schema is up to date")
 
 
+def _since(_: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise click.BadParameter(
+            f"expected an ISO 8601 time with offset such as 2026-03-01T00:00:00+01:00, "
+            f"got {value!r}")
+    return parsed
+
+
 @main.command()
+@click.option("--since", callback=_since, metavar="TIME",
+              help="Rebuild from the messages published at or after TIME (ISO 8601 with "
+                   "offset, compared with Kafka message timestamps) instead of from the "
+                   "earliest offset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON line.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_one_line_errors
-def replay(as_json: bool, quiet: bool) -> None:
+def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
     """Rebuild every projection in the store from the topics.
 
     Clears the customer state and event ledger of RELEVANZ_STORE_URL, reads
@@ -253,7 +272,7 @@ def replay(as_json: bool, quiet: bool) -> None:
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
     progress = (lambda _: None) if quiet else _stderr
-    result = asyncio.run(run_replay(settings, progress))
+    result = asyncio.run(run_replay(settings, progress, since=since))
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:

@@ -14,6 +14,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -29,15 +31,27 @@ class ReplayStalled(RelevanzError):
     """Replay stopped making progress before it reached the end of the topics."""
 
 
-def messages_in_topics(settings: Settings, idle_s: float = 2.0) -> int:
-    """How many messages the input topics hold right now, counted by reading them once.
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a replay will read: how many messages, from which offset of each partition."""
 
-    Counting from high watermarks would be cheaper, but the embedded broker
-    reports them wrongly (one per produced batch), so a raw consumer reads
-    every partition from the beginning until nothing more arrives for
-    ``idle_s``; at several hundred thousand messages a second that is a
-    small part of a replay.
+    messages: int
+    start_offsets: dict[tuple[str, int], int]
+
+
+def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float = 2.0
+                ) -> ReplayPlan:
+    """Count the messages to replay and find where each partition starts, by reading once.
+
+    With ``since``, a partition starts at its first message whose Kafka
+    timestamp is at or after ``since`` (as Kafka's offsets-for-times would
+    answer).  Broker-side answers would be cheaper, but the embedded broker
+    reports high watermarks and offsets-for-times wrongly, so a raw consumer
+    reads every partition from the beginning until nothing more arrives for
+    ``idle_s``; at several hundred thousand messages a second that is a small
+    part of a replay.
     """
+    since_ms = int(since.timestamp() * 1000) if since is not None else None
     consumer = Consumer({"bootstrap.servers": settings.broker_servers,
                          "group.id": f"relevanz-replay-probe-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False})
@@ -51,13 +65,23 @@ def messages_in_topics(settings: Settings, idle_s: float = 2.0) -> int:
             assignment += [TopicPartition(name, p, OFFSET_BEGINNING)
                            for p in metadata.partitions]
         consumer.assign(assignment)
+        starts: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
         total, last_seen = 0, time.monotonic()
         while time.monotonic() - last_seen < idle_s:
             arrived = [m for m in consumer.consume(10_000, 0.5) if m.error() is None]
             if arrived:
-                total += len(arrived)
                 last_seen = time.monotonic()
-        return total
+            for message in arrived:
+                tp = (message.topic() or "", message.partition() or 0)
+                offset = message.offset() or 0
+                ends[tp] = offset + 1
+                if tp in starts or since_ms is None or message.timestamp()[1] >= since_ms:
+                    starts.setdefault(tp, offset)
+                    total += 1
+        for tp, end in ends.items():
+            starts.setdefault(tp, end)  # nothing at or after `since`: start at the end
+        return ReplayPlan(total, starts)
     except KafkaException as exc:
         raise BrokerUnavailable(
             f"broker {settings.broker_servers} not reachable: {exc.args[0]}") from exc
@@ -65,12 +89,31 @@ def messages_in_topics(settings: Settings, idle_s: float = 2.0) -> int:
         consumer.close()
 
 
+def _commit_start(settings: Settings, plan: ReplayPlan) -> None:
+    """Make the replay's consumer group start at the planned offsets."""
+    consumer = Consumer({"bootstrap.servers": settings.broker_servers,
+                         "group.id": settings.consumer_group, "enable.auto.commit": False})
+    try:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in plan.start_offsets.items()]
+        if offsets:
+            consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"could not set the replay's start offsets: {exc.args[0]}"
+                                ) from exc
+    finally:
+        consumer.close()
+
+
 async def run_replay(settings: Settings, progress: Callable[[str], None],
-                     stall_timeout_s: float = 60.0) -> dict[str, Any]:
-    """Clear the projections and rebuild them; returns the counts."""
-    target = await asyncio.to_thread(messages_in_topics, settings)
+                     since: datetime | None = None, stall_timeout_s: float = 60.0
+                     ) -> dict[str, Any]:
+    """Clear the projections and rebuild them (from ``since`` when given); returns counts."""
+    plan = await asyncio.to_thread(plan_replay, settings, since)
+    target = plan.messages
     replay_settings = settings.with_(
-        consumer_group=f"{settings.consumer_group}-replay-{int(time.time())}")
+        consumer_group=f"{settings.consumer_group}-replay-{uuid.uuid4().hex[:12]}")
+    if since is not None:
+        await asyncio.to_thread(_commit_start, replay_settings, plan)
     store = open_store(settings)
     await store.open()
     try:
@@ -98,5 +141,5 @@ async def run_replay(settings: Settings, progress: Callable[[str], None],
     finally:
         await worker.stop()
     elapsed = time.monotonic() - started
-    return {**worker.accounting.as_dict(), "messages_in_topics": target,
+    return {**worker.accounting.as_dict(), "messages_replayed": target,
             "elapsed_s": round(elapsed, 3)}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agents.core.customer import CustomerState
+from schemas.codec import pack
 from streams.app import build_worker, utc_now
 from streams.broker import EmbeddedBroker
 from streams.replay import run_replay
@@ -134,8 +138,6 @@ def _difference(a: CustomerState, b: CustomerState) -> str:
 
 
 def _stored_customers(settings: Settings) -> int:
-    import sqlite3
-
     try:
         with sqlite3.connect(settings.store_path) as db:
             return int(db.execute("SELECT count(*) FROM customers").fetchone()[0])
@@ -144,9 +146,6 @@ def _stored_customers(settings: Settings) -> int:
 
 
 async def _eventually_async(check: object, timeout_s: float, what: str) -> None:
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         if await check():  # type: ignore[operator]
@@ -154,3 +153,31 @@ async def _eventually_async(check: object, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(1.0)
+
+
+async def test_replay_since_a_time_rebuilds_from_the_messages_published_after_it(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path)
+
+    def click(event_id: str, customer: str) -> tuple[str, bytes, bytes]:
+        return ("clicks", customer.encode(), pack({
+            "event_id": event_id, "customer_id": customer, "schema_version": 1,
+            "occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+            "content_id": "n1"}))
+
+    before = [click(f"a{i}", f"early-{i % 3}") for i in range(6)]
+    after = [click(f"b{i}", f"late-{i % 2}") for i in range(4)]
+    produce_raw(settings, before)
+    since = datetime.now(UTC) + timedelta(milliseconds=5)
+    while datetime.now(UTC) <= since:  # message timestamps have millisecond resolution
+        await asyncio.sleep(0.005)
+    produce_raw(settings, after)
+
+    result = await run_replay(settings, progress=lambda _: None, since=since)
+    assert result["messages_replayed"] == len(after)
+    assert result["applied"] == len(after)
+    rebuilt = await projection(settings)
+    assert set(rebuilt) == {"late-0", "late-1"}
+    assert sorted(h.event_id for s in rebuilt.values() for h in s.history) == [
+        "b0", "b1", "b2", "b3"]
