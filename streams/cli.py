@@ -9,11 +9,15 @@ stdout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import os
 import signal
+import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
@@ -183,17 +187,33 @@ def produce(source: Any, topic: str | None, quiet: bool) -> None:
     logs.configure(settings.log_level, settings.log_format)
     publisher = Publisher(settings)
     sent = bad = 0
+    size = _file_size(source)
+    # A file gets a progress bar by bytes read; standard input, whose length is
+    # unknown, a progress line every second.
+    bar = (click.progressbar(length=size, label="produce", file=sys.stderr,
+                             item_show_func=lambda counts: counts)
+           if size and not quiet else None)
     last = time.monotonic()
-    for message in read_event_lines(source, default_topic=topic):
-        if message.error:
-            bad += 1
-            _stderr(f"relevanz produce: {message.error}")
-            continue
-        publisher.send(message.topic, message.key, message.value)
-        sent += 1
-        if not quiet and time.monotonic() - last >= 1.0:
-            _stderr(f"produce: {sent} sent, {publisher.report.delivered} delivered")
-            last = time.monotonic()
+
+    def lines() -> Iterator[str]:
+        for line in source:
+            if bar is not None:
+                bar.update(len(line.encode()),
+                           f"{sent} sent, {publisher.report.delivered} delivered")
+            yield line
+
+    with bar if bar is not None else contextlib.nullcontext():
+        for message in read_event_lines(lines(), default_topic=topic):
+            if message.error:
+                bad += 1
+                _stderr(f"\nrelevanz produce: {message.error}" if bar else
+                        f"relevanz produce: {message.error}")
+                continue
+            publisher.send(message.topic, message.key, message.value)
+            sent += 1
+            if bar is None and not quiet and time.monotonic() - last >= 1.0:
+                _stderr(f"produce: {sent} sent, {publisher.report.delivered} delivered")
+                last = time.monotonic()
     report = publisher.flush()
     summary = (f"produce: {sent} sent, {report.delivered} delivered, {report.failed} failed, "
                f"{bad} bad lines")
@@ -202,6 +222,15 @@ def produce(source: Any, topic: str | None, quiet: bool) -> None:
     _stderr(summary)
     if bad or report.failed:
         sys.exit(1)
+
+
+def _file_size(source: Any) -> int | None:
+    """Size of ``source`` when it is a regular file (not a pipe or terminal)."""
+    try:
+        info = os.fstat(source.fileno())
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 @main.group(name="store")

@@ -34,7 +34,8 @@ class DeliveryReport:
 class Publisher:
     """A confluent-kafka producer for Relevanz topics that counts confirmations."""
 
-    def __init__(self, settings: Settings, linger_ms: int = 5) -> None:
+    def __init__(self, settings: Settings, linger_ms: int = 5,
+                 connect_timeout_s: float = 10.0) -> None:
         self.settings = settings
         self.report = DeliveryReport()
         self._producer = Producer({
@@ -42,7 +43,17 @@ class Publisher:
             "acks": "all",
             "linger.ms": linger_ms,
             "queue.buffering.max.messages": 500_000,
+            # librdkafka logs every reconnect attempt; an unreachable broker is
+            # reported once, below, instead.
+            "log_level": 2,
         })
+        try:
+            self._producer.list_topics(timeout=connect_timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"broker {settings.broker_servers} not reachable within "
+                f"{connect_timeout_s:g}s ({exc.args[0].str()}); check RELEVANZ_BROKER_URL"
+            ) from exc
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:

@@ -24,12 +24,14 @@ log = structlog.get_logger(__name__)
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     """Create every Relevanz topic that does not exist yet; check the rest."""
-    admin = AdminClient({"bootstrap.servers": settings.broker_servers})
+    admin = AdminClient({"bootstrap.servers": settings.broker_servers,
+                         "log_level": 2})  # one readable error below, not a log per retry
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"broker {settings.broker_servers} not reachable: {exc.args[0]}"
+            f"broker {settings.broker_servers} not reachable within {timeout_s:g}s "
+            f"({exc.args[0].str()}); check RELEVANZ_BROKER_URL"
         ) from exc
     missing = []
     for contract in TOPICS.values():

@@ -161,3 +161,15 @@ def test_worker_serves_probes_and_exits_cleanly_on_sigterm(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_an_unreachable_broker_is_one_readable_line(tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps({"topic": "clicks", "event": {"customer_id": "c1"}}) + "\n")
+    port = free_port()  # nothing listens there
+    done = run(["produce", "-q", str(source)], {"RELEVANZ_BROKER_URL": f"kafka://127.0.0.1:{port}"},
+               timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"relevanz: error: broker 127.0.0.1:{port} not reachable within 10s "
+        "(Failed to get metadata: Local: Broker transport failure); check RELEVANZ_BROKER_URL"]
