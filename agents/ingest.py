@@ -26,11 +26,14 @@ from agents.core.accounting import Accounting, first_occurrences
 from schemas.codec import encode
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
+from schemas.topics import TOPICS
 from schemas.validation import Limits, parse_message
 from streams.errors import StoreUnavailable
 from streams.store import EventKey, Store
 
 log = structlog.get_logger(__name__)
+
+_COMPACTED = frozenset(t.name for t in TOPICS.values() if t.compacted)
 
 #: (logical topic, message key, record) to publish.
 Output = tuple[str, bytes, Record]
@@ -66,6 +69,8 @@ class Ingest:
     stage: Stage | None = None
     #: False during replay: outputs were published the first time round.
     emit: bool = True
+    #: Told the content_id of every catalogue tombstone.
+    catalogue_removed: Callable[[str], None] | None = None
     max_backoff_s: float = 5.0
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
@@ -90,9 +95,19 @@ class Ingest:
         keys: list[EventKey] = []
         sources: list[EventT[Any]] = []  # the event each record came from
         letters: list[DeadLetter] = []
+        removals = 0
+        # Per catalogue key, whether the batch's last message for it is a tombstone.
+        deleted_last: dict[str, bool] = {}
         for event in events:
             message = event.message
             logical = self.logical_names[message.topic]
+            if logical in _COMPACTED and message.key:
+                deleted_last[message.key.decode(errors="replace")] = message.value is None
+            if message.value is None and logical in _COMPACTED and message.key:
+                # A tombstone on a compacted topic deletes the item: applied like any
+                # other change (after the batch's records, so order is kept).
+                removals += 1
+                continue
             try:
                 record = parse_message(logical, message.key, message.value, now=now,
                                        limits=self.limits)
@@ -126,14 +141,18 @@ class Ingest:
                 letters.append(self._dead_letter(sources[new[position]], now, reason, None))
             await self.stage.commit(
                 [keys[i] for n, i in enumerate(new) if n not in failed], now)
+        if self.catalogue_removed is not None:
+            for content_id, deleted in deleted_last.items():
+                if deleted:
+                    self.catalogue_removed(content_id)
         if self.emit:
             for topic, key, output in emitted:
                 await self.outputs[topic].send(key=key, value=encode(output))
         for letter in letters if self.emit else ():
             await self.dead_letters.send(key=letter.original_key, value=encode(letter))
         self.accounting.count_batch(
-            applied=len(new_records) - len(failed), duplicates=len(records) - len(new_records),
-            dead_letters=len(letters),
+            applied=len(new_records) - len(failed) + removals,
+            duplicates=len(records) - len(new_records), dead_letters=len(letters),
         )
         for letter in letters:
             reason_kind = letter.field or "message"

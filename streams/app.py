@@ -161,6 +161,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         outputs={"interest-tags": output("interest-tags")} if emit else {},
         stage=stage,
         emit=emit,
+        catalogue_removed=catalogue.forget,
     )
     ingest_agent.register(app, inputs, ingest)
     worker.ingest = ingest

@@ -46,6 +46,10 @@ class Catalogue:
         item = self.items.get(content_id)
         return list(item.topics) if item is not None else None
 
+    def forget(self, content_id: str) -> None:
+        """Drop an item (its tombstone was consumed)."""
+        self.items.pop(content_id, None)
+
     def learn(self, item: ContentPublished) -> None:
         """Take an item unless a newer version (by event time) is already known."""
         known = self.items.get(item.content_id)

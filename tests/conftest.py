@@ -10,9 +10,14 @@ import pytest
 from streams.broker import EmbeddedBroker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One embedded Tansu broker for the session, spoken to over the Kafka protocol."""
+    """An embedded Tansu broker per test module, spoken to over the Kafka protocol.
+
+    Per module rather than per session: the broker keeps everything in memory,
+    and in one long session it was seen to time out fetches and to answer a
+    fetch with another topic's messages. It starts in well under a second.
+    """
     log_dir = Path(tmp_path_factory.mktemp("broker"))
     with EmbeddedBroker(log_dir / "broker.log") as running:
         yield running

@@ -148,3 +148,23 @@ async def test_an_event_the_core_fails_on_is_dead_lettered_and_the_batch_goes_on
         assert [h.event_id for h in state.history] == ["e1", "e2"]
     finally:
         await running.stop()
+
+
+async def test_a_catalogue_tombstone_is_applied_not_dead_lettered(
+    worker: Worker, settings: Settings
+) -> None:
+    item = {"event_id": "i1", "content_id": "n1", "schema_version": 1,
+            "occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+            "topics": ["fashion"], "channels": ["email"], "slots": ["newsletter-block"],
+            "variants": [{"language": "de", "title": "Sommer", "url": "https://shop.example/n1"}],
+            "default_language": "de"}
+    produce_raw(settings, [("content", b"n1", pack(item))])
+    await eventually(lambda: worker.catalogue is not None and "n1" in worker.catalogue.items,
+                     60, "the item in the catalogue")
+    produce_raw(settings, [("content", b"n1", None), ("content", None, None)])
+    await eventually(lambda: worker.accounting.events_in >= 3, 60, "the tombstones")
+    assert (worker.accounting.applied, worker.accounting.dead_letters) == (2, 1)
+    # The catalogue reader follows the topic on its own and converges on the deletion.
+    catalogue = worker.catalogue
+    assert catalogue is not None
+    await eventually(lambda: "n1" not in catalogue.items, 30, "the item to be forgotten")
