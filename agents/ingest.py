@@ -103,11 +103,11 @@ class Ingest:
             logical = self.logical_names[message.topic]
             if logical in _COMPACTED and message.key:
                 deleted_last[message.key.decode(errors="replace")] = message.value is None
-            if message.value is None and logical in _COMPACTED and message.key:
-                # A tombstone on a compacted topic deletes the item: applied like any
-                # other change (after the batch's records, so order is kept).
-                removals += 1
-                continue
+                if message.value is None:
+                    # A tombstone deletes the item: applied like any other change
+                    # (after the batch's records, so their order is kept).
+                    removals += 1
+                    continue
             try:
                 record = parse_message(logical, message.key, message.value, now=now,
                                        limits=self.limits)

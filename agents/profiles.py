@@ -17,6 +17,7 @@ import structlog
 
 from agents.core.interests import TagChange
 from agents.core.profile import CustomerRules, apply_event
+from agents.ingest import Output
 from schemas.records import ContentPublished, InterestTagChanged, Record
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
@@ -25,8 +26,6 @@ from streams.store import EventKey
 
 log = structlog.get_logger(__name__)
 
-#: (logical topic, message key, record) to publish.
-Output = tuple[str, bytes, Record]
 
 
 @dataclass

@@ -78,16 +78,5 @@ class CustomerCache:
             self._states.pop(customer_id, None)
         self._dirty.clear()
 
-    def forget(self, customer_id: str) -> None:
-        """Drop one customer (after erasure)."""
-        self._states.pop(customer_id, None)
-        self._dirty.pop(customer_id, None)
-
-    def clear(self) -> None:
-        """Drop every cached state (partitions moved); dirty states must be flushed first."""
-        if self._dirty:
-            raise RuntimeError("clear() with unflushed customer state")  # a wiring bug
-        self._states.clear()
-
     def __len__(self) -> int:
         return len(self._states)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
@@ -35,6 +35,16 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float, what: str)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], timeout_s: float,
+                           what: str, poll_s: float = 1.0) -> None:
+    """:func:`eventually` for a check that must itself await (e.g. read the store)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(poll_s)
 
 
 def produce_raw(settings: Settings, messages: list[tuple[str, bytes | None, bytes | None]]

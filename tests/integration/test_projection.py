@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from streams.replay import run_replay
 from streams.settings import Settings
 from streams.store import open_store
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
-from tests.harness import eventually, isolated_settings, produce_raw
+from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 
@@ -122,7 +121,7 @@ async def test_a_worker_killed_mid_stream_ends_with_the_uninterrupted_projection
         deadline_s = 150
         async def settled() -> bool:
             return await projection(settings) == reference
-        await _eventually_async(settled, deadline_s, "the projection of an uninterrupted run")
+        await eventually_async(settled, deadline_s, "the projection of an uninterrupted run")
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -144,15 +143,6 @@ def _stored_customers(settings: Settings) -> int:
     except sqlite3.Error:
         return 0
 
-
-async def _eventually_async(check: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if await check():  # type: ignore[operator]
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        await asyncio.sleep(1.0)
 
 
 async def test_replay_since_a_time_rebuilds_from_the_messages_published_after_it(
