@@ -72,22 +72,51 @@ class Ingest:
     #: Told the content_id of every catalogue tombstone.
     catalogue_removed: Callable[[str], None] | None = None
     max_backoff_s: float = 5.0
+    #: Set by :meth:`close`: no new batch starts (those not started stay unacknowledged
+    #: and go to the partition's next owner), the one in flight finishes.
+    closing: bool = False
+    in_flight: int = 0
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
-        """Process one batch; retries store outages until the batch is written."""
+        """Process one batch; retries store outages until the batch is written.
+
+        While closing, a new batch is held unacknowledged until the agent is
+        cancelled, and a batch waiting for the store gives up its retries.
+        """
+        if self.closing:
+            await asyncio.Future()  # never acknowledged: the agent is cancelled here
+        self.in_flight += 1
         backoff = 0.1
-        while True:
-            try:
-                await self._handle_once(events)
-                return
-            except StoreUnavailable as exc:
-                # Not acknowledging the batch is what keeps it safe: retry, never skip.
-                if self.stage is not None:
-                    self.stage.rollback()
-                log.warning("store_unavailable_retrying", error=str(exc), retry_in_s=backoff,
-                            batch=len(events))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+        try:
+            while True:
+                try:
+                    await self._handle_once(events)
+                    return
+                except StoreUnavailable as exc:
+                    # Not acknowledging the batch is what keeps it safe: retry, never skip.
+                    if self.stage is not None:
+                        self.stage.rollback()
+                    if self.closing:
+                        break
+                    log.warning("store_unavailable_retrying", error=str(exc),
+                                retry_in_s=backoff, batch=len(events))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_s)
+        finally:
+            self.in_flight -= 1
+        log.warning("store_unavailable_batch_left_for_redelivery", batch=len(events))
+        await asyncio.Future()  # closing: left unacknowledged, redelivered after a restart
+
+    async def close(self, timeout_s: float) -> bool:
+        """Start no new batch; wait up to ``timeout_s`` for the one in flight.
+
+        Returns whether no batch is in flight any more.
+        """
+        self.closing = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.in_flight
 
     async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
         now = self.clock()

@@ -1,43 +1,63 @@
-"""The customer-state stage: profile, consent, purchases, history and interest tags.
+"""The customer-state stage: consent gate, profile, interests, follow-ups and erasure.
 
 Called by the ingest agent with each batch's new, valid records.  It reads
-the batch's customers through the cache in one store call, applies every
-record with the pure core (:func:`agents.core.profile.apply_event`), and
-returns the interest-tag changes to emit.  Content items feed the catalogue
-that maps clicked content to topics.
+the batch's customers through the cache in one store call, passes every
+record through :func:`agents.core.engine.handle` (consent first), and returns
+the messages to emit: interest-tag changes, decisions, send triggers and
+their cancellations, and ``customer-erased`` events.  Content items feed the
+catalogue.
+
+An erasure request is carried out at :meth:`CustomerStage.commit`, before the
+batch's states are written: the customer's pseudonym goes on the forget-list,
+then every stored row of the customer is deleted.  Events of an erased
+customer up to the request's event time are left out (not applied, not
+recorded in the ledger), so neither a redelivery nor a replay brings the
+customer back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
+from agents.core.accounting import Accounting
+from agents.core.customer import CustomerState
+from agents.core.engine import EngineRules, handle
 from agents.core.interests import TagChange
-from agents.core.profile import CustomerRules, apply_event
 from agents.ingest import Output
-from schemas.records import ContentPublished, InterestTagChanged, Record
+from schemas.records import ContentPublished, CustomerErased, InterestTagChanged, Record
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
 from streams.logs import customer_ref
+from streams.privacy import ForgetList
 from streams.store import EventKey
 
 log = structlog.get_logger(__name__)
 
 
-
 @dataclass
 class CustomerStage:
-    """Applies customer events to cached state; emits interest-tag changes."""
+    """Applies customer events to cached state behind the consent gate."""
 
     cache: CustomerCache
-    rules: CustomerRules
+    rules: EngineRules
     ledger_ttl_s: float
     history_ttl_s: float
     catalogue: Catalogue
+    forget_list: ForgetList
+    accounting: Accounting
+    #: True while an operator has paused sends (the kill switch or the follow-up campaign).
+    sends_paused: Callable[[], bool] = lambda: False
     tag_changes: int = 0
+    #: Erasures of the current batch: customer id -> event time of the request.
+    _erasures: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    #: Ledger keys of the current batch that must not be recorded.
+    _unrecorded: set[EventKey] = field(default_factory=set)
+    #: Events of the current batch applied so far, per customer, with their times.
+    _applied: dict[str, list[tuple[str, datetime]]] = field(default_factory=dict)
 
     async def apply(self, records: Sequence[Record], now: datetime
                     ) -> tuple[list[Output], dict[int, str]]:
@@ -50,33 +70,89 @@ class CustomerStage:
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
+        counts = self.accounting
         for position, record in enumerate(records):
             if isinstance(record, ContentPublished):
                 continue
             cid: str = record.customer_id
+            erased_at = self._erased_at(cid)
+            if erased_at is not None and record.occurred_at <= erased_at:
+                # The customer was erased after this event: leave no trace of it.
+                counts.forgotten += 1
+                self._unrecorded.add((cid, record.event_id))
+                continue
             content_id = getattr(record, "content_id", None)
             topics = self.catalogue.topics_of(content_id) if content_id else None
             try:
-                state, changes = apply_event(states[cid], record, self.rules, topics)
+                state, effects = handle(states[cid], record, self.rules, topics,
+                                        self.catalogue.items, sends_paused=self.sends_paused())
             except Exception as exc:
                 log.exception("apply_failed", customer=customer_ref(cid),
                               event_id=record.event_id)
                 failed[position] = (f"could not be applied ({type(exc).__name__}: {exc}); "
                                     "please report this message to the Relevanz maintainers")
                 continue
+            key = cid.encode()
+            outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
+            counts.cancellations += len(effects.cancellations)
+            if effects.erase:
+                self._erasures[cid] = (record.occurred_at, record.event_id)
+                self._unrecorded.add((cid, record.event_id))
+                # Earlier events of this batch are erased too: no ledger rows for them.
+                self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
+                                        if at <= record.occurred_at)
+                states[cid] = CustomerState(cid)
+                self.cache.drop(cid)
+                outputs.append(("customer-erased", key, CustomerErased(
+                    event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
+                    requested_at=record.occurred_at, erased_at=now, schema_version=1,
+                    caused_by=record.event_id)))
+                counts.erasures += 1
+                continue
+            self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
+            if effects.skipped:
+                counts.skipped_without_consent += 1
+                continue
             states[cid] = state
             self.cache.put(state)
-            outputs.extend(("interest-tags", cid.encode(), _tag_record(cid, c)) for c in changes)
-        self.tag_changes += len(outputs)
+            tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
+            self.tag_changes += len(tags)
+            outputs.extend(tags)
+            outputs.extend(("decisions", key, d) for d in effects.decisions)
+            outputs.extend(("send-triggers", key, t) for t in effects.triggers)
+            counts.decisions += len(effects.decisions)
+            counts.send_triggers += len(effects.triggers)
         return outputs, failed
+
+    def _erased_at(self, customer_id: str) -> datetime | None:
+        pending = self._erasures.get(customer_id)
+        known = self.forget_list.requested_at(customer_id)
+        if pending is None:
+            return known
+        return pending[0] if known is None else max(pending[0], known)
 
     def rollback(self) -> None:
         """Undo what ``apply`` changed since the last commit (the batch will be retried)."""
         self.cache.discard_changes()
+        self._erasures.clear()
+        self._unrecorded.clear()
+        self._applied.clear()
 
     async def commit(self, events: Sequence[EventKey], now: datetime) -> None:
-        """Write the batch's state changes and ledger entries in one store call."""
-        await self.cache.flush(events, now, self.ledger_ttl_s, self.history_ttl_s)
+        """Carry out the batch's erasures, then write its states and ledger entries."""
+        store = self.cache.store
+        for cid, (requested_at, _) in self._erasures.items():
+            ref = self.forget_list.pseudonyms.ref(cid)
+            await store.forget(ref, requested_at)
+            await store.delete_customer(cid)
+        recorded = [key for key in events if key not in self._unrecorded]
+        await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s)
+        for cid, (requested_at, _) in self._erasures.items():
+            self.forget_list.add(cid, requested_at)
+            log.info("customer_erased", customer=customer_ref(cid))
+        self._erasures.clear()
+        self._unrecorded.clear()
+        self._applied.clear()
 
 
 def _tag_record(customer_id: str, change: TagChange) -> InterestTagChanged:
@@ -92,4 +168,3 @@ def _tag_record(customer_id: str, change: TagChange) -> InterestTagChanged:
         score=change.score,
         caused_by=change.caused_by,
     )
-

@@ -254,6 +254,47 @@ class SendTriggered(Record):
     caused_by: str
 
 
+@constrain(channel=Rule(choices=CHANNELS), schema_version=_VERSION_1,
+           reason=Rule(choices=("consent_revoked", "erasure_requested")))
+class SendCancelled(Record):
+    """A send trigger emitted earlier must not be sent (``send-cancellations``).
+
+    Emitted when a revocation or erasure request reaches the engine before
+    the trigger's ``send_at``; channels match it by ``trigger_id`` or
+    ``idempotency_key``.  ``revoked`` names the purposes whose revocation
+    caused it (empty for an erasure request).
+    """
+
+    cancellation_id: str
+    trigger_id: str
+    idempotency_key: str
+    customer_id: str
+    cancelled_at: datetime
+    schema_version: int
+    channel: str
+    send_at: datetime
+    reason: str
+    revoked: list[str]
+    caused_by: str
+
+
+@constrain(schema_version=_VERSION_1)
+class CustomerErased(Record):
+    """Relevanz erased a customer; downstream systems should do the same (``customer-erased``).
+
+    ``requested_at`` is the event time of the erasure request
+    (``caused_by``).  The store holds no row of the customer any more;
+    replay leaves out the customer's events up to ``requested_at``.
+    """
+
+    event_id: str
+    customer_id: str
+    requested_at: datetime
+    erased_at: datetime
+    schema_version: int
+    caused_by: str
+
+
 @constrain(change=Rule(choices=("assigned", "removed")), schema_version=_VERSION_1)
 class InterestTagChanged(Record):
     """A customer's interest tag was assigned or removed (``interest-tags``)."""
@@ -287,3 +328,33 @@ class DeadLetter(Record):
     reason: str
     field: str | None = None
     original_key: bytes | None = None
+
+
+# --- operator controls --------------------------------------------------------
+
+
+@constrain(
+    control_id=Rule(pattern=r"^(all|campaign:.{1,200})$",
+                    description="all (the kill switch) or campaign:<campaign_id>"),
+    schema_version=_VERSION_1,
+    changed_by=Rule(min_length=1, max_length=100),
+    campaign_id=_ID,
+    reason=Rule(max_length=500),
+)
+class ControlChanged(Record):
+    """An operator paused or resumed sending (topic ``controls``).
+
+    ``control_id`` is the message key: ``all`` for the kill switch that
+    pauses every send trigger, ``campaign:<campaign_id>`` for one campaign.
+    The topic is compacted; the latest record per key is the state, and
+    every worker reads it whole.  ``changed_by`` names the role and a
+    fingerprint of the token used, never the token.
+    """
+
+    control_id: str
+    changed_at: datetime
+    schema_version: int
+    paused: bool
+    changed_by: str
+    campaign_id: str | None = None
+    reason: str | None = None

@@ -107,6 +107,23 @@ OUTPUT_TOPICS: tuple[TopicContract, ...] = (
         ("e-mail", "push", "sms", "web channels"),
     ),
     TopicContract(
+        "send-cancellations",
+        {1: r.SendCancelled},
+        "customer_id",
+        "Send triggers withdrawn because consent was revoked or erasure requested "
+        "before their send time.",
+        ("relevanz consent",),
+        ("e-mail", "push", "sms", "web channels"),
+    ),
+    TopicContract(
+        "customer-erased",
+        {1: r.CustomerErased},
+        "customer_id",
+        "Customers erased on request (GDPR Art. 17): downstream systems erase them too.",
+        ("relevanz consent",),
+        ("CRM", "analytics", "every system holding customer data"),
+    ),
+    TopicContract(
         "interest-tags",
         {1: r.InterestTagChanged},
         "customer_id",
@@ -122,6 +139,17 @@ OUTPUT_TOPICS: tuple[TopicContract, ...] = (
         "Keyed by the original message's key.",
         ("relevanz ingest",),
         ("operators",),
+        customer_keyed=False,
+    ),
+    TopicContract(
+        "controls",
+        {1: r.ControlChanged},
+        "control_id",
+        "Operator controls: the kill switch (key all) and per-campaign pauses "
+        "(key campaign:<id>); the latest record per key is in force.",
+        ("relevanz operator API",),
+        ("relevanz workers (every worker reads it whole)",),
+        compacted=True,
         customer_keyed=False,
     ),
 )

@@ -12,22 +12,30 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import faust
 import structlog
+from faust.types import TP
 
 from agents import ingest as ingest_agent
 from agents.core.accounting import Accounting
+from agents.core.consent import ConsentPolicy
+from agents.core.engine import FOLLOW_UP_CAMPAIGN, EngineRules, FollowUpRules
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.profiles import CustomerStage
 from schemas.codec import register_codec
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
 from streams.catalogue import Catalogue
+from streams.controls import Controls
 from streams.customer_cache import CustomerCache
+from streams.logs import use_pseudonym_key
+from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
 from streams.tag_rules import load_rules
@@ -75,6 +83,8 @@ class Worker:
     catalogue: Catalogue | None = None
     stage: CustomerStage | None = None
     ingest: ingest_agent.Ingest | None = None
+    #: The kill switch and campaign pauses (None in replay, which sends nothing).
+    controls: Controls | None = None
     summary_interval_s: float = 10.0
     ready: bool = False
     _summary_task: asyncio.Task[None] | None = None
@@ -83,26 +93,58 @@ class Worker:
         """Create topics, open the store, read the catalogue, join the consumer group."""
         await asyncio.to_thread(ensure_topics, self.settings)
         await self.store.open()
+        if self.stage is not None:
+            await self.load_privacy()
         if self.catalogue is not None:
             await self.catalogue.start()
+        if self.controls is not None:
+            await self.controls.start()
         await self.app.start()
         self._summary_task = asyncio.create_task(self._summaries())
         self.ready = True
         log.info("worker_started", group=self.settings.consumer_group,
                  partitions=self.settings.partitions)
 
+    async def load_privacy(self) -> None:
+        """Read the pseudonym key and the forget-list (at start and after a rebalance)."""
+        assert self.stage is not None
+        key = await self.store.pseudonym_key()
+        use_pseudonym_key(key)
+        self.stage.forget_list.pseudonyms = Pseudonyms(key)
+        self.stage.forget_list.replace(await self.store.forgotten())
+
     async def stop(self) -> None:
-        """Stop consuming, commit acknowledged offsets, close the store."""
+        """Stop consuming, finish the batch in flight, commit offsets, close the store.
+
+        Bounded by ``RELEVANZ_SHUTDOWN_TIMEOUT_S``.  State is written to the
+        store with every batch before the batch is acknowledged, so once the
+        batch in flight is done nothing is cached that the store lacks; a batch
+        that cannot finish in time (the store is down) is left unacknowledged
+        and redelivered after a restart, where its ledger entries make any
+        part already written a duplicate.
+        """
         self.ready = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_s
+
+        def remaining() -> float:
+            return max(deadline - loop.time(), 0.1)
+
         if self._summary_task is not None:
             self._summary_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summary_task
-        await self.app.stop()
+        drained = True
+        if self.ingest is not None:
+            drained = await self.ingest.close(remaining())
+        # Faust commits the acknowledged offsets as its consumer stops.
+        clean = await _within(self.app.stop(), remaining(), "consumer") and drained
         if self.catalogue is not None:
-            await self.catalogue.stop()
-        await self.store.close()
-        log.info("worker_stopped", **self.accounting.as_dict())
+            clean = await _within(self.catalogue.stop(), remaining(), "catalogue") and clean
+        if self.controls is not None:
+            clean = await _within(self.controls.stop(), remaining(), "controls") and clean
+        clean = await _within(self.store.close(), remaining(), "store") and clean
+        log.info("worker_stopped", clean=clean, **self.accounting.as_dict())
 
     async def _summaries(self) -> None:
         last, last_t = 0, time.monotonic()
@@ -115,6 +157,21 @@ class Worker:
                      "cached_customers": len(self.stage.cache)} if self.stage else {}
             log.info("worker_progress", events_per_s=round(rate, 1), **counts, **extra)
             last, last_t = self.accounting.events_in, now_t
+
+
+async def _within(step: Awaitable[None], timeout_s: float, what: str) -> bool:
+    """Await one shutdown step for at most ``timeout_s``; False when it timed out."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        log.warning("worker_stop_timed_out", step=what, timeout_s=round(timeout_s, 1))
+        return False
+    return True
+
+
+#: Topics the customer stage emits to.
+_STAGE_OUTPUTS = ("interest-tags", "decisions", "send-triggers", "send-cancellations",
+                  "customer-erased")
 
 
 def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
@@ -136,20 +193,35 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
                     max_future=timedelta(seconds=settings.max_future_s))
     store = store or open_store(settings)
     catalogue = Catalogue(settings, utc_now, limits)
+    # The kill switch and campaign pauses; replay sends nothing, so it follows none.
+    controls = Controls(settings, utc_now) if emit else None
     cache = CustomerCache(store, settings.cache_customers)
+    accounting = Accounting()
     stage = CustomerStage(
         cache=cache,
-        rules=CustomerRules(
-            interests=load_rules(settings.tag_rules_path or None),
-            profile=ProfileRules(history_max=settings.history_max,
-                                 history_retention=timedelta(
-                                     seconds=settings.history_retention_s)),
+        rules=EngineRules(
+            customer=CustomerRules(
+                interests=load_rules(settings.tag_rules_path or None),
+                profile=ProfileRules(history_max=settings.history_max,
+                                     history_retention=timedelta(
+                                         seconds=settings.history_retention_s)),
+            ),
+            consent=ConsentPolicy(default_granted=settings.consent_default),
+            follow_up=FollowUpRules(delay=timedelta(seconds=settings.follow_up_delay_s)),
         ),
         ledger_ttl_s=settings.dedup_horizon_s,
         history_ttl_s=settings.history_retention_s,
         catalogue=catalogue,
+        # The key is read from the store at start (Worker.load_privacy).
+        forget_list=ForgetList(Pseudonyms(b"")),
+        accounting=accounting,
     )
-    worker = Worker(settings=settings, app=app, store=store, catalogue=catalogue, stage=stage)
+    if controls is not None:
+        # campaign_paused is also true while the global kill switch is on.
+        stage.sends_paused = partial(controls.campaign_paused, FOLLOW_UP_CAMPAIGN)
+    worker = Worker(settings=settings, app=app, store=store, accounting=accounting,
+                    catalogue=catalogue, stage=stage,
+                    controls=controls)
     ingest = ingest_agent.Ingest(
         store=store,
         dead_letters=output("dead-letters"),
@@ -158,7 +230,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         clock=utc_now,
         limits=limits,
         dedup_horizon_s=settings.dedup_horizon_s,
-        outputs={"interest-tags": output("interest-tags")} if emit else {},
+        outputs={name: output(name) for name in _STAGE_OUTPUTS} if emit else {},
         stage=stage,
         emit=emit,
         catalogue_removed=catalogue.forget,
@@ -168,7 +240,15 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type] # mode's signal stubs want a sync signature
     async def forget_moved_customers(app: faust.App, revoked: object, **_: object) -> None:
-        # Another worker may change these customers now; re-read them when they return.
+        # Another worker may change these customers now; re-read them when they return,
+        # and the forget-list with them (they may have been erased meanwhile).
         cache.invalidate()
+        await worker.load_privacy()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type] # as above
+    async def log_assignment(app: faust.App, assigned: set[TP], **_: object) -> None:
+        # One line per rebalance: which input partitions this worker now owns.
+        log.info("partitions_assigned", partitions=sorted(
+            {tp.partition for tp in assigned if tp.topic in names}))
 
     return worker

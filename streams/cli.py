@@ -95,7 +95,7 @@ def worker() -> None:
 
     async def run(stop: asyncio.Event) -> None:
         w = build_worker(settings)
-        api = await serve(build_api(lambda: w.ready), settings.web_host, settings.web_port)
+        api = await serve(build_api(w), settings.web_host, settings.web_port)
         try:
             await w.start()
             try:
@@ -152,7 +152,8 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
                           catalogue_size=catalogue_size, malformed_share=malformed_share,
                           duplicate_share=duplicate_share, rate=rate, data_dir=data_dir)
     progress = (lambda _: None) if quiet else _stderr
-    result = _run_until_signal(lambda stop: run_demo(settings, options, progress, stop))
+    result = _run_until_signal(lambda stop: run_demo(settings, options, progress, stop,
+                                                     announce=_stderr))
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
@@ -160,7 +161,10 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
             f"{result['events_in']} events consumed: {result['applied']} applied, "
             f"{result['duplicates']} duplicates, {result['dead_letters']} dead letters; "
             f"{result['decisions']} decisions, {result['send_triggers']} send triggers "
-            f"in {result['elapsed_s']}s"
+            f"in {result['elapsed_s']}s\n"
+            f"consent: {result['skipped_without_consent']} events not used without consent "
+            f"to profiling, {result['cancellations']} sends cancelled, "
+            f"{result['erasures']} customers erased"
         )
 
 
@@ -265,6 +269,71 @@ def store_migrate() -> None:
     click.echo(f"store {settings.store_url}: schema is up to date")
 
 
+@main.group(name="customer")
+def customer_group() -> None:
+    """Data-subject requests about one customer."""
+
+
+@customer_group.command(name="export")
+@click.argument("customer_id")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
+              show_default=True, help="Where to write the JSON (- for stdout).")
+@_one_line_errors
+def customer_export(customer_id: str, output: Any) -> None:
+    """Export everything held about CUSTOMER_ID as JSON (GDPR Art. 15 data access).
+
+    Profile, consent decisions, interests and tags, purchase figures, the
+    interaction history, pending sends and the ids of the events the ledger
+    remembers. Exits 3 when nothing is held (never seen, or erased).
+    """
+    from streams.app import utc_now
+    from streams.privacy import export_customer
+    from streams.store import open_store
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    target = open_store(settings)
+
+    async def run() -> dict[str, Any] | None:
+        await target.open()
+        try:
+            return await export_customer(target, customer_id, utc_now())
+        finally:
+            await target.close()
+
+    data = asyncio.run(run())
+    if data is None:
+        click.echo("relevanz: nothing is held about this customer", err=True)
+        sys.exit(3)
+    json.dump(data, output, indent=2, sort_keys=True, ensure_ascii=False)
+    output.write("\n")
+
+
+@main.group(name="topics")
+def topics_group() -> None:
+    """Look after the topics on RELEVANZ_BROKER_URL."""
+
+
+@topics_group.command(name="create")
+@_one_line_errors
+def topics_create() -> None:
+    """Create every missing Relevanz topic; check the partition count of the rest.
+
+    Customer-keyed topics get RELEVANZ_PARTITIONS partitions, every topic
+    RELEVANZ_REPLICATION replicas. Workers do the same when they start; run
+    this first where producers may write before any worker has run, since a
+    broker that creates topics on first use gives them its own partition count.
+    """
+    from schemas.topics import TOPICS
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    ensure_topics(settings)
+    click.echo(f"topics on {settings.broker_servers}: all {len(TOPICS)} present, "
+               f"customer-keyed ones with {settings.partitions} partitions")
+
+
 def _since(_: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -311,5 +380,7 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
 
 
 from streams.bench import bench  # noqa: E402 - registered last; it imports this module lazily
+from streams.overview import status  # noqa: E402 - as above
 
 main.add_command(bench)
+main.add_command(status)

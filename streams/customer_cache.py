@@ -27,6 +27,7 @@ class CustomerCache:
         self.max_customers = max_customers
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self._dirty: dict[str, CustomerState] = {}
+        self._dropped: set[str] = set()
         self._invalidate_after_flush = False
         self.loads = 0
 
@@ -52,6 +53,16 @@ class CustomerCache:
         self._states.move_to_end(state.customer_id)
         self._dirty[state.customer_id] = state
 
+    def drop(self, customer_id: str) -> None:
+        """The customer was erased: cache an empty state and write nothing for it.
+
+        The caller deletes the stored rows; a later event in the same batch
+        may ``put`` a new state again.
+        """
+        self._states[customer_id] = CustomerState(customer_id)
+        self._dirty.pop(customer_id, None)
+        self._dropped.add(customer_id)
+
     async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
                     history_ttl_s: float) -> int:
         """Write changed states and ``events``' ledger entries; returns states written."""
@@ -59,6 +70,7 @@ class CustomerCache:
         if states or events:
             await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s)
         self._dirty.clear()
+        self._dropped.clear()
         if self._invalidate_after_flush:
             self._states.clear()
             self._invalidate_after_flush = False
@@ -70,13 +82,14 @@ class CustomerCache:
         """Partitions moved: drop clean states now, and everything after the next flush."""
         for customer_id in [c for c in self._states if c not in self._dirty]:
             del self._states[customer_id]
-        self._invalidate_after_flush = bool(self._dirty)
+        self._invalidate_after_flush = bool(self._dirty or self._dropped)
 
     def discard_changes(self) -> None:
         """Forget unflushed changes (a failed batch): those customers are re-read."""
-        for customer_id in self._dirty:
+        for customer_id in (*self._dirty, *self._dropped):
             self._states.pop(customer_id, None)
         self._dirty.clear()
+        self._dropped.clear()
 
     def __len__(self) -> int:
         return len(self._states)

@@ -26,6 +26,7 @@ from streams.errors import RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
+from streams.web import serve_for_demo
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +54,13 @@ Progress = Callable[[str], None]
 
 
 async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
-                   stop: asyncio.Event | None = None) -> dict[str, Any]:
-    """Run the demo; returns the final counts."""
+                   stop: asyncio.Event | None = None, announce: Progress | None = None
+                   ) -> dict[str, Any]:
+    """Run the demo; returns the final counts.
+
+    Without ``events`` it also serves the operator API and dashboard and tells
+    ``announce`` (default: ``progress``) the dashboard URL and the tokens.
+    """
     options.data_dir.mkdir(parents=True, exist_ok=True)
     store_path = options.data_dir / "store.db"
     for stale in options.data_dir.glob("store.db*"):
@@ -71,6 +77,8 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
         progress(f"embedded broker on {broker.bootstrap_servers}, store {store_path}, "
                  f"broker log {options.data_dir / 'broker.log'}")
         worker = build_worker(settings)
+        api = (await serve_for_demo(worker, announce or progress)
+               if options.events is None else None)
         await worker.start()
         try:
             if options.events is None:
@@ -79,9 +87,12 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
             return await _bounded(settings, options, worker, progress)
         finally:
             await worker.stop()
+            if api is not None:
+                await api.cleanup()
 
 
-def _generator(options: DemoOptions, n: int) -> TrafficGenerator:
+def demo_traffic(options: DemoOptions, n: int) -> TrafficGenerator:
+    """The demo's synthetic audience and traffic for ``n`` events (same options, same events)."""
     config = TrafficConfig(
         seed=options.seed, customers=options.customers, catalogue_size=options.catalogue_size,
         malformed_share=options.malformed_share, duplicate_share=options.duplicate_share,
@@ -99,7 +110,7 @@ def _generator(options: DemoOptions, n: int) -> TrafficGenerator:
 async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
                    progress: Progress) -> dict[str, Any]:
     n = options.events or 0
-    generator = _generator(options, n)
+    generator = demo_traffic(options, n)
     messages = list(generator.messages(n))
     malformed = sum(1 for m in messages if m.malformed)
     duplicates = sum(1 for m in messages if m.duplicate)
@@ -159,14 +170,16 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
 async def _tag_quality(worker: Worker, generator: TrafficGenerator) -> tuple[float, float]:
     """Precision and recall of the stored tags against the audience's hidden interests.
 
-    Only customers the engine has seen count: a customer with no events yet
-    cannot be expected to carry tags.
+    Only customers the engine has seen and may profile count: a customer with
+    no events yet, or without consent to profiling, cannot carry tags.
     """
     assert worker.stage is not None
-    rules = worker.stage.rules.interests
+    rules = worker.stage.rules.customer.interests
+    consent = worker.stage.rules.consent
     assigned: dict[str, set[str]] = {}
     async for state in worker.store.iter_customers(utc_now()):
-        assigned[state.customer_id] = set(state.tags)
+        if consent.may_profile(state):
+            assigned[state.customer_id] = set(state.tags)
     hidden = generator.truth.customers
     truth = {cid: true_tags(hidden[cid].interests, rules) for cid in assigned if cid in hidden}
     return tag_quality(assigned, truth)
@@ -175,7 +188,7 @@ async def _tag_quality(worker: Worker, generator: TrafficGenerator) -> tuple[flo
 async def _continuous(settings: Settings, options: DemoOptions,
                       counts: Callable[[], dict[str, Any]], progress: Progress,
                       stop: asyncio.Event) -> dict[str, Any]:
-    generator = _generator(options, 10_000_000)
+    generator = demo_traffic(options, 10_000_000)
     stream = generator.messages(10_000_000)
     publisher = Publisher(settings)
     started = time.monotonic()

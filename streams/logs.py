@@ -61,6 +61,19 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
 
 
-def customer_ref(customer_id: str, key: bytes = b"relevanz-log") -> str:
-    """A keyed hash of a customer id, safe to log and stable within a deployment."""
-    return hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:16]
+#: The deployment's pseudonym key, set by the worker once its store is open.
+_pseudonym_key: list[bytes] = [b""]
+
+
+def use_pseudonym_key(key: bytes) -> None:
+    """Hash customer ids in logs with the deployment's secret from now on."""
+    _pseudonym_key[0] = key
+
+
+def customer_ref(customer_id: str, key: bytes | None = None) -> str:
+    """A keyed hash of a customer id, safe to log and stable within a deployment.
+
+    The same pseudonym as the forget-list's (:class:`streams.privacy.Pseudonyms`).
+    """
+    secret = _pseudonym_key[0] if key is None else key
+    return hmac.new(secret, customer_id.encode(), hashlib.sha256).hexdigest()[:32]

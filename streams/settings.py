@@ -57,6 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_TAG_RULES", "",
             "TOML file with interest tag rules; empty means the shipped defaults "
             "(`streams/defaults/tag-rules.toml`)."),
+    Setting("RELEVANZ_CONSENT_DEFAULT", "",
+            "Purposes treated as granted for a customer with no recorded decision on "
+            "them, comma-separated (profiling, personalisation, email, push, sms, web). "
+            "Empty, the shipped default, is strict: no profiling and no sends without "
+            "an explicit grant, as opt-in law requires for e-mail in Germany."),
+    Setting("RELEVANZ_FOLLOW_UP_DELAY_S", "3600",
+            "Time from a newly assigned interest tag to the follow-up send it triggers."),
     Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
             "How often cached customer state is written behind to the store."),
     Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
@@ -69,6 +76,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_CONSUMER_GROUP", "relevanz", "Kafka consumer group (Faust app id)."),
     Setting("RELEVANZ_WEB_HOST", "127.0.0.1", "Address the operator API listens on."),
     Setting("RELEVANZ_WEB_PORT", "8080", "Port of the operator API (0 picks a free one)."),
+    Setting("RELEVANZ_OPERATOR_TOKENS", "",
+            "Bearer tokens of operators (read everything, pause and resume), "
+            "comma-separated, each at least 16 characters. No default: without tokens "
+            "every route but `/health` and `/ready` refuses all requests."),
+    Setting("RELEVANZ_VIEWER_TOKENS", "",
+            "Bearer tokens of viewers (read-only), comma-separated, each at least "
+            "16 characters."),
+    Setting("RELEVANZ_API_TOKEN", "",
+            "The token `relevanz status` sends to the operator API."),
     Setting("RELEVANZ_LOG_LEVEL", "info", "debug, info, warning or error."),
     Setting("RELEVANZ_LOG_FORMAT", "json", "`json` (one object per line) or `console`."),
     Setting("RELEVANZ_MAX_EVENT_BYTES", "65536",
@@ -81,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Consumer session timeout: how soon a dead worker's partitions move."),
     Setting("RELEVANZ_HEARTBEAT_S", "3", "Consumer heartbeat interval."),
     Setting("RELEVANZ_COMMIT_INTERVAL_S", "1.0", "How often consumed offsets are committed."),
+    Setting("RELEVANZ_SHUTDOWN_TIMEOUT_S", "20",
+            "Longest a worker takes to stop on SIGTERM: it finishes the batch in flight, "
+            "commits offsets and closes the store, then exits regardless. Keep it below "
+            "the orchestrator's grace period (Kubernetes: 30 s by default)."),
 )
 
 ENV_VARS: tuple[str, ...] = tuple(s.name for s in SETTINGS)
@@ -121,6 +141,30 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
         return value
 
     return parse
+
+
+def _purposes(name: str, raw: str) -> frozenset[str]:
+    from schemas.records import PURPOSES
+
+    chosen = [p.strip().lower() for p in raw.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PURPOSES]
+    if unknown:
+        raise ConfigError(f"{name}: unknown purpose {unknown[0]!r}; expected a comma-separated "
+                          f"list of {', '.join(PURPOSES)} (or nothing)")
+    return frozenset(chosen)
+
+
+def _tokens(name: str, raw: str) -> tuple[str, ...]:
+    tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
+    for position, token in enumerate(tokens, 1):
+        # RFC 6750's token characters; the length keeps guessing out of reach.
+        if len(token) < 16 or set(token) - _TOKEN_CHARS:
+            raise ConfigError(f"{name}: token {position} must be at least 16 characters of "
+                              "letters, digits and -._~+/= (the value is not shown)")
+    return tokens
+
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/=")
 
 
 def _broker(name: str, raw: str) -> str:
@@ -187,6 +231,9 @@ class Settings:
     consumer_group: str = "relevanz"
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    operator_tokens: tuple[str, ...] = field(default=(), repr=False)
+    viewer_tokens: tuple[str, ...] = field(default=(), repr=False)
+    api_token: str = field(default="", repr=False)
     log_level: str = "info"
     log_format: str = "json"
     max_event_bytes: int = 65536
@@ -195,6 +242,7 @@ class Settings:
     session_timeout_s: float = 30.0
     heartbeat_s: float = 3.0
     commit_interval_s: float = 1.0
+    shutdown_timeout_s: float = 20.0
     cassandra_consistency: str = "local_quorum"
     cassandra_local_dc: str = "datacenter1"
     cassandra_replication: str = "SimpleStrategy:1"
@@ -203,6 +251,8 @@ class Settings:
     history_max: int = 200
     tag_rules_path: str = ""
     flush_interval_s: float = 1.0
+    consent_default: frozenset[str] = frozenset()
+    follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -223,6 +273,9 @@ class Settings:
             consumer_group=get("RELEVANZ_CONSUMER_GROUP", _text),
             web_host=get("RELEVANZ_WEB_HOST", _text),
             web_port=get("RELEVANZ_WEB_PORT", _int(0, 65535)),
+            operator_tokens=get("RELEVANZ_OPERATOR_TOKENS", _tokens),
+            viewer_tokens=get("RELEVANZ_VIEWER_TOKENS", _tokens),
+            api_token=get("RELEVANZ_API_TOKEN", lambda _, raw: raw.strip()),
             log_level=get("RELEVANZ_LOG_LEVEL", _choice("debug", "info", "warning", "error")),
             log_format=get("RELEVANZ_LOG_FORMAT", _choice("json", "console")),
             max_event_bytes=get("RELEVANZ_MAX_EVENT_BYTES", _int(256, 16 * 1024 * 1024)),
@@ -231,6 +284,7 @@ class Settings:
             session_timeout_s=get("RELEVANZ_SESSION_TIMEOUT_S", _float(1, 600)),
             heartbeat_s=get("RELEVANZ_HEARTBEAT_S", _float(0.1, 60)),
             commit_interval_s=get("RELEVANZ_COMMIT_INTERVAL_S", _float(0.05, 60)),
+            shutdown_timeout_s=get("RELEVANZ_SHUTDOWN_TIMEOUT_S", _float(1, 600)),
             cassandra_consistency=get(
                 "RELEVANZ_CASSANDRA_CONSISTENCY",
                 _choice("one", "local_one", "local_quorum", "quorum", "each_quorum", "all")),
@@ -242,8 +296,13 @@ class Settings:
             history_max=get("RELEVANZ_HISTORY_MAX", _int(1, 10000)),
             tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
             flush_interval_s=get("RELEVANZ_FLUSH_INTERVAL_S", _float(0.05, 300)),
+            consent_default=get("RELEVANZ_CONSENT_DEFAULT", _purposes),
+            follow_up_delay_s=get("RELEVANZ_FOLLOW_UP_DELAY_S", _float(0, 30 * 86400)),
             cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
         )
+        if set(settings.operator_tokens) & set(settings.viewer_tokens):
+            raise ConfigError("RELEVANZ_VIEWER_TOKENS: a token is also in "
+                              "RELEVANZ_OPERATOR_TOKENS; give each token one role")
         if settings.heartbeat_s * 3 > settings.session_timeout_s:
             raise ConfigError(
                 "RELEVANZ_HEARTBEAT_S: must be at most a third of RELEVANZ_SESSION_TIMEOUT_S "

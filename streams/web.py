@@ -1,38 +1,339 @@
 """The operator HTTP API (aiohttp), served by every worker.
 
-So far it answers the probes an orchestrator needs: ``/health`` (the process
-is alive) and ``/ready`` (the worker has joined its consumer group and its
-store is open).  Status, metrics, customer views and controls join it with
-the operator-surface work, behind tokens.
+Routes are declared once, in :data:`ROUTES`, with the role each needs; the
+OpenAPI document (:mod:`streams.openapi`) describes exactly these (a test
+holds them in step).  ``/health`` (the process is alive) and ``/ready`` (see
+:class:`streams.status.Monitor`) are open to orchestrators, as is the
+dashboard's static shell, which holds no data: the page asks for a token and
+sends it with every API call.  Everything else needs a bearer token
+(:mod:`streams.auth`):
+
+- missing, malformed or unknown token: 401, ``WWW-Authenticate: Bearer``;
+- a viewer token on a route that changes something: 403;
+- malformed input: 400 with a message naming the problem;
+- a body above :data:`MAX_BODY_BYTES`: 413.
+
+Errors are JSON ``{"error": "..."}`` and never echo the token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from streams.errors import ConfigError
+from streams.auth import Role, Tokens, fingerprint, generate_tokens
+from streams.errors import BrokerUnavailable, ConfigError, StoreUnavailable
+from streams.metrics import CONTENT_TYPE, render
+from streams.status import Monitor
+
+if TYPE_CHECKING:
+    from streams.app import Worker
 
 log = structlog.get_logger(__name__)
 
+MAX_BODY_BYTES = 16 * 1024
+_MAX_ID = 200
+_MAX_REASON = 500
 
-def build_api(is_ready: Callable[[], bool]) -> web.Application:
-    """The aiohttp application; ``is_ready`` reports worker readiness."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    async def health(_: web.Request) -> web.Response:
+
+@dataclass(frozen=True)
+class Route:
+    """One route: method, path, the role it needs (None: open), its handler, what it does."""
+
+    method: str
+    path: str
+    role: Role | None
+    handler: str  # name of the OperatorApi method serving it
+    summary: str
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", None, "health", "Liveness: the process answers"),
+    Route("GET", "/ready", None, "ready",
+          "Readiness: broker reachable, partitions assigned, store reachable"),
+    Route("GET", "/dashboard", None, "dashboard_file",
+          "The dashboard page (static; asks for a token)"),
+    Route("GET", "/dashboard/dashboard.js", None, "dashboard_file", "The dashboard's script"),
+    Route("GET", "/dashboard/dashboard.css", None, "dashboard_file",
+          "The dashboard's style sheet"),
+    Route("GET", "/v1/me", Role.VIEWER, "me", "The role of the presented token"),
+    Route("GET", "/v1/status", Role.VIEWER, "status",
+          "Partitions and lag, throughput, dead letters, store, models, controls, version"),
+    Route("GET", "/v1/history", Role.VIEWER, "history",
+          "The last 15 minutes of throughput, lag and tag changes, every 5 s"),
+    Route("GET", "/metrics", Role.VIEWER, "metrics", "Prometheus text format"),
+    Route("GET", "/v1/openapi.json", Role.VIEWER, "openapi", "This API's OpenAPI document"),
+    Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
+          "Everything held about one customer"),
+    Route("GET", "/v1/controls", Role.VIEWER, "controls",
+          "Pause state: kill switch and paused campaigns"),
+    Route("POST", "/v1/controls/pause", Role.OPERATOR, "pause",
+          "Kill switch on: no send trigger goes out from any worker"),
+    Route("POST", "/v1/controls/resume", Role.OPERATOR, "resume", "Kill switch off"),
+    Route("POST", "/v1/controls/campaigns/{campaign_id}/pause", Role.OPERATOR,
+          "pause_campaign", "Pause one campaign"),
+    Route("POST", "/v1/controls/campaigns/{campaign_id}/resume", Role.OPERATOR,
+          "resume_campaign", "Resume one campaign"),
+)
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                  "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                  "base-uri 'none'; form-action 'none'")
+_DASHBOARD_FILES = {
+    "/dashboard": ("index.html", "text/html"),
+    "/dashboard/dashboard.js": ("dashboard.js", "application/javascript"),
+    "/dashboard/dashboard.css": ("dashboard.css", "text/css"),
+}
+_ROLE_KEY = web.AppKey("route_roles", dict)
+#: The application's :class:`Monitor` (for embedding the API elsewhere, and tests).
+MONITOR_KEY = web.AppKey("monitor", Monitor)
+_ROLE = web.RequestKey("role", Role)
+_FINGERPRINT = web.RequestKey("token_fingerprint", str)
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9\-._~+/]+=*)")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status,
+                             headers={**_SECURITY_HEADERS, **headers})
+
+
+def _unauthorised() -> web.Response:
+    return _error(401, "missing or invalid bearer token",
+                  **{"WWW-Authenticate": 'Bearer realm="relevanz"'})
+
+
+def _auth_middleware(tokens: Tokens) -> Any:
+    @web.middleware
+    async def authorise(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        roles: dict[object, Role | None] = request.app[_ROLE_KEY]
+        if route in roles and roles[route] is None:
+            return await handler(request)  # an open route
+        # Unknown paths need a token too, so the route table cannot be probed.
+        match = _BEARER.fullmatch(request.headers.get("Authorization", ""))
+        role = tokens.role_of(match.group(1)) if match else None
+        if role is None:
+            return _unauthorised()
+        needed = roles.get(route)
+        if needed is not None and not role.may(needed):
+            return _error(403, f"this needs the {needed.value} role")
+        request[_ROLE] = role
+        request[_FINGERPRINT] = fingerprint(match.group(1)) if match else ""
+        return await handler(request)
+
+    return authorise
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"request body above the limit of {MAX_BODY_BYTES} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return _error(exc.status, exc.reason, **allow)
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+class BadInput(ValueError):
+    """Malformed request input; answered with 400 and this message."""
+
+
+async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """The JSON object in the body (empty body: {}), with only ``allowed`` fields."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES,
+                                            actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"body is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise BadInput("body must be a JSON object such as {\"reason\": \"...\"}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadInput(f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def _reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise BadInput("reason: expected a string")
+    if len(reason) > _MAX_REASON:
+        raise BadInput(f"reason: at most {_MAX_REASON} characters, got {len(reason)}")
+    return reason.strip() or None
+
+
+def _identifier(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not 1 <= len(value) <= _MAX_ID or not value.isprintable():
+        raise BadInput(f"{name}: expected 1 to {_MAX_ID} printable characters")
+    return value
+
+
+class OperatorApi:
+    """The handlers, bound to one worker and its monitor."""
+
+    def __init__(self, worker: Worker, monitor: Monitor):
+        self.worker = worker
+        self.monitor = monitor
+
+    async def health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def ready(_: web.Request) -> web.Response:
-        if is_ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "starting"}, status=503)
+    async def ready(self, _: web.Request) -> web.Response:
+        ready, checks = self.monitor.readiness()
+        return web.json_response({"status": "ready" if ready else "not ready",
+                                  "checks": checks}, status=200 if ready else 503)
 
-    api = web.Application(client_max_size=64 * 1024)
-    api.router.add_get("/health", health)
-    api.router.add_get("/ready", ready)
+    async def dashboard_file(self, request: web.Request) -> web.Response:
+        name, content_type = _DASHBOARD_FILES[request.path]
+        body = files("streams").joinpath("dashboard", name).read_bytes()
+        return web.Response(body=body, content_type=content_type,
+                            headers={"Content-Security-Policy": _DASHBOARD_CSP})
+
+    async def me(self, request: web.Request) -> web.Response:
+        return web.json_response({"role": request[_ROLE].value,
+                                  "token_fingerprint": request[_FINGERPRINT]})
+
+    async def status(self, _: web.Request) -> web.Response:
+        return web.json_response(self.monitor.snapshot())
+
+    async def history(self, _: web.Request) -> web.Response:
+        return web.json_response({"step_s": 5, "points": list(self.monitor.history)})
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=render(self.monitor), headers={"Content-Type": CONTENT_TYPE})
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        from streams.openapi import document
+
+        return web.json_response(document())
+
+    async def customer(self, request: web.Request) -> web.Response:
+        from streams.app import utc_now
+        from streams.logs import customer_ref
+        from streams.privacy import export_customer
+
+        customer_id = _identifier(request, "customer_id")
+        try:
+            held = await export_customer(self.worker.store, customer_id, utc_now())
+        except StoreUnavailable as exc:
+            log.warning("customer_view_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        log.info("customer_viewed", customer=customer_ref(customer_id),
+                 token=request[_FINGERPRINT], found=held is not None)
+        if held is None:
+            return _error(404, "nothing is held about this customer")
+        return web.json_response(held)
+
+    async def controls(self, _: web.Request) -> web.Response:
+        controls = self.worker.controls
+        if controls is None:
+            return _error(503, "this process has no controls")
+        return web.json_response(controls.as_dict())
+
+    async def _change(self, request: web.Request, *, paused: bool,
+                      campaign_id: str | None = None) -> web.Response:
+        body = await _body(request, {"reason"})
+        reason = _reason(body)
+        controls = self.worker.controls
+        if controls is None:
+            return _error(503, "this process has no controls")
+        by = f"{request[_ROLE].value}:{request[_FINGERPRINT]}"
+        try:
+            await controls.change(paused=paused, changed_by=by, campaign_id=campaign_id,
+                                  reason=reason)
+        except BrokerUnavailable as exc:
+            log.warning("control_change_failed", error=str(exc))
+            return _error(503, "the broker did not take the change; nothing changed, try again")
+        return web.json_response(controls.as_dict())
+
+    async def pause(self, request: web.Request) -> web.Response:
+        return await self._change(request, paused=True)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return await self._change(request, paused=False)
+
+    async def pause_campaign(self, request: web.Request) -> web.Response:
+        return await self._change(request, paused=True,
+                                  campaign_id=_identifier(request, "campaign_id"))
+
+    async def resume_campaign(self, request: web.Request) -> web.Response:
+        return await self._change(request, paused=False,
+                                  campaign_id=_identifier(request, "campaign_id"))
+
+    def handler(self, route: Route) -> Handler:
+        """The handler serving ``route``, answering bad input with 400."""
+        method: Handler = getattr(self, route.handler)
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                return await method(request)
+            except BadInput as exc:
+                return _error(400, str(exc))
+
+        return guarded
+
+
+def build_api(worker: Worker, tokens: Tokens | None = None) -> web.Application:
+    """The operator API of ``worker``; tokens default to the worker's settings.
+
+    The monitor behind ``/ready`` and ``/v1/status`` starts and stops with the
+    application (``serve`` and the runner's cleanup).
+    """
+    tokens = tokens if tokens is not None else Tokens.from_settings(worker.settings)
+    if not tokens:
+        log.warning("operator_api_without_tokens",
+                    hint="set RELEVANZ_OPERATOR_TOKENS / RELEVANZ_VIEWER_TOKENS; "
+                         "every route but /health and /ready refuses all requests")
+    monitor = Monitor(worker)
+    handlers = OperatorApi(worker, monitor)
+    api = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[_json_errors, _auth_middleware(tokens)])
+    roles: dict[object, Role | None] = {}
+    for route in ROUTES:
+        added = api.router.add_route(route.method, route.path, handlers.handler(route))
+        roles[added] = route.role
+    api[_ROLE_KEY] = roles
+    api[MONITOR_KEY] = monitor
+
+    async def start_monitor(_: web.Application) -> None:
+        await monitor.start()
+
+    async def stop_monitor(_: web.Application) -> None:
+        await monitor.stop()
+
+    api.on_startup.append(start_monitor)
+    api.on_cleanup.append(stop_monitor)
     return api
+
 
 
 async def serve(api: web.Application, host: str, port: int) -> web.AppRunner:
@@ -47,5 +348,43 @@ async def serve(api: web.Application, host: str, port: int) -> web.AppRunner:
         raise ConfigError(
             f"RELEVANZ_WEB_PORT: cannot listen on {host}:{port} ({exc.strerror})"
         ) from exc
-    log.info("operator_api_listening", host=host, port=port)
+    log.info("operator_api_listening", host=host, port=bound_port(runner))
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port ``runner`` listens on (useful with ``RELEVANZ_WEB_PORT=0``)."""
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise ConfigError("RELEVANZ_WEB_PORT: the operator API is not listening")
+
+
+async def serve_for_demo(worker: Worker, announce: Callable[[str], None]) -> web.AppRunner:
+    """Serve the API and dashboard of the demo's worker and say where, once.
+
+    Without configured tokens the demo makes an operator and a viewer token
+    for this run and prints them; configured tokens are the user's secrets
+    and are not printed.
+    """
+    settings = worker.settings
+    tokens = Tokens.from_settings(settings)
+    generated: tuple[str, str] | None = None
+    if not tokens:
+        generated = generate_tokens()
+        tokens = Tokens.from_lists(operators=[generated[0]], viewers=[generated[1]])
+    runner = await serve(build_api(worker, tokens), settings.web_host, settings.web_port)
+    from streams.overview import default_url
+
+    base = default_url(settings.with_(web_port=bound_port(runner)))
+    if generated is None:
+        announce(f"dashboard: {base}/dashboard (sign in with a token from "
+                 "RELEVANZ_OPERATOR_TOKENS or RELEVANZ_VIEWER_TOKENS)")
+    else:
+        operator, viewer = generated
+        announce(f"dashboard: {base}/dashboard#token={operator}")
+        announce(f"operator token: {operator}")
+        announce(f"viewer token: {viewer}")
+        announce(f"terminal: RELEVANZ_API_TOKEN={viewer} relevanz status --url {base}")
     return runner

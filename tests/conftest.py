@@ -6,8 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from streams.broker import EmbeddedBroker
+
+# Machines running the suite are shared and noisy: a single slow example is
+# not a failure, so property tests have no per-example deadline.
+settings.register_profile("relevanz", deadline=None)
+settings.load_profile("relevanz")
 
 
 @pytest.fixture(scope="module")

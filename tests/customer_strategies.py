@@ -20,6 +20,7 @@ from agents.core.customer import (
     CustomerState,
     Interaction,
     MasterData,
+    PendingSend,
     PurchaseFigures,
     TopicInterest,
 )
@@ -72,6 +73,11 @@ def customer_states(customer_ids: SearchStrategy[str] | None = None,
         amount=st.none() | _floats())
     history = st.lists(interaction, max_size=6, unique_by=lambda i: i.event_id).map(
         lambda entries: sorted(entries, key=lambda i: (i.occurred_at, i.event_id)))
+    send = st.builds(PendingSend, trigger_id=_text(1), idempotency_key=_text(1),
+                     channel=st.sampled_from(("email", "push", "sms")), send_at=when,
+                     campaign_id=_text(1), content_id=_text(1))
+    pending = st.lists(send, max_size=3, unique_by=lambda p: p.trigger_id).map(
+        lambda sends: sorted(sends, key=lambda p: (p.send_at, p.trigger_id)))
     return st.builds(
         CustomerState,
         customer_id=customer_ids if customer_ids is not None else _text(1),
@@ -82,4 +88,5 @@ def customer_states(customer_ids: SearchStrategy[str] | None = None,
         purchases=purchases,
         history=history,
         last_event_at=st.none() | when,
+        pending=pending,
     )

@@ -10,11 +10,17 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from schemas.records import PURPOSES
 from streams.settings import Settings
 
 
 def isolated_settings(servers: str, data_dir: Path, **changes: object) -> Settings:
-    """Settings with a topic prefix and consumer group of their own on a shared broker."""
+    """Settings with a topic prefix and consumer group of their own on a shared broker.
+
+    Every purpose counts as granted unless a test says otherwise
+    (``consent_default=frozenset()`` is the shipped, strict default): most
+    tests are about something else than consent.
+    """
     tag = uuid.uuid4().hex[:8]
     base = Settings(
         broker_servers=servers,
@@ -24,6 +30,7 @@ def isolated_settings(servers: str, data_dir: Path, **changes: object) -> Settin
         session_timeout_s=6.0,
         heartbeat_s=1.0,
         commit_interval_s=0.2,
+        consent_default=frozenset(PURPOSES),
     )
     return base.with_(**changes)
 

@@ -4,6 +4,11 @@ The invariant the whole system is tested against::
 
     events_in == applied + duplicates + dead_letters
 
+"Applied" means accepted and handled for good: it includes the events that
+the engine deliberately did not use, counted apart as
+``skipped_without_consent`` (no consent for profiling) and ``forgotten``
+(events of an erased customer up to the erasure request).
+
 >>> a = Accounting()
 >>> a.count_batch(applied=3, duplicates=1, dead_letters=2)
 >>> a.balanced, a.events_in
@@ -29,6 +34,12 @@ class Accounting:
     dead_letters: int = 0
     decisions: int = 0
     send_triggers: int = 0
+    #: Of ``applied``: valid events consent did not allow using (no profiling).
+    skipped_without_consent: int = 0
+    #: Of ``applied``: events of erased customers up to their erasure, left out.
+    forgotten: int = 0
+    erasures: int = 0
+    cancellations: int = 0
     dead_letters_by_field: dict[str, int] = field(default_factory=dict)
 
     def count_batch(self, *, applied: int, duplicates: int, dead_letters: int) -> None:

@@ -93,6 +93,22 @@ class Interaction:
 
 
 @dataclass
+class PendingSend:
+    """A send trigger already emitted whose send time has not come yet.
+
+    Kept so that a revocation can cancel it: downstream channels honour the
+    cancellation by ``trigger_id`` or ``idempotency_key``.
+    """
+
+    trigger_id: str
+    idempotency_key: str
+    channel: str
+    send_at: datetime
+    campaign_id: str
+    content_id: str
+
+
+@dataclass
 class CustomerState:
     """Everything known about one customer."""
 
@@ -106,6 +122,8 @@ class CustomerState:
     history: list[Interaction] = field(default_factory=list)
     #: Latest event time seen for this customer.
     last_event_at: datetime | None = None
+    #: Send triggers emitted and not yet due, by send time (soonest first).
+    pending: list[PendingSend] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:

@@ -107,11 +107,31 @@ class Store(Protocol):
     async def delete_customer(self, customer_id: str) -> None:
         """Erase every row of one customer, ledger entries included."""
 
+    async def customer_events(self, customer_id: str, now: datetime) -> list[str]:
+        """Ledger event ids of ``customer_id`` unexpired at ``now``, sorted."""
+
+    async def forget(self, ref: str, requested_at: datetime) -> None:
+        """Put a customer on the forget-list: ``ref`` is the keyed hash of the id.
+
+        A later erasure of the same ``ref`` replaces the time.
+        """
+
+    async def forgotten(self) -> dict[str, datetime]:
+        """The whole forget-list: keyed hash -> event time of the erasure request."""
+
+    async def pseudonym_key(self) -> bytes:
+        """The deployment's secret for keyed hashes of customer ids.
+
+        Made at random the first time it is asked for and the same for every
+        worker on this store ever after (a concurrent first call still yields
+        one key).
+        """
+
     async def reset(self) -> None:
         """Remove every customer and every ledger entry, so that replay starts empty.
 
-        Model snapshots are kept.  On Cassandra this truncates the tables,
-        which needs every node up.
+        Model snapshots, the forget-list and the pseudonym key are kept.  On
+        Cassandra this truncates the tables, which needs every node up.
         """
 
     def iter_customers(self, now: datetime, batch: int = 500) -> AsyncIterator[CustomerState]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -430,7 +431,8 @@ class CassandraStore:
             return None
         return state_of(rows["customers"][0], rows["customer_consent"],
                         rows["customer_interests"], rows["customer_tags"],
-                        [row for row in rows["interactions"] if row[-1] > cutoff])
+                        [row for row in rows["interactions"] if row[-1] > cutoff],
+                        rows["customer_pending_sends"])
 
     async def load_customers(
         self, customer_ids: Sequence[str], now: datetime
@@ -468,6 +470,31 @@ class CassandraStore:
         _, prepared = self._ready("delete_customer")
         await self._execute("delete_customer",
                             lambda: (erasure_batch(prepared, customer_id, self._clock()), None))
+
+    async def customer_events(self, customer_id: str, now: datetime) -> list[str]:
+        _, prepared = self._ready("customer_events")
+        cutoff = to_ms(now)
+        rows = await self._rows("customer_events", prepared["select_customer_ledger"],
+                                (customer_id,))
+        return sorted(eid for eid, expires in rows if (driver_ms(expires) or 0) > cutoff)
+
+    async def forget(self, ref: str, requested_at: datetime) -> None:
+        _, prepared = self._ready("forget")
+        await self._rows("forget", prepared["insert_forgotten"], (ref, to_ms(requested_at)))
+
+    async def forgotten(self) -> dict[str, datetime]:
+        _, prepared = self._ready("forgotten")
+        rows = await self._rows("forgotten", prepared["scan_forgotten"], ())
+        return {ref: from_ms(driver_ms(at) or 0) for ref, at in rows}
+
+    async def pseudonym_key(self) -> bytes:
+        _, prepared = self._ready("pseudonym_key")
+        # A lightweight transaction: the first writer's key wins for every worker.
+        await self._rows("pseudonym_key", prepared["insert_store_meta"],
+                         ("pseudonym_key", secrets.token_bytes(32)))
+        rows = await self._rows("pseudonym_key", prepared["select_store_meta"],
+                                ("pseudonym_key",))
+        return bytes(rows[0][0])
 
     async def reset(self) -> None:
         _, prepared = self._ready("reset")

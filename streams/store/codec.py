@@ -30,6 +30,7 @@ from agents.core.customer import (
     CustomerState,
     Interaction,
     MasterData,
+    PendingSend,
     PurchaseFigures,
     TopicInterest,
 )
@@ -50,6 +51,10 @@ INTERACTION_COLUMNS = (
     "customer_id", "occurred_at", "event_id", "kind", "content_id", "campaign_id", "amount",
     "expires_at",
 )
+PENDING_COLUMNS = (
+    "customer_id", "trigger_id", "idempotency_key", "channel", "send_at", "campaign_id",
+    "content_id",
+)
 #: Table name -> columns, for every table that holds part of a customer.
 CUSTOMER_TABLES: dict[str, tuple[str, ...]] = {
     "customers": CUSTOMER_COLUMNS,
@@ -57,6 +62,7 @@ CUSTOMER_TABLES: dict[str, tuple[str, ...]] = {
     "customer_interests": INTEREST_COLUMNS,
     "customer_tags": TAG_COLUMNS,
     "interactions": INTERACTION_COLUMNS,
+    "customer_pending_sends": PENDING_COLUMNS,
 }
 #: Primary key of each customer table (partition key first, then clustering columns).
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -65,6 +71,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "customer_interests": ("customer_id", "topic"),
     "customer_tags": ("customer_id", "tag"),
     "interactions": ("customer_id", "occurred_at", "event_id"),
+    "customer_pending_sends": ("customer_id", "trigger_id"),
 }
 LEDGER_COLUMNS = ("partition_key", "event_id", "expires_at")
 SNAPSHOT_COLUMNS = ("model_id", "version", "payload", "checksum", "created_at")
@@ -79,6 +86,7 @@ ConsentRow = tuple[str, str, bool, int, str, str]
 InterestRow = tuple[str, str, float, int, list[int]]
 TagRow = tuple[str, str, str, int, str]
 InteractionRow = tuple[str, int, str, str, str | None, str | None, float | None, int]
+PendingRow = tuple[str, str, str, str, int, str, str]
 
 
 class CustomerRows(NamedTuple):
@@ -89,6 +97,7 @@ class CustomerRows(NamedTuple):
     interests: list[InterestRow]
     tags: list[TagRow]
     history: list[InteractionRow]
+    pending: list[PendingRow]
 
 
 def to_ms(moment: datetime) -> int:
@@ -166,14 +175,20 @@ def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerR
             history[(occurred, entry.event_id)] = (
                 cid, occurred, entry.event_id, entry.kind, entry.content_id,
                 entry.campaign_id, entry.amount, expires)
+    pending = sorted((cid, p.trigger_id, p.idempotency_key, p.channel, to_ms(p.send_at),
+                      p.campaign_id, p.content_id) for p in state.pending)
     return CustomerRows(customer, consent, interests, tags,
-                        [history[key] for key in sorted(history)])
+                        [history[key] for key in sorted(history)],
+                        list({row[1]: row for row in pending}.values()))
 
 
 def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
              interests: Iterable[Sequence[Any]], tags: Iterable[Sequence[Any]],
-             history: Iterable[Sequence[Any]]) -> CustomerState:
+             history: Iterable[Sequence[Any]], pending: Iterable[Sequence[Any]] = ()
+             ) -> CustomerState:
     """The state stored in these rows (shaped as :class:`CustomerRows`, history sorted).
+
+    Pending sends come back soonest first.
 
     Empty collections may come back as None (Cassandra does that for empty
     collection values); they read as empty.
@@ -198,7 +213,13 @@ def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
         history=[Interaction(from_ms(row[1]), row[2], row[3], row[4], row[5], row[6])
                  for row in history],
         last_event_at=_opt_dt(last_event_ms),
+        pending=sorted((PendingSend(row[1], row[2], row[3], from_ms(row[4]), row[5], row[6])
+                        for row in pending), key=_pending_key),
     )
+
+
+def _pending_key(pending: PendingSend) -> tuple[datetime, str]:
+    return pending.send_at, pending.trigger_id
 
 
 def _floor(moment: datetime) -> datetime:
@@ -237,4 +258,6 @@ def normalise(state: CustomerState) -> CustomerState:
                 state.purchases.last_at)),
         history=[history[key] for key in sorted(history)],
         last_event_at=None if state.last_event_at is None else _floor(state.last_event_at),
+        pending=sorted({p.trigger_id: replace(p, send_at=_floor(p.send_at))
+                        for p in state.pending}.values(), key=_pending_key),
     )

@@ -37,6 +37,7 @@ DEFAULT_PORT = 9042
 TIME_COLUMNS = frozenset({
     "master_updated_at", "first_purchase_at", "last_purchase_at", "last_event_at",
     "decided_at", "scored_at", "assigned_at", "occurred_at", "expires_at", "created_at",
+    "send_at", "requested_at",
 })
 _NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver returns naive UTC datetimes
 _MS = timedelta(milliseconds=1)
@@ -67,6 +68,13 @@ def _statements() -> dict[str, str]:
         "select_event_ledger": ("SELECT event_id, expires_at FROM event_ledger "
                                 "WHERE partition_key = ? AND event_id IN ?"),
         "scan_customers": "SELECT customer_id FROM customers",
+        "select_customer_ledger": ("SELECT event_id, expires_at FROM event_ledger "
+                                   "WHERE partition_key = ?"),
+        "insert_forgotten": "INSERT INTO forgotten (ref, requested_at) VALUES (?, ?)",
+        "scan_forgotten": "SELECT ref, requested_at FROM forgotten",
+        "insert_store_meta": ("INSERT INTO store_meta (meta_key, meta_value) VALUES (?, ?) "
+                              "IF NOT EXISTS"),
+        "select_store_meta": "SELECT meta_value FROM store_meta WHERE meta_key = ?",
         "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
         "select_model_snapshots": (f"SELECT {', '.join(SNAPSHOT_COLUMNS)} "  # noqa: S608 - constant
                                    "FROM model_snapshots WHERE model_id = ? LIMIT 1"),
@@ -232,7 +240,8 @@ def customer_batch(prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int,
     batch.add(prepared["insert_customers"], (*bindable(rows.customer), stamp))
     for table, table_rows in (("customer_consent", rows.consent),
                               ("customer_interests", rows.interests),
-                              ("customer_tags", rows.tags)):
+                              ("customer_tags", rows.tags),
+                              ("customer_pending_sends", rows.pending)):
         for row in table_rows:
             batch.add(prepared[f"insert_{table}"], (*bindable(row), stamp))
     for entry in rows.history:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from streams.store.codec import (
     CUSTOMER_TABLES,
     INTERACTION_COLUMNS,
     INTEREST_COLUMNS,
+    PENDING_COLUMNS,
     PRIMARY_KEYS,
     TAG_COLUMNS,
     CustomerRows,
@@ -47,7 +49,7 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -80,6 +82,18 @@ _TABLES = (
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (customer_id, occurred_at, event_id)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS customer_pending_sends (
+        customer_id TEXT NOT NULL, trigger_id TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+        channel TEXT NOT NULL, send_at INTEGER NOT NULL, campaign_id TEXT NOT NULL,
+        content_id TEXT NOT NULL,
+        PRIMARY KEY (customer_id, trigger_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS forgotten (
+        ref TEXT NOT NULL PRIMARY KEY, requested_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS store_meta (
+        meta_key TEXT NOT NULL PRIMARY KEY, meta_value BLOB NOT NULL
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS event_ledger (
         partition_key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
         PRIMARY KEY (partition_key, event_id)
@@ -111,6 +125,7 @@ _INSERT_CHILD = {
     "customer_interests": _insert("customer_interests", INTEREST_COLUMNS),
     "customer_tags": _insert("customer_tags", TAG_COLUMNS),
     "interactions": _insert("interactions", INTERACTION_COLUMNS),
+    "customer_pending_sends": _insert("customer_pending_sends", PENDING_COLUMNS),
 }
 _INSERT_LEDGER = "INSERT OR REPLACE INTO event_ledger VALUES (?, ?, ?)"
 
@@ -286,6 +301,45 @@ class EmbeddedStore:
 
         await self._run("delete_customer", delete)
 
+    async def customer_events(self, customer_id: str, now: datetime) -> list[str]:
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> list[str]:
+            return [eid for (eid,) in db.execute(
+                "SELECT event_id FROM event_ledger WHERE partition_key = ? AND expires_at > ? "
+                "ORDER BY event_id", (customer_id, cutoff))]
+
+        return await self._run("customer_events", query)
+
+    async def forget(self, ref: str, requested_at: datetime) -> None:
+        row = (ref, to_ms(requested_at))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", row)
+
+        await self._run("forget", write)
+
+    async def forgotten(self) -> dict[str, datetime]:
+        def query(db: sqlite3.Connection) -> dict[str, datetime]:
+            return {ref: from_ms(at) for ref, at in db.execute(
+                "SELECT ref, requested_at FROM forgotten")}
+
+        return await self._run("forgotten", query)
+
+    async def pseudonym_key(self) -> bytes:
+        candidate = secrets.token_bytes(32)
+
+        def get_or_make(db: sqlite3.Connection) -> bytes:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT OR IGNORE INTO store_meta VALUES ('pseudonym_key', ?)",
+                           (candidate,))
+                (value,) = db.execute(
+                    "SELECT meta_value FROM store_meta WHERE meta_key = 'pseudonym_key'").fetchone()
+            return bytes(value)
+
+        return await self._run("pseudonym_key", get_or_make)
+
     async def reset(self) -> None:
         def clear(db: sqlite3.Connection) -> None:
             with db:
@@ -366,7 +420,12 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             f"understands ({SCHEMA_VERSION}); upgrade Relevanz or use another file")
     with db:
         db.execute("BEGIN IMMEDIATE")
-        old_ledger = db.execute(
+        # Another process (a second worker on the same file) may have migrated
+        # while this one waited for the write lock.
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        # Version 1 only lacks tables, which CREATE ... IF NOT EXISTS adds.
+        old_ledger = version == 0 and db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ledger'"
         ).fetchone() is not None
         if old_ledger:  # version 0: expiry in float seconds
@@ -396,6 +455,8 @@ def _replace_customers(db: sqlite3.Connection, rows: list[CustomerRows]) -> None
                    [_sql_interest(i) for r in rows for i in r.interests])
     db.executemany(_INSERT_CHILD["customer_tags"], [t for r in rows for t in r.tags])
     db.executemany(_INSERT_CHILD["interactions"], [h for r in rows for h in r.history])
+    db.executemany(_INSERT_CHILD["customer_pending_sends"],
+                   [p for r in rows for p in r.pending])
 
 
 def _load_chunk(db: sqlite3.Connection, ids: list[str], cutoff: int
@@ -425,5 +486,6 @@ def _load_chunk(db: sqlite3.Connection, ids: list[str], cutoff: int
             [(*i[:4], json.loads(i[4])) for i in children["customer_interests"].get(cid, ())],
             children["customer_tags"].get(cid, ()),
             children["interactions"].get(cid, ()),
+            children["customer_pending_sends"].get(cid, ()),
         )
     return found

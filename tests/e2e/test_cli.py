@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from schemas.codec import decode
 from streams.broker import EmbeddedBroker, free_port
+from streams.demo import DemoOptions, demo_traffic
 from tests.harness import consume_exactly, isolated_settings
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
@@ -28,18 +30,50 @@ def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 180
                           env={**os.environ, **(env or {})}, check=False, **kwargs)
 
 
-def test_demo_accounts_for_every_event(tmp_path: Path) -> None:
-    done = run(["demo", "--events", "5000", "--json", "--data-dir", str(tmp_path)])
+def test_demo_accounts_for_every_event_and_logs_no_raw_customer_id(tmp_path: Path) -> None:
+    # Debug logging: the most our own code ever writes about customers.
+    done = run(["demo", "--events", "20000", "--json", "--data-dir", str(tmp_path)],
+               env={"RELEVANZ_LOG_LEVEL": "debug"})
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["events_in"] == 5000
+    assert result["events_in"] == 20000
     assert result["events_in"] == (
         result["applied"] + result["duplicates"] + result["dead_letters"])
     assert result["dead_letters"] == result["injected_malformed"] > 0
     assert result["duplicates"] == result["injected_duplicates"] > 0
-    for key in ("decisions", "send_triggers", "elapsed_s", "events_per_s"):
+    # The audience consents (or not) as people do: some behaviour is skipped,
+    # some customers are erased, follow-ups go out to those who allow them.
+    assert result["skipped_without_consent"] > 0
+    assert result["erasures"] > 0
+    assert result["send_triggers"] == result["decisions"] > 0
+    for key in ("elapsed_s", "events_per_s", "cancellations", "forgotten"):
         assert key in result
     assert (tmp_path / "broker.log").exists()
+
+    # Every customer of the run's audience, the erased ones included.
+    generator = demo_traffic(DemoOptions(events=20000), 20000)
+    audience = {m.key.decode() for m in generator.messages(20000)
+                if m.topic != "content" and m.key}
+    assert generator.truth.erased
+    logged = done.stderr + done.stdout
+    assert "customer_erased" in logged  # lines that are about a customer were written
+    leaked = sorted(cid for cid in audience if cid in logged)
+    assert leaked == [], f"raw customer ids in the logs: {leaked[:5]}"
+
+    store = f"embedded:{tmp_path / 'store.db'}"
+    db = sqlite3.connect(tmp_path / "store.db")
+    try:
+        customers = [cid for (cid,) in db.execute("SELECT customer_id FROM customers")]
+    finally:
+        db.close()
+    assert not set(customers) & generator.truth.erased
+
+    exported = run(["customer", "export", customers[0]], env={"RELEVANZ_STORE_URL": store})
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["customer_id"] == customers[0]
+    nobody = run(["customer", "export", "never-seen"], env={"RELEVANZ_STORE_URL": store})
+    assert nobody.returncode == 3
+    assert nobody.stderr.strip() == "relevanz: nothing is held about this customer"
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,32 @@ async def test_a_first_release_file_is_upgraded_and_keeps_its_ledger(tmp_path: P
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
+async def test_a_version_1_file_gains_the_privacy_tables_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = EmbeddedStore(path)
+    await store.open()
+    await store.save_customers([CustomerState("c-1", last_event_at=NOW)], [("c-1", "e-1")],
+                               NOW, 60, 60)
+    await store.close()
+    with sqlite3.connect(path) as db:  # back to what the version 1 release wrote
+        for table in ("customer_pending_sends", "forgotten", "store_meta"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA user_version = 1")
+    store = EmbeddedStore(path)
+    await store.open()
+    try:
+        assert await store.load_customers(["c-1"], NOW) == {
+            "c-1": CustomerState("c-1", last_event_at=NOW)}
+        assert await store.seen_events([("c-1", "e-1")], NOW) == {("c-1", "e-1")}
+        await store.forget("ref", NOW)
+        assert await store.forgotten() == {"ref": NOW}
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
 async def test_a_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     with sqlite3.connect(path) as db:

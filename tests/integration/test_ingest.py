@@ -128,14 +128,14 @@ async def test_an_event_the_core_fails_on_is_dead_lettered_and_the_batch_goes_on
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stands in for a bug in the pure core on one unusual but valid event.
-    real = profiles.apply_event
+    real = profiles.handle
 
-    def failing_on_poison(state: Any, record: Any, rules: Any, topics: Any) -> Any:
+    def failing_on_poison(state: Any, record: Any, *args: Any, **kwargs: Any) -> Any:
         if record.event_id == "poison":
             raise ZeroDivisionError("boom")
-        return real(state, record, rules, topics)
+        return real(state, record, *args, **kwargs)
 
-    monkeypatch.setattr(profiles, "apply_event", failing_on_poison)
+    monkeypatch.setattr(profiles, "handle", failing_on_poison)
     running = build_worker(settings)
     await running.start()
     try:

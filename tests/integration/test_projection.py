@@ -31,11 +31,14 @@ def traffic(n: int, seed: int = 3) -> list[Message]:
     tag assignment follows the order in which clicks and purchases are
     applied (see the README), so purchases are left out here: with them,
     live and replay may interleave a customer's clicks and purchases
-    differently and date a tag differently.
+    differently and date a tag differently.  Consent changes are left out for
+    the same reason (a revocation forgets what was profiled before it); the
+    settings grant every purpose by default instead.
     """
     config = TrafficConfig.ending_at(datetime.now(UTC), n, seed=seed, customers=150,
                                      catalogue_size=20)
-    return [m for m in TrafficGenerator(config).messages(n) if m.topic != "purchases"]
+    return [m for m in TrafficGenerator(config).messages(n)
+            if m.topic not in ("purchases", "consents")]
 
 
 def publish(settings: Settings, messages: list[Message]) -> None:
@@ -99,7 +102,8 @@ async def test_a_worker_killed_mid_stream_ends_with_the_uninterrupted_projection
            "RELEVANZ_STORE_URL": settings.store_url,
            "RELEVANZ_WEB_PORT": "0",
            "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
-           "RELEVANZ_COMMIT_INTERVAL_S": "0.2"}
+           "RELEVANZ_COMMIT_INTERVAL_S": "0.2",
+           "RELEVANZ_CONSENT_DEFAULT": ",".join(sorted(settings.consent_default))}
     content = [m for m in messages if m.topic == "content"]
     rest = [m for m in messages if m.topic != "content"]
 

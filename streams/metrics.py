@@ -1,0 +1,114 @@
+"""``/metrics``: the worker's status in Prometheus text format (prometheus-client).
+
+A custom collector turns :meth:`streams.status.Monitor.snapshot` into metric
+families at scrape time, in a registry of the worker's own (no global
+state), so ``/metrics`` and ``/v1/status`` never disagree.  Counters are the
+worker's running counts since it started; rates over 1 and 5 minutes are
+gauges for dashboards without PromQL, ``rate()`` over the counters is the
+Prometheus way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from streams.status import Monitor
+
+#: The content type Prometheus expects for the text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StatusCollector(Collector):
+    """Metric families read from one :class:`Monitor` at each scrape."""
+
+    def __init__(self, monitor: Monitor):
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric of the worker."""
+        status = self.monitor.snapshot()
+        yield InfoMetricFamily("relevanz_build", "Relevanz version and consumer group",
+                               value={"version": status["version"],
+                                      "consumer_group": status["consumer_group"]})
+        yield _gauge("relevanz_ready", "1 when the worker is ready (see /ready)",
+                     1 if status["ready"] else 0)
+        counts: dict[str, Any] = status["counts"]
+        events = CounterMetricFamily("relevanz_events", "Input messages consumed, by outcome",
+                                     labels=["outcome"])
+        for outcome, key in (("applied", "applied"), ("duplicate", "duplicates"),
+                             ("dead_letter", "dead_letters")):
+            events.add_metric([outcome], counts[key])
+        yield events
+        yield CounterMetricFamily("relevanz_decisions", "Personalisation decisions made",
+                                  value=counts["decisions"])
+        yield CounterMetricFamily("relevanz_send_triggers", "Send triggers emitted",
+                                  value=counts["send_triggers"])
+        by_field = CounterMetricFamily("relevanz_dead_letters_by_field",
+                                       "Dead letters by the field that broke the contract",
+                                       labels=["field"])
+        for name, count in status["dead_letters"]["by_field"].items():
+            by_field.add_metric([name], count)
+        yield by_field
+        rates = GaugeMetricFamily("relevanz_events_per_second",
+                                  "Events handled per second over a trailing window",
+                                  labels=["agent", "window"])
+        for agent, windows in status["throughput"].items():
+            for window, rate in windows.items():
+                rates.add_metric([agent, window], rate["per_s"])
+        yield rates
+        yield from _partition_metrics(status["partitions"])
+        store = status["store"]
+        yield _gauge("relevanz_store_up", "1 when the store answered its last probe",
+                     1 if store["reachable"] else 0)
+        if store["latency_ms"] is not None:
+            yield _gauge("relevanz_store_latency_seconds",
+                         "Round trip of the latest store probe", store["latency_ms"] / 1000)
+        tags = status["interest_tags"]
+        yield CounterMetricFamily("relevanz_interest_tag_changes",
+                                  "Interest tags assigned or removed", value=tags["tag_changes"])
+        yield _gauge("relevanz_cached_customers", "Customers cached in memory",
+                     tags["cached_customers"])
+        controls = status["controls"]
+        if controls is not None:
+            yield _gauge("relevanz_paused", "1 while the kill switch is on",
+                         1 if controls["paused"] else 0)
+            yield _gauge("relevanz_paused_campaigns", "Campaigns paused one by one",
+                         len(controls["paused_campaigns"]))
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _partition_metrics(partitions: list[dict[str, Any]]) -> Iterator[Metric]:
+    yield _gauge("relevanz_assigned_partitions", "Partitions assigned to this worker",
+                 len(partitions))
+    families = {
+        "lag": GaugeMetricFamily("relevanz_consumer_lag",
+                                 "End offset minus committed offset",
+                                 labels=["topic", "partition"]),
+        "end_offset": GaugeMetricFamily("relevanz_partition_end_offset",
+                                        "Offset after the last message in the partition",
+                                        labels=["topic", "partition"]),
+        "committed_offset": GaugeMetricFamily("relevanz_committed_offset",
+                                              "Offset the consumer group has committed",
+                                              labels=["topic", "partition"]),
+    }
+    for row in partitions:
+        for key, family in families.items():
+            if row[key] is not None:
+                family.add_metric([row["topic"], str(row["partition"])], row[key])
+    yield from families.values()
+
+
+def render(monitor: Monitor) -> bytes:
+    """The Prometheus text exposition of ``monitor``'s worker."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(monitor))
+    return generate_latest(registry)

@@ -1,0 +1,262 @@
+"""The OpenAPI 3.1 document of the operator API, served at ``/v1/openapi.json``.
+
+Written by hand, so it says what a client needs to know, and held in step
+with :data:`streams.web.ROUTES` by ``tests/integration/test_operator_api.py``:
+the same paths and methods, the same roles (open routes have no security
+requirement, the rest name the role they need), and real responses validate
+against the schemas below (OpenAPI 3.1 schemas are JSON Schema 2020-12).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.status import relevanz_version
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_UNAUTHORISED = _json(_ERROR, "Missing or invalid bearer token")
+_FORBIDDEN = _json(_ERROR, "The token's role may not do this (operator needed)")
+_BAD_INPUT = _json(_ERROR, "Malformed input; the message names the problem")
+_TOO_LARGE = _json(_ERROR, "Request body above 16 KiB")
+_UNAVAILABLE = _json(_ERROR, "The broker or the store did not answer; nothing changed")
+
+
+def _viewer(summary: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "security": [{"bearer": []}],
+            "x-relevanz-role": "viewer",
+            "responses": {"200": ok, "401": _UNAUTHORISED, **extra}}
+
+
+def _operator(summary: str, **extra: Any) -> dict[str, Any]:
+    body = {"type": "object", "additionalProperties": False,
+            "properties": {"reason": {"type": "string", "maxLength": 500,
+                                      "description": "Why; kept with the change"}}}
+    return {"summary": summary, "security": [{"bearer": []}],
+            "x-relevanz-role": "operator",
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": body}}},
+            "responses": {"200": _json({"$ref": "#/components/schemas/Controls"},
+                                       "The pause state after the change"),
+                          "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
+                          "413": _TOO_LARGE, "503": _UNAVAILABLE, **extra}}
+
+
+def _open(summary: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "security": [], "responses": {"200": ok, **extra}}
+
+
+_CAMPAIGN = [{"name": "campaign_id", "in": "path", "required": True,
+              "schema": {"type": "string", "minLength": 1, "maxLength": 200}}]
+_HTML = {"description": "Static file", "content": {"text/html": {}}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}}},
+    "Readiness": {
+        "type": "object", "required": ["status", "checks"],
+        "properties": {
+            "status": {"enum": ["ready", "not ready"]},
+            "checks": {"type": "object",
+                       "required": ["worker", "broker", "partitions", "store"],
+                       "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Rate": {"type": "object", "required": ["events", "window_s", "per_s"],
+             "properties": {"events": {"type": "integer"}, "window_s": {"type": "number"},
+                            "per_s": {"type": "number"}}},
+    "Partition": {
+        "type": "object",
+        "required": ["topic", "partition", "end_offset", "committed_offset", "read_offset",
+                     "lag"],
+        "properties": {
+            "topic": {"type": "string"}, "partition": {"type": "integer"},
+            "end_offset": _NULLABLE_INT, "committed_offset": _NULLABLE_INT,
+            "read_offset": _NULLABLE_INT,
+            "lag": {**_NULLABLE_INT,
+                    "description": "end_offset - committed_offset (null: end not known yet)"},
+        },
+    },
+    "DeadLetterSample": {
+        "type": "object",
+        "required": ["received_at", "source_topic", "partition", "offset", "field", "reason",
+                     "original_bytes"],
+        "properties": {
+            "received_at": {"type": "string", "format": "date-time"},
+            "source_topic": {"type": "string"}, "partition": {"type": "integer"},
+            "offset": {"type": "integer"}, "field": {"type": ["string", "null"]},
+            "reason": {"type": "string"},
+            "original_bytes": {"type": "integer",
+                               "description": "Size of the original message (not shown: it "
+                                              "may hold personal data)"},
+        },
+    },
+    "Controls": {
+        "type": "object", "required": ["paused", "paused_campaigns", "changes"],
+        "properties": {
+            "paused": {"type": "boolean", "description": "The kill switch is on"},
+            "paused_campaigns": {"type": "array", "items": {"type": "string"}},
+            "changes": {"type": "array", "items": {
+                "type": "object",
+                "required": ["control_id", "paused", "campaign_id", "changed_at", "changed_by",
+                             "reason"],
+                "properties": {
+                    "control_id": {"type": "string"}, "paused": {"type": "boolean"},
+                    "campaign_id": {"type": ["string", "null"]},
+                    "changed_at": {"type": "string", "format": "date-time"},
+                    "changed_by": {"type": "string",
+                                   "description": "role:token fingerprint"},
+                    "reason": {"type": ["string", "null"]},
+                }}},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["version", "consumer_group", "ready", "checks", "uptime_s", "partitions",
+                     "lag_total", "throughput", "counts", "dead_letters", "store",
+                     "interest_tags", "models", "controls"],
+        "properties": {
+            "version": {"type": "string"},
+            "consumer_group": {"type": "string"},
+            "ready": {"type": "boolean"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            "uptime_s": {"type": "number"},
+            "partitions": {"type": "array",
+                           "items": {"$ref": "#/components/schemas/Partition"}},
+            "lag_total": _NULLABLE_INT,
+            "input_topics": {"type": "array", "items": {"type": "string"}},
+            "throughput": {
+                "type": "object",
+                "description": "Over the trailing 1 and 5 minutes: messages the ingest agent "
+                               "consumed, decisions made, send triggers emitted",
+                "additionalProperties": {
+                    "type": "object", "required": ["1m", "5m"],
+                    "properties": {"1m": {"$ref": "#/components/schemas/Rate"},
+                                   "5m": {"$ref": "#/components/schemas/Rate"}}},
+            },
+            "counts": {"type": "object",
+                       "required": ["events_in", "applied", "duplicates", "dead_letters",
+                                    "decisions", "send_triggers"]},
+            "dead_letters": {
+                "type": "object", "required": ["total", "by_field", "latest"],
+                "properties": {
+                    "total": {"type": "integer"},
+                    "by_field": {"type": "object",
+                                 "additionalProperties": {"type": "integer"}},
+                    "latest": {"type": "array",
+                               "items": {"$ref": "#/components/schemas/DeadLetterSample"}},
+                },
+            },
+            "store": {
+                "type": "object",
+                "required": ["kind", "reachable", "latency_ms", "latency_ms_p50",
+                             "latency_ms_max"],
+                "properties": {"kind": {"enum": ["embedded", "cassandra"]},
+                               "reachable": {"type": "boolean"},
+                               "latency_ms": _NULLABLE_NUMBER,
+                               "latency_ms_p50": _NULLABLE_NUMBER,
+                               "latency_ms_max": _NULLABLE_NUMBER},
+            },
+            "interest_tags": {
+                "type": "object", "required": ["tag_changes", "cached_customers"],
+                "properties": {"tag_changes": {"type": "integer"},
+                               "cached_customers": {"type": "integer"}},
+            },
+            "models": {
+                "type": "object", "required": ["quality", "drift"],
+                "description": "Progressive-validation quality and drift per learned model; "
+                               "empty until the learning agent exists",
+                "properties": {"quality": {"type": "array"}, "drift": {"type": "array"},
+                               "note": {"type": "string"}},
+            },
+            "controls": {"oneOf": [{"$ref": "#/components/schemas/Controls"},
+                                   {"type": "null"}]},
+        },
+    },
+    "History": {
+        "type": "object", "required": ["step_s", "points"],
+        "properties": {
+            "step_s": {"type": "number"},
+            "points": {"type": "array", "items": {
+                "type": "object",
+                "required": ["at", "events_per_s", "lag", "dead_letters", "tag_changes",
+                             "store_latency_ms"],
+                "properties": {"at": {"type": "string", "format": "date-time"},
+                               "events_per_s": {"type": "number"}, "lag": _NULLABLE_INT,
+                               "dead_letters": {"type": "integer"},
+                               "tag_changes": {"type": "integer"},
+                               "store_latency_ms": _NULLABLE_NUMBER}}},
+        },
+    },
+    "Me": {"type": "object", "required": ["role", "token_fingerprint"],
+           "properties": {"role": {"enum": ["viewer", "operator"]},
+                          "token_fingerprint": {"type": "string"}}},
+    "Customer": {
+        "type": "object", "required": ["customer_id"],
+        "description": "Everything held about the customer: profile, consent, interests "
+                       "and tags, purchases, history, pending sends, ledger event ids",
+        "properties": {"customer_id": {"type": "string"}},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Relevanz operator API", "version": relevanz_version(),
+                 "description": "Served by every worker. Every route but /health, /ready "
+                                "and the dashboard's static files needs a bearer token: "
+                                "viewer tokens read, operator tokens also change."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _SCHEMAS,
+        },
+        "paths": {
+            "/health": {"get": _open("Liveness", _json(
+                {"type": "object", "required": ["status"]}, "The process answers"))},
+            "/ready": {"get": _open("Readiness", _json(
+                {"$ref": "#/components/schemas/Readiness"}, "Ready"),
+                **{"503": _json({"$ref": "#/components/schemas/Readiness"},
+                                "Not ready; the checks say why")})},
+            "/dashboard": {"get": _open("The dashboard page", _HTML)},
+            "/dashboard/dashboard.js": {"get": _open("The dashboard's script", _HTML)},
+            "/dashboard/dashboard.css": {"get": _open("The dashboard's style sheet", _HTML)},
+            "/v1/me": {"get": _viewer("The role of the presented token", _json(
+                {"$ref": "#/components/schemas/Me"}, "The role"))},
+            "/v1/status": {"get": _viewer("Worker status", _json(
+                {"$ref": "#/components/schemas/Status"}, "The status"))},
+            "/v1/history": {"get": _viewer("Recent history for charts", _json(
+                {"$ref": "#/components/schemas/History"}, "Points, oldest first"))},
+            "/metrics": {"get": _viewer("Prometheus metrics", {
+                "description": "Prometheus text format 0.0.4",
+                "content": {"text/plain": {}}})},
+            "/v1/openapi.json": {"get": _viewer("This document", _json(
+                {"type": "object"}, "OpenAPI 3.1"))},
+            "/v1/customers/{customer_id}": {"get": {
+                **_viewer("Everything held about one customer", _json(
+                    {"$ref": "#/components/schemas/Customer"}, "The customer"),
+                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "Nothing held"),
+                       "503": _UNAVAILABLE}),
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1,
+                                           "maxLength": 200}}],
+            }},
+            "/v1/controls": {"get": _viewer("Pause state", _json(
+                {"$ref": "#/components/schemas/Controls"}, "The state"))},
+            "/v1/controls/pause": {"post": _operator(
+                "Kill switch on: no send trigger goes out from any worker")},
+            "/v1/controls/resume": {"post": _operator("Kill switch off")},
+            "/v1/controls/campaigns/{campaign_id}/pause": {"post": {
+                **_operator("Pause one campaign"), "parameters": _CAMPAIGN}},
+            "/v1/controls/campaigns/{campaign_id}/resume": {"post": {
+                **_operator("Resume one campaign"), "parameters": _CAMPAIGN}},
+        },
+    }

@@ -1,0 +1,100 @@
+"""Privacy in the shell: pseudonyms, the forget-list and the data-access export.
+
+- :class:`Pseudonyms` makes the keyed hash (HMAC-SHA-256) of a customer id
+  with the deployment's secret, which the store keeps
+  (:meth:`streams.store.Store.pseudonym_key`).  Logs and the forget-list use
+  it, never the raw id.
+- :class:`ForgetList` is the forget-list in memory: the hash of every erased
+  customer and the event time of the erasure request.  Events of that
+  customer up to that time are left out, live and in replay, so a rebuild
+  does not resurrect an erased customer; a customer who signs up again later
+  starts from nothing.
+- :func:`export_customer` is everything Relevanz holds about one customer
+  (GDPR Art. 15), as JSON-ready data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from agents.core.customer import CustomerState
+from streams.logs import customer_ref
+from streams.store import Store
+
+
+class Pseudonyms:
+    """Keyed hashes of customer ids, stable within a deployment.
+
+    >>> p = Pseudonyms(b"secret")
+    >>> p.ref("c-42") == p.ref("c-42"), p.ref("c-42") == Pseudonyms(b"other").ref("c-42")
+    (True, False)
+    >>> len(p.ref("c-42"))
+    32
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def ref(self, customer_id: str) -> str:
+        """The customer's pseudonym: 128 bits of HMAC-SHA-256, hex."""
+        return customer_ref(customer_id, self._key)
+
+
+class ForgetList:
+    """Erased customers (by pseudonym) and when their erasure was requested."""
+
+    def __init__(self, pseudonyms: Pseudonyms, entries: dict[str, datetime] | None = None
+                 ) -> None:
+        self.pseudonyms = pseudonyms
+        self._entries = dict(entries or {})
+
+    def replace(self, entries: dict[str, datetime]) -> None:
+        """Take the whole list as read from the store."""
+        self._entries = dict(entries)
+
+    def requested_at(self, customer_id: str) -> datetime | None:
+        """When the customer's latest erasure was requested, or None."""
+        return self._entries.get(self.pseudonyms.ref(customer_id)) if self._entries else None
+
+    def add(self, customer_id: str, requested_at: datetime) -> str:
+        """Remember an erasure (after the store has it); returns the pseudonym."""
+        ref = self.pseudonyms.ref(customer_id)
+        known = self._entries.get(ref)
+        if known is None or known < requested_at:
+            self._entries[ref] = requested_at
+        return ref
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+async def export_customer(store: Store, customer_id: str, now: datetime
+                          ) -> dict[str, Any] | None:
+    """Everything held about ``customer_id``, or None when nothing is.
+
+    Profile and consent, interests and tags, purchase figures, the
+    interaction history, pending sends and the ids of the events the ledger
+    remembers, with times in ISO 8601.
+    """
+    states = await store.load_customers([customer_id], now)
+    events = await store.customer_events(customer_id, now)
+    state = states.get(customer_id)
+    if state is None and not events:
+        return None
+    data = _jsonable(asdict(state or CustomerState(customer_id)))
+    assert isinstance(data, dict)
+    data["ledger_event_ids"] = events
+    data["exported_at"] = now.isoformat()
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

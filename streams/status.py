@@ -1,0 +1,443 @@
+"""What a worker reports about itself: readiness, throughput, lag, store latency.
+
+:class:`Monitor` watches one running :class:`~streams.app.Worker` and answers
+``/ready``, ``/v1/status``, ``/v1/history`` and ``/metrics`` from numbers it
+keeps current in the background, so a request never waits on the broker or
+the store.
+
+**Throughput** is counted, not estimated: once a second the monitor samples
+each agent's running count (the ingest agent's is ``Accounting.events_in``);
+the rate over a window is the count now minus the count at the window's start,
+divided by the time covered (the worker's uptime while that is shorter).
+
+**Consumer lag** per assigned partition is ``end offset - committed offset``,
+the definition ``kafka-consumer-groups`` uses:
+
+- The *end offset* is the larger of two readings: the high watermark carried by
+  the worker's own fetch responses (aiokafka's ``highwater``, fresh with every
+  fetch) and a ListOffsets answer fetched every two seconds by a probe client.
+  Apache Kafka answers both truly; the ListOffsets reading keeps the end
+  current while the worker's fetching stalls (a slow store backs up the
+  stream, and a stalled consumer fetches nothing).  The embedded broker
+  answers ListOffsets with the offset after the first message of the last
+  *batch* written, too low, so there the fetch responses are what is right,
+  and taking the larger reading is right on both brokers.
+- The *committed offset* is what the consumer group has committed on the
+  broker (OffsetFetch through an admin client, so a partition this worker has
+  not committed yet still shows its group's position), or this worker's own
+  later commit when that is newer.  Faust commits every
+  ``RELEVANZ_COMMIT_INTERVAL_S``, so the lag reaches 0 that long after the
+  last event is processed.
+
+**Store latency** is the round trip of a small read (the latest snapshot of a
+model id no model uses) every two seconds.
+
+**Readiness** (``/ready``) needs all three: the broker answered the probe
+within the last ten seconds, the consumer group has assigned this worker at
+least one partition and is not rebalancing (a worker beyond the partition
+count stands by and reports not ready), and the store answered its probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
+
+from schemas.codec import decode
+from schemas.errors import InvalidEvent
+from schemas.records import DeadLetter
+from schemas.topics import INPUT_TOPICS
+from schemas.validation import build
+from streams.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+log = structlog.get_logger(__name__)
+
+WINDOWS_S = (60, 300)
+PROBE_INTERVAL_S = 2.0
+HISTORY_STEP_S = 5.0
+HISTORY_POINTS = 180  # 15 minutes
+DEAD_LETTER_SAMPLES = 20
+#: How old the last successful probe may be for the worker to count as ready.
+FRESH_S = 10.0
+#: Model id of the store probe; no model is ever stored under it.
+_PROBE_MODEL = "relevanz-status-probe"
+
+
+def relevanz_version() -> str:
+    """The installed package version."""
+    try:
+        return version("relevanz")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class RateMeter:
+    """Running counts sampled over time; rates over trailing windows.
+
+    >>> m = RateMeter(started=0.0)
+    >>> m.sample(0.0, {"ingest": 0}); m.sample(30.0, {"ingest": 300})
+    >>> m.window(40.0, {"ingest": 400}, 60)
+    {'ingest': {'events': 400, 'window_s': 40.0, 'per_s': 10.0}}
+    >>> m.sample(70.0, {"ingest": 700})
+    >>> m.window(90.0, {"ingest": 900}, 60)["ingest"]
+    {'events': 600, 'window_s': 60.0, 'per_s': 10.0}
+    """
+
+    started: float
+    samples: deque[tuple[float, dict[str, int]]] = field(
+        default_factory=lambda: deque(maxlen=max(WINDOWS_S) + 10))
+
+    def sample(self, now: float, counts: dict[str, int]) -> None:
+        """Record the running counts at ``now`` (monotonic seconds)."""
+        self.samples.append((now, dict(counts)))
+
+    def window(self, now: float, counts: dict[str, int], window_s: float
+               ) -> dict[str, dict[str, float | int]]:
+        """Per name: events in the trailing window, the seconds it covers, events/s."""
+        start = now - window_s
+        # The latest sample at or before the window's start; while the worker is
+        # younger than the window, the first sample (taken when it started).
+        base_t, base = self.samples[0] if self.samples else (self.started, {})
+        for t, sampled in self.samples:
+            if t > start:
+                break
+            base_t, base = t, sampled
+        span = max(now - base_t, 1e-9)
+        out: dict[str, dict[str, float | int]] = {}
+        for name, count in counts.items():
+            events = count - base.get(name, 0)
+            out[name] = {"events": events, "window_s": round(span, 3),
+                         "per_s": round(events / span, 2)}
+        return out
+
+
+@dataclass
+class Probe:
+    """The outcome of the latest probe of one dependency."""
+
+    ok: bool = False
+    at: float | None = None  # monotonic time of the last success
+    error: str | None = None
+    latency_ms: float | None = None
+
+    def fresh(self, now: float) -> bool:
+        """Whether it succeeded within :data:`FRESH_S`."""
+        return self.ok and self.at is not None and now - self.at <= FRESH_S
+
+
+class Monitor:
+    """Readiness, throughput, lag and dead-letter samples of one worker."""
+
+    def __init__(self, worker: Worker, clock: Callable[[], float] = time.monotonic):
+        self.worker = worker
+        self.clock = clock
+        self.meter = RateMeter(started=clock())
+        self.broker = Probe()
+        self.store = Probe()
+        self.store_latencies: deque[float] = deque(maxlen=60)
+        self.end_offsets: dict[TopicPartition, int] = {}
+        self.group_committed: dict[TopicPartition, int] = {}
+        self.dead_letters: deque[dict[str, Any]] = deque(maxlen=DEAD_LETTER_SAMPLES)
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._dead_letter_topic = worker.settings.topic("dead-letters")
+        self._inputs = {worker.settings.topic(t.name) for t in INPUT_TOPICS}
+
+    # --- counts the meter samples ------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Running counts per agent: messages consumed, decisions made, triggers emitted."""
+        accounting = self.worker.accounting
+        return {"ingest": accounting.events_in, "decisions": accounting.decisions,
+                "send_triggers": accounting.send_triggers}
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start sampling and probing in the background (never fails: probes report)."""
+        settings = self.worker.settings
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_servers,
+                                          group_id=None, enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_servers)
+        self.meter.sample(self.clock(), self.counts())
+        self._tasks = [asyncio.create_task(self._sample_loop()),
+                       asyncio.create_task(self._probe_loop()),
+                       asyncio.create_task(self._dead_letter_loop())]
+
+    async def stop(self) -> None:
+        """Stop the background work and close the probe clients."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def _sample_loop(self) -> None:
+        last_point = self.clock()
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock()
+            self.meter.sample(now, self.counts())
+            if now - last_point >= HISTORY_STEP_S:
+                last_point = now
+                try:
+                    self.history.append(self._history_point(now))
+                except Exception:  # as in the probe loop: log it, keep sampling
+                    log.exception("status_history_crashed")
+
+    def _history_point(self, now: float) -> dict[str, Any]:
+        rates = self.meter.window(now, self.counts(), HISTORY_STEP_S)
+        lag = [p["lag"] for p in self.partitions() if p["lag"] is not None]
+        stage = self.worker.stage
+        return {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "events_per_s": rates["ingest"]["per_s"],
+            "lag": sum(lag) if lag else None,
+            "dead_letters": self.worker.accounting.dead_letters,
+            "tag_changes": stage.tag_changes if stage is not None else 0,
+            "store_latency_ms": self.store.latency_ms,
+        }
+
+    async def _probe_loop(self) -> None:
+        started = False
+        while True:
+            try:
+                if self.worker.ready:
+                    if not started:
+                        started = await self._start_clients()
+                    if started:
+                        await self._probe_broker()
+                    await self._probe_store()
+            except Exception:  # a bug here must not end the probing for good: log it, go on
+                log.exception("status_probe_crashed")
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _start_clients(self) -> bool:
+        assert self._consumer is not None
+        assert self._admin is not None
+        try:
+            await asyncio.wait_for(self._consumer.start(), FRESH_S)
+            await asyncio.wait_for(self._admin.start(), FRESH_S)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.broker = Probe(ok=False, at=self.broker.at, error=_text(exc))
+            return False
+        return True
+
+    async def _probe_broker(self) -> None:
+        assert self._consumer is not None
+        assert self._admin is not None
+        assigned = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment()]
+        try:
+            if assigned:
+                ends = await asyncio.wait_for(self._consumer.end_offsets(assigned), FRESH_S)
+                committed = await asyncio.wait_for(self._admin.list_consumer_group_offsets(
+                    self.worker.settings.consumer_group, partitions=assigned), FRESH_S)
+                self.end_offsets = dict(ends)
+                self.group_committed = {tp: meta.offset for tp, meta in committed.items()
+                                        if meta.offset >= 0}
+            else:
+                await asyncio.wait_for(self._consumer.topics(), FRESH_S)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.broker = Probe(ok=False, at=self.broker.at, error=_text(exc))
+            return
+        self.broker = Probe(ok=True, at=self.clock())
+
+    async def _probe_store(self) -> None:
+        started = self.clock()
+        try:
+            await asyncio.wait_for(self.worker.store.latest_snapshot(_PROBE_MODEL),
+                                   self.worker.settings.store_timeout_s)
+        except (StoreUnavailable, TimeoutError) as exc:
+            self.store = Probe(ok=False, at=self.store.at, error=_text(exc))
+            return
+        latency = (self.clock() - started) * 1000
+        self.store_latencies.append(latency)
+        self.store = Probe(ok=True, at=self.clock(), latency_ms=round(latency, 2))
+
+    async def _dead_letter_loop(self) -> None:
+        """Keep the latest dead letters of the whole deployment (every worker's)."""
+        consumer = self._consumer
+        assert consumer is not None
+        while True:  # until the probe client runs and knows the topic
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            partitions = (consumer.partitions_for_topic(self._dead_letter_topic)
+                          if self.broker.ok else None)
+            if not partitions:
+                continue
+            assigned = [TopicPartition(self._dead_letter_topic, p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            try:
+                ends = await consumer.end_offsets(assigned)
+            except KafkaError as exc:
+                log.warning("dead_letter_read_failed", error=str(exc))
+                continue
+            # Start a few messages before the end (ListOffsets may answer low,
+            # see above: then a few more are read, and only the latest kept).
+            for tp in assigned:
+                consumer.seek(tp, max(ends.get(tp, 0) - DEAD_LETTER_SAMPLES, 0))
+            break
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            except KafkaError as exc:
+                log.warning("dead_letter_read_failed", error=str(exc))
+                await asyncio.sleep(PROBE_INTERVAL_S)
+                continue
+            for messages in batches.values():
+                for message in messages:
+                    self._take_dead_letter(message.value)
+
+    def _take_dead_letter(self, raw: bytes | None) -> None:
+        if raw is None:
+            return
+        try:
+            letter = build(DeadLetter, decode(raw))
+        except InvalidEvent:
+            return  # not one of ours; nothing to show
+        assert isinstance(letter, DeadLetter)
+        # The original bytes may hold personal data: show their size, not them.
+        self.dead_letters.append({
+            "received_at": letter.received_at.isoformat(),
+            "source_topic": self._logical(letter.source_topic),
+            "partition": letter.partition, "offset": letter.offset,
+            "field": letter.field, "reason": letter.reason,
+            "original_bytes": len(letter.original),
+        })
+
+    # --- what the API shows ------------------------------------------------------
+
+    def assignment(self) -> set[Any]:
+        """The input topic-partitions the consumer group gave this worker (Faust TPs)."""
+        if not self.worker.ready:
+            return set()
+        try:
+            assigned = self.worker.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return set()
+        # Faust also assigns its own internal topics (the assignor's leader topic).
+        return {tp for tp in assigned if tp.topic in self._inputs}
+
+    def _logical(self, topic: str) -> str:
+        return topic.removeprefix(self.worker.settings.topic_prefix)
+
+    def partitions(self) -> list[dict[str, Any]]:
+        """Per assigned partition: end, committed and read offsets and the lag."""
+        app = self.worker.app
+        own_commits = app.monitor.tp_committed_offsets
+        reads = app.monitor.tp_read_offsets
+        rows = []
+        for tp in sorted(self.assignment()):
+            key = TopicPartition(tp.topic, tp.partition)
+            try:
+                fetched = app.consumer.highwater(tp)
+            except ConsumerNotStarted:
+                fetched = None
+            ends = [e for e in (fetched, self.end_offsets.get(key)) if e is not None]
+            end = max(ends) if ends else None
+            commits = [c for c in (self.group_committed.get(key), own_commits.get(tp))
+                       if c is not None]
+            committed = max(commits) if commits else None
+            read = reads.get(tp)
+            rows.append({
+                "topic": self._logical(tp.topic), "partition": tp.partition,
+                "end_offset": end, "committed_offset": committed,
+                "read_offset": None if read is None else read + 1,
+                "lag": None if end is None else max(end - (committed or 0), 0),
+            })
+        return rows
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether this worker is ready, and each check in words."""
+        now = self.clock()
+        assigned = self.assignment()
+        rebalancing = bool(getattr(self.worker.app, "rebalancing", False))
+        checks = {
+            "worker": "started" if self.worker.ready else "starting",
+            "broker": "reachable" if self.broker.fresh(now) else (
+                f"not reachable ({self.broker.error})" if self.broker.error else "not checked yet"),
+            "partitions": ("rebalancing" if rebalancing else
+                           f"{len(assigned)} assigned" if assigned else "none assigned"),
+            "store": "reachable" if self.store.fresh(now) else (
+                f"not reachable ({self.store.error})" if self.store.error else "not checked yet"),
+        }
+        ready = (self.worker.ready and self.broker.fresh(now) and self.store.fresh(now)
+                 and bool(assigned) and not rebalancing)
+        return ready, checks
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole ``/v1/status`` document."""
+        now = self.clock()
+        counts = self.counts()
+        ready, checks = self.readiness()
+        accounting = self.worker.accounting
+        partitions = self.partitions()
+        lags = [p["lag"] for p in partitions if p["lag"] is not None]
+        latencies = sorted(self.store_latencies)
+        stage = self.worker.stage
+        controls = self.worker.controls
+        throughput: dict[str, dict[str, Any]] = {name: {} for name in counts}
+        for window in WINDOWS_S:
+            for name, rate in self.meter.window(now, counts, window).items():
+                throughput[name][f"{window // 60}m"] = rate
+        return {
+            "version": relevanz_version(),
+            "consumer_group": self.worker.settings.consumer_group,
+            "ready": ready,
+            "checks": checks,
+            "uptime_s": round(now - self.meter.started, 1),
+            "partitions": partitions,
+            "lag_total": sum(lags) if lags else None,
+            "input_topics": [t.name for t in INPUT_TOPICS],
+            "throughput": throughput,
+            "counts": accounting.as_dict(),
+            "dead_letters": {
+                "total": accounting.dead_letters,
+                "by_field": dict(sorted(accounting.dead_letters_by_field.items())),
+                "latest": list(reversed(self.dead_letters)),
+            },
+            "store": {
+                "kind": self.worker.settings.store_kind,
+                "reachable": self.store.fresh(now),
+                "latency_ms": self.store.latency_ms,
+                "latency_ms_p50": round(latencies[len(latencies) // 2], 2) if latencies else None,
+                "latency_ms_max": round(latencies[-1], 2) if latencies else None,
+            },
+            "interest_tags": {
+                "tag_changes": stage.tag_changes if stage is not None else 0,
+                "cached_customers": len(stage.cache) if stage is not None else 0,
+            },
+            # Learned models (content affinity, purchase probability, churn, send
+            # hour) report progressive-validation quality and drift here once the
+            # learning agent exists; until then there is nothing to report.
+            "models": {"quality": [], "drift": [],
+                       "note": "no learned models yet; interest tags are rule-based"},
+            "controls": controls.as_dict() if controls is not None else None,
+        }
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

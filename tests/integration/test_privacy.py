@@ -1,0 +1,178 @@
+"""Consent and erasure end to end: a real worker on the embedded broker and store.
+
+With the shipped, strict consent default: behaviour without consent to
+profiling is skipped; a granted customer gets a follow-up decision and send
+trigger; a revocation cancels the pending send downstream; an erasure
+request deletes every row, tells downstream systems, and a full replay does
+not bring the customer back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas.codec import decode, pack
+from streams.app import Worker, build_worker, utc_now
+from streams.broker import EmbeddedBroker
+from streams.privacy import export_customer
+from streams.replay import run_replay
+from streams.settings import Settings
+from streams.store import open_store
+from streams.store.codec import CUSTOMER_TABLES
+from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
+
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+
+
+def at(minutes: float) -> str:
+    return (BASE + timedelta(minutes=minutes)).isoformat()
+
+
+def consent(event_id: str, customer: str, minutes: float, action: str,
+            *purposes: str) -> tuple[str, bytes, bytes]:
+    return ("consents", customer.encode(), pack({
+        "event_id": event_id, "customer_id": customer, "schema_version": 1,
+        "occurred_at": at(minutes), "action": action, "purposes": list(purposes),
+        "source": "consent-banner"}))
+
+
+def click(event_id: str, customer: str, minutes: float) -> tuple[str, bytes, bytes]:
+    return ("clicks", customer.encode(), pack({
+        "event_id": event_id, "customer_id": customer, "schema_version": 1,
+        "occurred_at": at(minutes), "content_id": "golf-1"}))
+
+
+ITEM = ("content", b"golf-1", pack({
+    "event_id": "i1", "content_id": "golf-1", "schema_version": 1, "occurred_at": at(-600),
+    "topics": ["sports"], "channels": ["email", "push"], "slots": ["follow-up"],
+    "variants": [{"language": "de", "title": "Golfreise", "url": "https://shop.example/g"}],
+    "default_language": "de"}))
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    # The shipped default: nothing is granted without a recorded decision.
+    return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset())
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    running = build_worker(settings)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def rows_of(settings: Settings, customer_id: str) -> dict[str, int]:
+    """Rows per store table that name the customer (read from the file itself)."""
+    db = sqlite3.connect(settings.store_path)
+    try:
+        counts = {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE customer_id = ?",  # noqa: S608 - constant names
+                                    (customer_id,)).fetchone()[0] for table in CUSTOMER_TABLES}
+        counts["event_ledger"] = db.execute(
+            "SELECT COUNT(*) FROM event_ledger WHERE partition_key = ?",
+            (customer_id,)).fetchone()[0]
+        return counts
+    finally:
+        db.close()
+
+
+async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
+        worker: Worker, settings: Settings) -> None:
+    produce_raw(settings, [ITEM])
+    await eventually(lambda: worker.accounting.events_in >= 1, 60, "the catalogue item")
+    produce_raw(settings, [
+        # bob never consented: his clicks are skipped, not profiled.
+        click("b1", "bob", 1), click("b2", "bob", 2), click("b3", "bob", 3),
+        consent("a0", "alice", 0, "granted", "profiling", "personalisation", "email"),
+    ])
+    await eventually(lambda: worker.accounting.events_in >= 5, 60, "bob's clicks")
+    produce_raw(settings, [click("a1", "alice", 1), click("a2", "alice", 2),
+                           click("a3", "alice", 3)])
+    await eventually(lambda: worker.accounting.events_in >= 8, 60, "alice's clicks")
+    assert worker.accounting.skipped_without_consent == 3
+    assert worker.accounting.balanced
+
+    (trigger,) = [decode(m.value()) for m in consume_exactly(settings, "send-triggers", 1)]
+    (decision,) = [decode(m.value()) for m in consume_exactly(settings, "decisions", 1)]
+    assert trigger["customer_id"] == "alice"
+    assert trigger["channel"] == "email"
+    assert decision["content_id"] == "golf-1"
+    assert trigger["caused_by"] == decision["decision_id"]
+    now = utc_now()
+    bob = await worker.store.load_customers(["bob"], now)
+    assert "bob" not in bob or not bob["bob"].history  # nothing behavioural about bob
+
+    produce_raw(settings, [consent("a4", "alice", 10, "revoked", "email")])
+    await eventually(lambda: worker.accounting.events_in >= 9, 60, "the revocation")
+    (cancelled,) = [decode(m.value()) for m in consume_exactly(settings, "send-cancellations", 1)]
+    assert cancelled["trigger_id"] == trigger["trigger_id"]
+    assert cancelled["revoked"] == ["email"]
+    assert cancelled["reason"] == "consent_revoked"
+    state = (await worker.store.load_customers(["alice"], utc_now()))["alice"]
+    assert state.pending == []
+    assert state.tags
+
+
+async def test_erasure_leaves_no_row_and_replay_does_not_resurrect(settings: Settings) -> None:
+    worker = build_worker(settings)
+    await worker.start()
+    try:
+        await _erase_alice(worker, settings)
+    finally:
+        await worker.stop()
+    counts = await run_replay(settings, lambda _: None)
+    assert counts["events_in"] == 9
+    assert counts["forgotten"] == 6
+    assert sum(rows_of(settings, "alice").values()) == 0
+    store = open_store(settings)
+    await store.open()
+    try:
+        assert await export_customer(store, "alice", utc_now()) is None
+        assert (await store.load_customers(["carol"], utc_now()))["carol"].history
+    finally:
+        await store.close()
+
+
+async def _erase_alice(worker: Worker, settings: Settings) -> None:
+    produce_raw(settings, [ITEM])
+    await eventually(lambda: worker.accounting.events_in >= 1, 60, "the catalogue item")
+    # Consents first: Kafka orders a customer's events within a topic, not across topics.
+    produce_raw(settings, [
+        consent("a0", "alice", 0, "granted", "profiling", "personalisation", "email"),
+        consent("c0", "carol", 0, "granted", "profiling"),
+    ])
+    await eventually(lambda: worker.accounting.events_in >= 3, 60, "the consents")
+    produce_raw(settings, [click("a1", "alice", 1), click("a2", "alice", 2),
+                           click("a3", "alice", 3), click("c1", "carol", 1)])
+    await eventually(lambda: worker.accounting.send_triggers == 1
+                     and worker.accounting.events_in >= 7, 60, "the first events")
+    assert sum(rows_of(settings, "alice").values()) > 0
+    assert await export_customer(worker.store, "alice", utc_now()) is not None
+
+    produce_raw(settings, [consent("a9", "alice", 20, "erasure_requested")])
+    await eventually(lambda: worker.accounting.erasures == 1, 60, "the erasure")
+    # A late event from before the request (clicks and consents are different
+    # topics, so it is sent once the erasure is through): erased too.
+    produce_raw(settings, [click("a5", "alice", 5)])
+    # (consume_exactly blocks the loop the worker runs in: wait for the worker first.)
+    await eventually(lambda: worker.accounting.forgotten == 1, 60, "the late event")
+    (erased,) = [decode(m.value()) for m in consume_exactly(settings, "customer-erased", 1)]
+    assert erased["customer_id"] == "alice"
+    assert erased["caused_by"] == "a9"
+    assert worker.accounting.erasures == 1
+    assert worker.accounting.forgotten == 1
+    (cancelled,) = [decode(m.value()) for m in consume_exactly(settings, "send-cancellations", 1)]
+    assert cancelled["reason"] == "erasure_requested"
+    assert rows_of(settings, "alice") == dict.fromkeys(rows_of(settings, "alice"), 0)
+    assert await export_customer(worker.store, "alice", utc_now()) is None
+    carol = await export_customer(worker.store, "carol", utc_now())
+    assert carol is not None
+    assert carol["ledger_event_ids"] == ["c0", "c1"]
