@@ -26,9 +26,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -113,45 +114,62 @@ def parse_message(
 
 def build(record_type: type[Record], payload: dict[str, Any], path: str = "") -> Record:
     """Check ``payload`` against ``record_type``'s fields and rules; build it."""
-    fields = _fields(record_type)
-    unknown = payload.keys() - fields.keys()
+    plan, names = _plan(record_type)
+    unknown = payload.keys() - names
     if unknown:
         name = sorted(str(u) for u in unknown)[0]
         raise InvalidEvent(
             path + name, f"unknown field (not in the {record_type.__name__} contract)"
         )
-    rules = constraints_of(record_type)
     values: dict[str, Any] = {}
-    for name, (annotation, required) in fields.items():
-        where = path + name
+    for name, required, check, rule, items in plan:
         if name not in payload:
             if required:
-                raise InvalidEvent(where, "missing")
+                raise InvalidEvent(path + name, "missing")
             continue
-        value = _check(annotation, payload[name], where)
-        rule = rules.get(name)
+        where = path + name
+        value = check(payload[name], where)
         if rule is not None and value is not None:
-            _apply_rule(rule, value, where)
-            if rule.items is not None:
+            rule(value, where)
+            if items is not None:
                 for i, item in enumerate(value):
-                    _apply_rule(rule.items, item, f"{where}[{i}]")
+                    items(item, f"{where}[{i}]")
         values[name] = value
     return record_type(**values)
 
 
-_FIELDS: dict[type[Record], dict[str, tuple[Any, bool]]] = {}
+#: Checks a value at a field path and returns it as the record stores it.
+Check = Callable[[Any, str], Any]
+#: Checks a value against a rule at a field path.
+RuleCheck = Callable[[Any, str], None]
+#: Per field: name, required, type check, rule check, rule check of each list item.
+_Step = tuple[str, bool, Check, RuleCheck | None, RuleCheck | None]
 
 
-def _fields(record_type: type[Record]) -> dict[str, tuple[Any, bool]]:
-    """Field name -> (annotation, required), computed once per record type."""
-    fields = _FIELDS.get(record_type)
-    if fields is None:
-        options = record_type._options
-        fields = _FIELDS[record_type] = {
-            name: (annotation, name not in options.defaults)
-            for name, annotation in options.fields.items()
-        }
-    return fields
+_PLANS: dict[type[Record], tuple[tuple[_Step, ...], frozenset[str]]] = {}
+
+
+def _plan(record_type: type[Record]) -> tuple[tuple[_Step, ...], frozenset[str]]:
+    """How to validate ``record_type``, worked out once from its annotations and rules.
+
+    Validation runs for every consumed event, so the annotations are read
+    here, not per value.
+    """
+    known = _PLANS.get(record_type)
+    if known is not None:
+        return known
+    options = record_type._options
+    rules = constraints_of(record_type)
+    steps = []
+    for name, annotation in options.fields.items():
+        rule = rules.get(name)
+        steps.append((
+            name, name not in options.defaults, _checker(annotation),
+            None if rule is None else _rule_check(rule),
+            None if rule is None or rule.items is None else _rule_check(rule.items),
+        ))
+    plan = _PLANS[record_type] = (tuple(steps), frozenset(options.fields))
+    return plan
 
 
 def _kind(value: Any) -> str:
@@ -162,60 +180,97 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _check(annotation: Any, value: Any, where: str) -> Any:
+_CHECKERS: dict[Any, Check] = {}
+
+
+def _checker(annotation: Any) -> Check:
+    """The type check of one annotation (optional, list, map, nested record or scalar)."""
+    check = _CHECKERS.get(annotation)
+    if check is None:
+        check = _CHECKERS[annotation] = _make_checker(annotation)
+    return check
+
+
+def _make_checker(annotation: Any) -> Check:
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        if value is None:
-            return None
         (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _check(inner, value, where)
+        check_inner = _checker(inner)
+
+        def optional(value: Any, where: str) -> Any:
+            return None if value is None else check_inner(value, where)
+
+        return optional
     if origin is list:
-        if not isinstance(value, list):
-            raise InvalidEvent(where, f"expected a list, got {_kind(value)}")
         (item,) = typing.get_args(annotation)
-        return [_check(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        check_item = _checker(item)
+
+        def check_list(value: Any, where: str) -> Any:
+            if not isinstance(value, list):
+                raise InvalidEvent(where, f"expected a list, got {_kind(value)}")
+            return [check_item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+        return check_list
     if origin is dict:
-        if not isinstance(value, dict):
-            raise InvalidEvent(where, f"expected a map, got {_kind(value)}")
         _, item = typing.get_args(annotation)
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise InvalidEvent(where, f"keys must be strings, got {_kind(k)}")
-            _check(item, v, f"{where}.{k}")
-        return dict(value)
+        check_value = _checker(item)
+
+        def check_map(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise InvalidEvent(where, f"expected a map, got {_kind(value)}")
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise InvalidEvent(where, f"keys must be strings, got {_kind(k)}")
+                check_value(v, f"{where}.{k}")
+            return dict(value)
+
+        return check_map
     if isinstance(annotation, type) and issubclass(annotation, Record):
-        if not isinstance(value, dict):
-            raise InvalidEvent(where, f"expected a map, got {_kind(value)}")
-        return build(annotation, value, where + ".")
-    return _scalar(annotation, value, where)
+        record_type = annotation
+
+        def nested(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise InvalidEvent(where, f"expected a map, got {_kind(value)}")
+            return build(record_type, value, where + ".")
+
+        return nested
+    return _SCALARS.get(annotation) or partial(_unknown_type, annotation)
 
 
-def _scalar(annotation: Any, value: Any, where: str) -> Any:
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise InvalidEvent(where, f"expected a string, got {_kind(value)}")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise InvalidEvent(where, f"expected true or false, got {_kind(value)}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise InvalidEvent(where, f"expected a whole number, got {_kind(value)}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise InvalidEvent(where, f"expected a finite number, got {value}")
-            return float(value)
-        raise InvalidEvent(where, f"expected a number, got {_kind(value)}")
-    if annotation is bytes:
-        if isinstance(value, bytes):
-            return value
-        raise InvalidEvent(where, f"expected bytes, got {_kind(value)}")
-    if annotation is datetime:
-        return _datetime(value, where)
+def _unknown_type(annotation: Any, value: Any, where: str) -> Any:
     raise TypeError(f"no validation for {annotation!r} at {where}")  # a contract bug
+
+
+def _str(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+        return value
+    raise InvalidEvent(where, f"expected a string, got {_kind(value)}")
+
+
+def _bool(value: Any, where: str) -> Any:
+    if isinstance(value, bool):
+        return value
+    raise InvalidEvent(where, f"expected true or false, got {_kind(value)}")
+
+
+def _int(value: Any, where: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise InvalidEvent(where, f"expected a whole number, got {_kind(value)}")
+
+
+def _float(value: Any, where: str) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidEvent(where, f"expected a finite number, got {value}")
+        return float(value)
+    raise InvalidEvent(where, f"expected a number, got {_kind(value)}")
+
+
+def _bytes(value: Any, where: str) -> Any:
+    if isinstance(value, bytes):
+        return value
+    raise InvalidEvent(where, f"expected bytes, got {_kind(value)}")
 
 
 def _datetime(value: Any, where: str) -> datetime:
@@ -239,6 +294,23 @@ def _datetime(value: Any, where: str) -> datetime:
     # Times are kept to the millisecond, as the stores keep them: state computed
     # live and state reloaded from the store must agree exactly.
     return parsed.replace(microsecond=parsed.microsecond - parsed.microsecond % 1000)
+
+
+@cache
+def _rule_check(rule: Rule) -> RuleCheck:
+    """``rule`` as one check; a rule with only choices (the common case) skips the rest."""
+    only_choices = rule.choices is not None and rule == Rule(choices=rule.choices,
+                                                             description=rule.description)
+    if only_choices:
+        choices = rule.choices
+        assert choices is not None
+
+        def check_choice(value: Any, where: str) -> None:
+            if value not in choices:
+                raise InvalidEvent(where, f"{value!r} is not one of {', '.join(choices)}")
+
+        return check_choice
+    return partial(_apply_rule, rule)
 
 
 def _apply_rule(rule: Rule, value: Any, where: str) -> None:
@@ -272,3 +344,7 @@ def _apply_rule(rule: Rule, value: Any, where: str) -> None:
 @cache
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
+
+
+_SCALARS: dict[Any, Check] = {str: _str, bool: _bool, int: _int, float: _float, bytes: _bytes,
+                              datetime: _datetime}

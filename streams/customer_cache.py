@@ -28,6 +28,9 @@ class CustomerCache:
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self._dirty: dict[str, CustomerState] = {}
         self._dropped: set[str] = set()
+        #: What the store holds per customer, as loaded or last written: lets
+        #: a save write only the history entries that changed.
+        self._stored: dict[str, CustomerState] = {}
         self._invalidate_after_flush = False
         self.loads = 0
 
@@ -40,7 +43,12 @@ class CustomerCache:
             self.loads += len(missing)
             loaded = await self.store.load_customers(missing, now)
             for cid in missing:
-                self._states[cid] = loaded.get(cid) or CustomerState(cid)
+                state = loaded.get(cid)
+                if state is None:
+                    self._states[cid] = CustomerState(cid)
+                    self._stored.pop(cid, None)
+                else:
+                    self._states[cid] = self._stored[cid] = state
         found = {}
         for cid in wanted:
             self._states.move_to_end(cid)
@@ -62,32 +70,41 @@ class CustomerCache:
         self._states[customer_id] = CustomerState(customer_id)
         self._dirty.pop(customer_id, None)
         self._dropped.add(customer_id)
+        self._stored.pop(customer_id, None)
 
     async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
                     history_ttl_s: float) -> int:
         """Write changed states and ``events``' ledger entries; returns states written."""
         states = list(self._dirty.values())
         if states or events:
-            await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s)
+            previous = {cid: self._stored[cid] for cid in self._dirty if cid in self._stored}
+            await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s,
+                                            previous)
+        self._stored.update(self._dirty)
         self._dirty.clear()
         self._dropped.clear()
         if self._invalidate_after_flush:
             self._states.clear()
+            self._stored.clear()
             self._invalidate_after_flush = False
         while len(self._states) > self.max_customers:
-            self._states.popitem(last=False)
+            evicted, _ = self._states.popitem(last=False)
+            self._stored.pop(evicted, None)
         return len(states)
 
     def invalidate(self) -> None:
         """Partitions moved: drop clean states now, and everything after the next flush."""
         for customer_id in [c for c in self._states if c not in self._dirty]:
             del self._states[customer_id]
+            self._stored.pop(customer_id, None)
         self._invalidate_after_flush = bool(self._dirty or self._dropped)
 
     def discard_changes(self) -> None:
         """Forget unflushed changes (a failed batch): those customers are re-read."""
         for customer_id in (*self._dirty, *self._dropped):
             self._states.pop(customer_id, None)
+            # A failed save may have written part of it: replace in full next time.
+            self._stored.pop(customer_id, None)
         self._dirty.clear()
         self._dropped.clear()
 

@@ -25,6 +25,7 @@ from streams.broker import EmbeddedBroker
 from streams.errors import RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
+from streams.simulation import evaluate_policies
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.web import serve_for_demo
 
@@ -153,8 +154,15 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
     elapsed = time.monotonic() - started
     counts = accounting.as_dict()
     precision, recall = await _tag_quality(worker, generator)
+    # Decision quality on the same audience and number of events (streams/simulation.py);
+    # after the throughput figures, so it does not slow them down.
+    progress("measuring decision quality (engine, random and most-popular policies)")
+    quality = await asyncio.to_thread(
+        evaluate_policies, seed=options.seed, events=n, warmup=n // 6,
+        customers=options.customers, catalogue_size=options.catalogue_size)
     return {
         **counts,
+        **quality,
         "tag_changes": worker.stage.tag_changes if worker.stage else 0,
         "tag_precision": round(precision, 4),
         "tag_recall": round(recall, 4),

@@ -30,7 +30,7 @@ test_store_contract.py``), so the semantics below hold for both:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -94,6 +94,7 @@ class Store(Protocol):
         now: datetime,
         ledger_ttl_s: float,
         history_ttl_s: float,
+        previous: Mapping[str, CustomerState] | None = None,
     ) -> None:
         """Replace the stored state of each of ``states``, then record ``events``.
 
@@ -102,6 +103,11 @@ class Store(Protocol):
         written last (with ``ledger_ttl_s``), so an event is only marked seen
         once the states it changed are stored.  When a customer appears twice
         in ``states`` the last one wins.
+
+        ``previous`` may give, per customer, the state the store holds right
+        now (as it was loaded or last saved).  The store may then write only
+        what changed in the history, the one part that grows; the result is
+        the same.  It must be exact: pass nothing when unsure.
         """
 
     async def delete_customer(self, customer_id: str) -> None:

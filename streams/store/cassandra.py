@@ -454,7 +454,10 @@ class CassandraStore:
         now: datetime,
         ledger_ttl_s: float,
         history_ttl_s: float,
+        previous: Mapping[str, CustomerState] | None = None,
     ) -> None:
+        # ``previous`` is not used: each save is one single-partition batch that
+        # replaces the customer, which Cassandra applies without reading.
         _, prepared = self._ready("save_customers")
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)

@@ -18,7 +18,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -37,10 +37,12 @@ from streams.store.codec import (
     PRIMARY_KEYS,
     TAG_COLUMNS,
     CustomerRows,
+    HistoryDelta,
     duration_ms,
     from_ms,
     latest_per_customer,
     rows_of,
+    rows_with_history_delta,
     state_of,
     to_ms,
 )
@@ -128,6 +130,9 @@ _INSERT_CHILD = {
     "customer_pending_sends": _insert("customer_pending_sends", PENDING_COLUMNS),
 }
 _INSERT_LEDGER = "INSERT OR REPLACE INTO event_ledger VALUES (?, ?, ?)"
+_DELETE_INTERACTION = ("DELETE FROM interactions "
+                       "WHERE customer_id = ? AND occurred_at = ? AND event_id = ?")
+_UPSERT_INTERACTION = _insert("interactions", INTERACTION_COLUMNS, "INSERT OR REPLACE")
 
 
 def _sql_customer(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -273,21 +278,30 @@ class EmbeddedStore:
         now: datetime,
         ledger_ttl_s: float,
         history_ttl_s: float,
+        previous: Mapping[str, CustomerState] | None = None,
     ) -> None:
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)
         # Rows are taken here, on the caller's side: the states may change once we return.
-        rows = [rows_of(state, now_ms, history_ttl_ms) for state in latest_per_customer(states)]
+        full: list[CustomerRows] = []
+        deltas: list[tuple[CustomerRows, HistoryDelta]] = []
+        for state in latest_per_customer(states):
+            before = previous.get(state.customer_id) if previous else None
+            if before is None:
+                full.append(rows_of(state, now_ms, history_ttl_ms))
+            else:
+                deltas.append(rows_with_history_delta(before, state, now_ms, history_ttl_ms))
         expires = now_ms + duration_ms(ledger_ttl_s)
         ledger = [(pk, eid, expires) for pk, eid in events]
 
         def write(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
-                _replace_customers(db, rows)
+                _replace_customers(db, full)
+                _update_customers(db, deltas)
                 db.executemany(_INSERT_LEDGER, ledger)
 
-        if rows or ledger:
+        if full or deltas or ledger:
             await self._run("save_customers", write)
 
     async def delete_customer(self, customer_id: str) -> None:
@@ -457,6 +471,26 @@ def _replace_customers(db: sqlite3.Connection, rows: list[CustomerRows]) -> None
     db.executemany(_INSERT_CHILD["interactions"], [h for r in rows for h in r.history])
     db.executemany(_INSERT_CHILD["customer_pending_sends"],
                    [p for r in rows for p in r.pending])
+
+
+def _update_customers(db: sqlite3.Connection,
+                      deltas: list[tuple[CustomerRows, HistoryDelta]]) -> None:
+    """Like :func:`_replace_customers`, but the history only by its difference."""
+    if not deltas:
+        return
+    ids = [(r.customer[0],) for r, _ in deltas]
+    for table in _INSERT_CHILD:
+        if table != "interactions":
+            db.executemany(f"DELETE FROM {table} WHERE customer_id = ?", ids)  # noqa: S608 - constant names
+    db.executemany(_INSERT_CUSTOMER, [_sql_customer(r.customer) for r, _ in deltas])
+    db.executemany(_INSERT_CHILD["customer_consent"], [c for r, _ in deltas for c in r.consent])
+    db.executemany(_INSERT_CHILD["customer_interests"],
+                   [_sql_interest(i) for r, _ in deltas for i in r.interests])
+    db.executemany(_INSERT_CHILD["customer_tags"], [t for r, _ in deltas for t in r.tags])
+    db.executemany(_INSERT_CHILD["customer_pending_sends"],
+                   [p for r, _ in deltas for p in r.pending])
+    db.executemany(_DELETE_INTERACTION, [k for _, d in deltas for k in d.removed])
+    db.executemany(_UPSERT_INTERACTION, [h for _, d in deltas for h in d.added])
 
 
 def _load_chunk(db: sqlite3.Connection, ids: list[str], cutoff: int

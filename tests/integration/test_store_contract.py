@@ -250,6 +250,24 @@ async def test_saving_replaces_the_stored_state(store: Store, cid: Callable[[str
     assert await _load(store, before.customer_id) == CustomerState(before.customer_id)
 
 
+async def test_a_save_given_the_stored_state_writes_the_same_result(
+        store: Store, cid: Callable[[str], str]) -> None:
+    # The worker passes what the store holds so a save may write only new history rows.
+    before = full_state(cid("delta"))
+    await _save(store, before)
+    newer = Interaction(NOW - timedelta(hours=1), "e-4", "click", "sandals", None)
+    after = replace(before, history=[*before.history[1:], newer],
+                    tags={}, last_event_at=NOW - timedelta(hours=1))
+    await store.save_customers([after], [], NOW, LEDGER_TTL_S, FOREVER_S,
+                               previous={before.customer_id: before})
+    assert await _load(store, before.customer_id) == after
+    # Equal entries that are other objects are rewritten, not lost.
+    again = replace(after, history=[replace(e) for e in after.history])
+    await store.save_customers([again], [], NOW, LEDGER_TTL_S, FOREVER_S,
+                               previous={after.customer_id: after})
+    assert await _load(store, before.customer_id) == after
+
+
 async def test_the_last_state_of_a_customer_in_one_save_wins(
         store: Store, cid: Callable[[str], str]) -> None:
     first = full_state(cid("twice"))

@@ -24,6 +24,7 @@ one JSON line, to stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas.topics import INPUT_TOPICS
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.store.embedded import EmbeddedStore
 from streams.topics import ensure_topics
 from streams.traffic import TrafficConfig, TrafficGenerator
 
@@ -65,6 +68,24 @@ def committed(settings: Settings) -> int:
                    if tp.offset >= 0)
     finally:
         consumer.close()
+
+
+async def stored_state(settings: Settings) -> tuple[int, int, float]:
+    """Customers, history entries and MB of Python objects of every stored customer state.
+
+    That is what the worker's cache holds once it has seen every customer
+    (the cache's bound, 100,000 customers, is far above the soak's audience).
+    """
+    store = EmbeddedStore(settings.store_path)
+    await store.open()
+    try:
+        tracemalloc.start()
+        states = [s async for s in store.iter_customers(datetime.now(UTC))]
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    finally:
+        await store.close()
+    return len(states), sum(len(s.history) for s in states), size / 1e6
 
 
 def log_events(path: Path, name: str) -> list[dict[str, Any]]:
@@ -172,6 +193,7 @@ def _soak(args: argparse.Namespace, settings: Settings, worker: subprocess.Popen
     warm = [s for s in samples if s["t_s"] >= args.warmup_s] or samples
     rss_start, rss_end = warm[0]["rss_mb"], samples[-1]["rss_mb"]
     growth = (rss_end - rss_start) / rss_start
+    customers, history, state_mb = asyncio.run(stored_state(settings))
     balanced = final.get("events_in") == total and final.get("events_in") == (
         final.get("applied", 0) + final.get("duplicates", 0) + final.get("dead_letters", 0))
     summary = {
@@ -180,6 +202,8 @@ def _soak(args: argparse.Namespace, settings: Settings, worker: subprocess.Popen
         "rss_mb_first": samples[0]["rss_mb"], "rss_mb_after_warmup": rss_start,
         "rss_mb_end": rss_end, "rss_mb_max": max(s["rss_mb"] for s in samples),
         "rss_growth_after_warmup": round(growth, 3), "exit_code": code,
+        "stored_customers": customers, "stored_history_entries": history,
+        "stored_state_mb": round(state_mb, 1),
         "balanced": balanced, "final": {k: final.get(k) for k in (
             "events_in", "applied", "duplicates", "dead_letters", "clean")},
     }
