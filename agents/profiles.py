@@ -25,12 +25,22 @@ import structlog
 
 from agents.core.accounting import Accounting
 from agents.core.customer import CustomerState
-from agents.core.engine import EngineRules, handle
+from agents.core.engine import Chosen, EngineRules, handle
 from agents.core.interests import TagChange
 from agents.ingest import Output
-from schemas.records import ContentPublished, CustomerErased, InterestTagChanged, Record
+from schemas.records import (
+    Clicked,
+    ConsentChanged,
+    ContentPublished,
+    CustomerErased,
+    DecisionMade,
+    InterestTagChanged,
+    Purchased,
+    Record,
+)
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
+from streams.learner import Learner
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
 from streams.store import EventKey
@@ -51,6 +61,8 @@ class CustomerStage:
     accounting: Accounting
     #: True while an operator has paused sends (the kill switch or the follow-up campaign).
     sends_paused: Callable[[], bool] = lambda: False
+    #: The learned content policy; None: follow-ups take the newest item.
+    learner: Learner | None = None
     tag_changes: int = 0
     #: Erasures of the current batch: customer id -> event time of the request.
     _erasures: dict[str, tuple[datetime, str]] = field(default_factory=dict)
@@ -71,6 +83,8 @@ class CustomerStage:
         outputs: list[Output] = []
         failed: dict[int, str] = {}
         counts = self.accounting
+        learner = self.learner
+        choose = learner.choose if learner is not None else None
         for position, record in enumerate(records):
             if isinstance(record, ContentPublished):
                 continue
@@ -85,7 +99,8 @@ class CustomerStage:
             topics = self.catalogue.topics_of(content_id) if content_id else None
             try:
                 state, effects = handle(states[cid], record, self.rules, topics,
-                                        self.catalogue.items, sends_paused=self.sends_paused())
+                                        self.catalogue.items, sends_paused=self.sends_paused(),
+                                        choose=choose)
             except Exception as exc:
                 log.exception("apply_failed", customer=customer_ref(cid),
                               event_id=record.event_id)
@@ -108,10 +123,14 @@ class CustomerStage:
                     requested_at=record.occurred_at, erased_at=now, schema_version=1,
                     caused_by=record.event_id)))
                 counts.erasures += 1
+                if learner is not None:
+                    learner.forget(cid)
                 continue
             self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
             if effects.skipped:
                 counts.skipped_without_consent += 1
+                if learner is not None:
+                    learner.observe_time(record.occurred_at)
                 continue
             states[cid] = state
             self.cache.put(state)
@@ -122,7 +141,25 @@ class CustomerStage:
             outputs.extend(("send-triggers", key, t) for t in effects.triggers)
             counts.decisions += len(effects.decisions)
             counts.send_triggers += len(effects.triggers)
+            if learner is not None:
+                self._learn(learner, record, state, effects.chosen)
+        if learner is not None:
+            learner.expire()
         return outputs, failed
+
+    def _learn(self, learner: Learner, record: Record, state: CustomerState,
+               chosen: Sequence[tuple[DecisionMade, Chosen]]) -> None:
+        """Feed the policy: rewards of consented reactions, new open decisions."""
+        if isinstance(record, Clicked | Purchased):
+            learner.react(record)  # only applied events get here: profiling is allowed
+        elif isinstance(record, ConsentChanged):
+            learner.observe_time(record.occurred_at)
+            if not self.rules.consent.may_profile(state):
+                learner.forget(state.customer_id)
+        else:
+            learner.observe_time(record.occurred_at)
+        for decision, choice in chosen:
+            learner.opened(decision, choice)
 
     def _erased_at(self, customer_id: str) -> datetime | None:
         pending = self._erasures.get(customer_id)

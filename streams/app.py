@@ -26,6 +26,7 @@ from agents import ingest as ingest_agent
 from agents.core.accounting import Accounting
 from agents.core.consent import ConsentPolicy
 from agents.core.engine import FOLLOW_UP_CAMPAIGN, EngineRules, FollowUpRules
+from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.profiles import CustomerStage
 from schemas.codec import register_codec
@@ -34,6 +35,8 @@ from schemas.validation import Limits
 from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.customer_cache import CustomerCache
+from streams.errors import StoreUnavailable
+from streams.learner import Learner
 from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
@@ -87,7 +90,10 @@ class Worker:
     controls: Controls | None = None
     summary_interval_s: float = 10.0
     ready: bool = False
+    #: Save the content policy to the store (not in replay, which only rebuilds projections).
+    save_models: bool = True
     _summary_task: asyncio.Task[None] | None = None
+    _snapshot_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Create topics, open the store, read the catalogue, join the consumer group."""
@@ -95,12 +101,16 @@ class Worker:
         await self.store.open()
         if self.stage is not None:
             await self.load_privacy()
+            if self.stage.learner is not None:
+                await self.stage.learner.load(self.store)
         if self.catalogue is not None:
             await self.catalogue.start()
         if self.controls is not None:
             await self.controls.start()
         await self.app.start()
         self._summary_task = asyncio.create_task(self._summaries())
+        if self.save_models and self.stage is not None and self.stage.learner is not None:
+            self._snapshot_task = asyncio.create_task(self._snapshots())
         self.ready = True
         log.info("worker_started", group=self.settings.consumer_group,
                  partitions=self.settings.partitions)
@@ -130,13 +140,16 @@ class Worker:
         def remaining() -> float:
             return max(deadline - loop.time(), 0.1)
 
-        if self._summary_task is not None:
-            self._summary_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._summary_task
+        for task in (self._summary_task, self._snapshot_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         drained = True
         if self.ingest is not None:
             drained = await self.ingest.close(remaining())
+        if self._snapshot_task is not None:
+            drained = await _within(self.save_model(), remaining(), "model snapshot") and drained
         # Faust commits the acknowledged offsets as its consumer stops.
         clean = await _within(self.app.stop(), remaining(), "consumer") and drained
         if self.catalogue is not None:
@@ -145,6 +158,24 @@ class Worker:
             clean = await _within(self.controls.stop(), remaining(), "controls") and clean
         clean = await _within(self.store.close(), remaining(), "store") and clean
         log.info("worker_stopped", clean=clean, **self.accounting.as_dict())
+
+    async def save_model(self) -> None:
+        """Store the content policy as its next snapshot version (failures are logged)."""
+        learner = self.stage.learner if self.stage is not None else None
+        if learner is None:
+            return
+        try:
+            version = await learner.save(self.store, utc_now())
+        except StoreUnavailable as exc:
+            log.warning("model_snapshot_failed", error=str(exc))
+            return
+        log.info("model_saved", version=version, rewards=learner.rewards,
+                 open_decisions=learner.open_decisions)
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_interval_s)
+            await self.save_model()
 
     async def _summaries(self) -> None:
         last, last_t = 0, time.monotonic()
@@ -216,12 +247,18 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         forget_list=ForgetList(Pseudonyms(b"")),
         accounting=accounting,
     )
+    if emit:
+        # Replay rebuilds projections: it neither learns nor chooses with the live model.
+        stage.learner = Learner(
+            PolicyConfig(explore=settings.explore, holdout_share=settings.holdout_share),
+            attribution_window=timedelta(seconds=settings.attribution_window_s),
+            interest_half_life=stage.rules.customer.interests.half_life)
     if controls is not None:
         # campaign_paused is also true while the global kill switch is on.
         stage.sends_paused = partial(controls.campaign_paused, FOLLOW_UP_CAMPAIGN)
     worker = Worker(settings=settings, app=app, store=store, accounting=accounting,
                     catalogue=catalogue, stage=stage,
-                    controls=controls)
+                    controls=controls, save_models=emit)
     ingest = ingest_agent.Ingest(
         store=store,
         dead_letters=output("dead-letters"),

@@ -238,8 +238,8 @@ def bench(**kwargs: Any) -> None:
     full worker, each from the start in its own consumer group. Throughput
     counts from the first event consumed to the last (group joins excluded).
     Latency is then measured at half the pipeline's maximum, from publishing
-    an event to its batch being applied (event-to-applied; decisions do not
-    exist yet). Progress goes to stderr.
+    an event to its batch being applied, which includes the decisions and
+    triggers the batch causes (event-to-applied). Progress goes to stderr.
     """
     # Imported here: streams.cli imports this module to register the command.
     from streams.cli import _one_line_errors

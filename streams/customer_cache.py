@@ -55,6 +55,10 @@ class CustomerCache:
             found[cid] = self._states[cid]
         return found
 
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """The cached state, if any, without loading or reordering anything."""
+        return self._states.get(customer_id)
+
     def put(self, state: CustomerState) -> None:
         """Replace a customer's state; it is written at the next :meth:`flush`."""
         self._states[state.customer_id] = state

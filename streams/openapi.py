@@ -198,6 +198,15 @@ _SCHEMAS: dict[str, Any] = {
     "Me": {"type": "object", "required": ["role", "token_fingerprint"],
            "properties": {"role": {"enum": ["viewer", "operator"]},
                           "token_fingerprint": {"type": "string"}}},
+    "Decision": {
+        "type": "object",
+        "required": ["decision_id", "customer_id", "content_id", "variant_language",
+                     "language_fallback", "policy", "reasons"],
+        "description": "A decision as published on the decisions topic: policy is exploit, "
+                       "explore, holdout or neutral (not personalised)",
+        "properties": {"policy": {"enum": ["exploit", "explore", "holdout", "neutral"]},
+                       "reasons": {"type": "array", "items": {"type": "string"}}},
+    },
     "Customer": {
         "type": "object", "required": ["customer_id"],
         "description": "Everything held about the customer: profile, consent, interests "
@@ -248,6 +257,22 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string", "minLength": 1,
                                            "maxLength": 200}}],
+            }},
+            "/v1/decide": {"post": {
+                **_viewer("Choose content for a customer, channel and slot now", _json(
+                    {"$ref": "#/components/schemas/Decision"}, "The decision, with reasons"),
+                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "No item fits"),
+                       "503": _UNAVAILABLE}),
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False,
+                               "required": ["customer_id", "channel", "slot"],
+                               "properties": {
+                                   "customer_id": {"type": "string", "minLength": 1,
+                                                   "maxLength": 200},
+                                   "channel": {"type": "string",
+                                               "enum": ["email", "push", "sms", "web", "app"]},
+                                   "slot": {"type": "string", "minLength": 1,
+                                            "maxLength": 200}}}}}},
             }},
             "/v1/controls": {"get": _viewer("Pause state", _json(
                 {"$ref": "#/components/schemas/Controls"}, "The state"))},

@@ -64,6 +64,17 @@ SETTINGS: tuple[Setting, ...] = (
             "an explicit grant, as opt-in law requires for e-mail in Germany."),
     Setting("RELEVANZ_FOLLOW_UP_DELAY_S", "3600",
             "Time from a newly assigned interest tag to the follow-up send it triggers."),
+    Setting("RELEVANZ_EXPLORE", "0.05",
+            "Share of decisions (0 to 0.5) that explore a random candidate instead of the "
+            "best predicted one."),
+    Setting("RELEVANZ_HOLDOUT_SHARE", "0.05",
+            "Share of customers (0 to below 1) who always get a random, non-personalised "
+            "choice, so uplift can be measured."),
+    Setting("RELEVANZ_ATTRIBUTION_WINDOW_S", "86400",
+            "How long after a decision a click or purchase on its content counts as its "
+            "reward; after that it counts as not clicked."),
+    Setting("RELEVANZ_SNAPSHOT_INTERVAL_S", "60",
+            "How often a worker saves its content policy to the store (also on stop)."),
     Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
             "How often cached customer state is written behind to the store."),
     Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
@@ -252,6 +263,10 @@ class Settings:
     tag_rules_path: str = ""
     flush_interval_s: float = 1.0
     consent_default: frozenset[str] = frozenset()
+    explore: float = 0.05
+    holdout_share: float = 0.05
+    attribution_window_s: float = 86400.0
+    snapshot_interval_s: float = 60.0
     follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -297,6 +312,10 @@ class Settings:
             tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
             flush_interval_s=get("RELEVANZ_FLUSH_INTERVAL_S", _float(0.05, 300)),
             consent_default=get("RELEVANZ_CONSENT_DEFAULT", _purposes),
+            explore=get("RELEVANZ_EXPLORE", _float(0, 0.5)),
+            holdout_share=get("RELEVANZ_HOLDOUT_SHARE", _float(0, 0.99)),
+            attribution_window_s=get("RELEVANZ_ATTRIBUTION_WINDOW_S", _float(60, 90 * 86400)),
+            snapshot_interval_s=get("RELEVANZ_SNAPSHOT_INTERVAL_S", _float(1, 86400)),
             follow_up_delay_s=get("RELEVANZ_FOLLOW_UP_DELAY_S", _float(0, 30 * 86400)),
             cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
         )

@@ -74,6 +74,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/openapi.json", Role.VIEWER, "openapi", "This API's OpenAPI document"),
     Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
           "Everything held about one customer"),
+    Route("POST", "/v1/decide", Role.VIEWER, "decide",
+          "Choose content for a customer, channel and slot now (web touchpoints)"),
     Route("GET", "/v1/controls", Role.VIEWER, "controls",
           "Pause state: kill switch and paused campaigns"),
     Route("POST", "/v1/controls/pause", Role.OPERATOR, "pause",
@@ -252,6 +254,47 @@ class OperatorApi:
         if held is None:
             return _error(404, "nothing is held about this customer")
         return web.json_response(held)
+
+    async def decide(self, request: web.Request) -> web.Response:
+        from agents.core.customer import CustomerState
+        from schemas.codec import encode
+        from schemas.records import CHANNELS
+        from streams.app import utc_now
+
+        body = await _body(request, {"customer_id", "channel", "slot"})
+        values = {}
+        for name in ("customer_id", "channel", "slot"):
+            value = body.get(name)
+            if not isinstance(value, str) or not 1 <= len(value) <= _MAX_ID:
+                raise BadInput(f"{name}: expected a string of 1 to {_MAX_ID} characters")
+            values[name] = value
+        if values["channel"] not in CHANNELS:
+            raise BadInput(f"channel: expected one of {', '.join(CHANNELS)}")
+        stage, worker = self.worker.stage, self.worker
+        learner = stage.learner if stage is not None else None
+        if stage is None or learner is None:
+            return _error(503, "this process makes no decisions")
+        now = utc_now()
+        cid = values["customer_id"]
+        try:
+            state = stage.cache.peek(cid) or (
+                await worker.store.load_customers([cid], now)).get(cid) or CustomerState(cid)
+        except StoreUnavailable as exc:
+            log.warning("decide_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        made = learner.decide(state, values["channel"], values["slot"], now,
+                              stage.catalogue.items.values(), stage.rules.consent)
+        if made is None:
+            return _error(404, "no catalogue item fits this channel and slot now")
+        decision, chosen = made
+        if decision.policy != "neutral":
+            learner.opened(decision, chosen)  # its reward will come as a click with its id
+        worker.accounting.decisions += 1
+        decisions = worker.ingest.outputs.get("decisions") if worker.ingest else None
+        if decisions is not None:
+            await decisions.send(key=cid.encode(), value=encode(decision))
+        return web.json_response({k: v.isoformat() if hasattr(v, "isoformat") else v
+                                  for k, v in decision.asdict().items()})
 
     async def controls(self, _: web.Request) -> web.Response:
         controls = self.worker.controls

@@ -8,14 +8,15 @@ a follow-up: a decision (content and language variant for the customer) and
 a send trigger on the first channel the customer allows.  Every decision and
 trigger is built here, after the gate, so none can leave without consent.
 
-The follow-up's content choice is deliberately simple (the newest valid item
-on the tag's topic that the channel may show); the learned choice replaces
-it without changing the gate.
+The follow-up's content is chosen by a :data:`ChooseContent` function the
+caller passes in (the worker passes the learned policy,
+:mod:`agents.core.learning`); without one it is the newest valid item on the
+tag's topic that the channel may show.  Either way the gate stays here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,6 +61,27 @@ class EngineRules:
     follow_up: FollowUpRules = FollowUpRules()
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The content picked for a decision and why."""
+
+    content_id: str
+    language: str
+    fell_back: bool
+    #: exploit, explore, holdout or neutral.
+    policy: str
+    score: float
+    reasons: tuple[str, ...]
+    #: What a learning policy learns the reward on (empty for the rule).
+    features: Mapping[str, float] = field(default_factory=dict)
+
+
+#: Picks one of ``items`` (all valid, on the topic, allowed on the channel) for a
+#: customer on a channel at a time; None when it will not pick any.
+ChooseContent = Callable[[CustomerState, str, datetime, Sequence[ContentPublished]],
+                         Chosen | None]
+
+
 @dataclass
 class Effects:
     """What one event caused, besides the new state."""
@@ -68,6 +90,8 @@ class Effects:
     decisions: list[DecisionMade] = field(default_factory=list)
     triggers: list[SendTriggered] = field(default_factory=list)
     cancellations: list[SendCancelled] = field(default_factory=list)
+    #: Each decision made, with the choice behind it (for learning from its reward).
+    chosen: list[tuple[DecisionMade, Chosen]] = field(default_factory=list)
     #: The event was valid but consent did not allow using it.
     skipped: bool = False
     #: The event asks for the customer to be erased (the caller does it).
@@ -76,13 +100,15 @@ class Effects:
 
 def handle(state: CustomerState, record: Record, rules: EngineRules,
            content_topics: list[str] | None, catalogue: Mapping[str, ContentPublished],
-           *, sends_paused: bool = False) -> tuple[CustomerState, Effects]:
+           *, sends_paused: bool = False, choose: ChooseContent | None = None
+           ) -> tuple[CustomerState, Effects]:
     """The state after ``record`` and what it causes, consent checked first.
 
     ``content_topics`` are the catalogue topics of a click's content (None
     when unknown); ``catalogue`` is every known item, for follow-ups.  While
     ``sends_paused`` (an operator's kill switch or campaign pause) decisions
     are still made and published as shadow decisions, but no send trigger.
+    ``choose`` picks a follow-up's content (default: the newest item).
     """
     effects = Effects()
     policy = rules.consent
@@ -113,13 +139,14 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
     if rules.follow_up.enabled:
         for change in effects.tag_changes:
             if change.change == "assigned":
-                state = _follow_up(state, change, rules, catalogue, effects, sends_paused)
+                state = _follow_up(state, change, rules, catalogue, effects, sends_paused,
+                                   choose or newest_item)
     return state, effects
 
 
 def _follow_up(state: CustomerState, change: TagChange, rules: EngineRules,
                catalogue: Mapping[str, ContentPublished], effects: Effects,
-               sends_paused: bool) -> CustomerState:
+               sends_paused: bool, choose: ChooseContent) -> CustomerState:
     """A decision and a send trigger for a newly assigned tag, when consent allows both."""
     policy = rules.consent
     if not policy.may_personalise(state):
@@ -132,36 +159,39 @@ def _follow_up(state: CustomerState, change: TagChange, rules: EngineRules,
     pending = [p for p in state.pending if p.send_at > latest]
     if len(pending) >= PENDING_MAX:
         return state
-    item = choose_item(catalogue, change.topic, channel, change.at)
-    if item is None:
+    items = [item for item in catalogue.values()
+             if change.topic in item.topics and channel in item.channels
+             and _valid(item, change.at)]
+    chosen = choose(state, channel, change.at, items) if items else None
+    if chosen is None:
         return state
-    language, fell_back = choose_variant(item, state)
+    language = chosen.language
     cid = state.customer_id
     decision_id = f"{cid}:follow-up:{change.tag}:{change.at.isoformat()}"
     send_at = change.at + rules.follow_up.delay
     reasons = [f"tag {change.tag} assigned (score {change.score:.2f}) by {change.caused_by}",
-               f"newest item on topic {change.topic} for channel {channel}",
+               f"follow-up on topic {change.topic} by {channel}", *chosen.reasons,
                "consent: " + ", ".join(policy.granted(state))]
-    if fell_back:
-        reasons.append(f"no {_language(state)} variant: fell back to {language}")
     if sends_paused:
         reasons.append("shadow decision: sends are paused by an operator, no trigger")
-    effects.decisions.append(DecisionMade(
+    decision = DecisionMade(
         decision_id=decision_id, customer_id=cid, decided_at=change.at, schema_version=1,
-        slot="follow-up", channel=channel, content_id=item.content_id,
-        variant_language=language, language_fallback=fell_back, policy="exploit",
+        slot="follow-up", channel=channel, content_id=chosen.content_id,
+        variant_language=language, language_fallback=chosen.fell_back, policy=chosen.policy,
         reasons=reasons, caused_by=change.caused_by, campaign_id=FOLLOW_UP_CAMPAIGN,
-        score=change.score))
+        score=chosen.score)
+    effects.decisions.append(decision)
+    effects.chosen.append((decision, chosen))
     if sends_paused:
         return state
     trigger = SendTriggered(
         trigger_id=decision_id, idempotency_key=f"{FOLLOW_UP_CAMPAIGN}:{decision_id}",
         customer_id=cid, created_at=change.at, schema_version=1, send_at=send_at,
-        channel=channel, campaign_id=FOLLOW_UP_CAMPAIGN, content_id=item.content_id,
+        channel=channel, campaign_id=FOLLOW_UP_CAMPAIGN, content_id=chosen.content_id,
         variant_language=language, reasons=reasons, caused_by=decision_id)
     effects.triggers.append(trigger)
     pending.append(PendingSend(trigger.trigger_id, trigger.idempotency_key, channel, send_at,
-                               FOLLOW_UP_CAMPAIGN, item.content_id))
+                               FOLLOW_UP_CAMPAIGN, chosen.content_id))
     pending.sort(key=lambda p: (p.send_at, p.trigger_id))
     new = CustomerState.__new__(CustomerState)
     new.__dict__.update(state.__dict__)
@@ -169,20 +199,22 @@ def _follow_up(state: CustomerState, change: TagChange, rules: EngineRules,
     return new
 
 
-def choose_item(catalogue: Mapping[str, ContentPublished], topic: str, channel: str,
-                at: datetime) -> ContentPublished | None:
-    """The newest item on ``topic`` that ``channel`` may show and that is valid at ``at``."""
-    best: ContentPublished | None = None
-    for item in catalogue.values():
-        if topic not in item.topics or channel not in item.channels:
-            continue
-        if (item.valid_from is not None and at < item.valid_from) or (
-                item.valid_until is not None and at >= item.valid_until):
-            continue
-        if best is None or (item.occurred_at, item.content_id) > (best.occurred_at,
-                                                                   best.content_id):
-            best = item
-    return best
+def newest_item(state: CustomerState, channel: str, at: datetime,
+                items: Sequence[ContentPublished]) -> Chosen | None:
+    """The rule without learning: the newest of ``items`` (ties by ``content_id``)."""
+    if not items:
+        return None
+    item = max(items, key=lambda i: (i.occurred_at, i.content_id))
+    language, fell_back = choose_variant(item, state)
+    reasons = ["exploit: the newest item on the topic"]
+    if fell_back:
+        reasons.append(f"no {_language(state)} variant: fell back to {language}")
+    return Chosen(item.content_id, language, fell_back, "exploit", 1.0, tuple(reasons))
+
+
+def _valid(item: ContentPublished, at: datetime) -> bool:
+    return ((item.valid_from is None or item.valid_from <= at)
+            and (item.valid_until is None or at < item.valid_until))
 
 
 def choose_variant(item: ContentPublished, state: CustomerState) -> tuple[str, bool]:

@@ -404,6 +404,41 @@ async def test_customer_view_shows_what_is_held(api: Api, worker: Worker,
 
 
 
+async def test_decide_answers_with_a_decision_and_respects_consent(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    item = pack({"event_id": "i1", "content_id": "n1", "schema_version": 1,
+                 "occurred_at": at, "topics": ["fashion"], "channels": ["web"],
+                 "slots": ["web-banner"], "default_language": "de",
+                 "variants": [{"language": "de", "title": "Mode", "url": "https://shop.example"}]})
+    no = pack({"event_id": "k1", "customer_id": "c-no", "schema_version": 1,
+               "occurred_at": at, "action": "revoked", "purposes": ["personalisation"],
+               "source": "preference-centre"})
+    _produce(settings, [("content", b"n1", item), ("consents", b"c-no", no),
+                        ("clicks", b"c-yes", _click("e1", "c-yes"))])
+    await eventually(lambda: worker.accounting.applied >= 3, 60, "3 events applied")
+
+    ask = {"customer_id": "c-no", "channel": "web", "slot": "web-banner"}
+    status, decision, _ = await api.call("POST", "/v1/decide", VIEWER, json=ask)
+    assert status == 200, decision
+    _validator("Decision").validate(decision)
+    assert (decision["content_id"], decision["policy"]) == ("n1", "neutral")
+    assert decision["reasons"][-1] == "consent: no personalisation, so not personalised"
+    status, decision, _ = await api.call("POST", "/v1/decide", VIEWER,
+                                         json={**ask, "customer_id": "c-yes"})
+    assert status == 200, decision
+    assert decision["policy"] in ("exploit", "explore", "holdout")
+    assert decision["reasons"][-1] == "consent: personalisation and profiling granted"
+    assert worker.accounting.decisions >= 2
+    status, body, _ = await api.call("POST", "/v1/decide", VIEWER,
+                                     json={**ask, "slot": "app-card"})
+    assert (status, body) == (404, {"error": "no catalogue item fits this channel and slot now"})
+    status, body, _ = await api.call("POST", "/v1/decide", VIEWER,
+                                     json={**ask, "channel": "fax"})
+    assert status == 400
+    assert body["error"].startswith("channel: expected one of")
+
+
 # --- the demo's announcement ---------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,10 +47,19 @@ def publish(settings: Settings, messages: list[Message]) -> None:
 
 
 async def projection(settings: Settings) -> dict[str, CustomerState]:
+    """The stored customers, each as far as the customer's events determine it.
+
+    Which follow-up sends are pending (trigger, channel, send time) follows
+    from the events; which item the learned policy put in them depends on
+    what the shared model had learnt from everyone else by then, so the
+    content id is left out of the comparison.
+    """
     store = open_store(settings)
     await store.open()
     try:
-        return {s.customer_id: s async for s in store.iter_customers(utc_now())}
+        return {s.customer_id: replace(s, pending=[replace(p, content_id="")
+                                                   for p in s.pending])
+                async for s in store.iter_customers(utc_now())}
     finally:
         await store.close()
 
