@@ -113,6 +113,10 @@ def peak_rss_mb() -> float:
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
 
+#: Events the decision-quality evaluation runs over (at most; fewer when the bench has fewer).
+CTR_EVENTS = 30_000
+
+
 async def run_bench(settings: Settings, options: BenchOptions, progress: Progress
                     ) -> dict[str, Any]:
     """Measure raw, Faust and pipeline on the same data, then latency; returns the result."""
@@ -138,7 +142,16 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         progress(f"faust: {faust.events_per_s:,.0f} events/s")
         pipeline = await measure_pipeline(settings, n, options.out_dir / "store.db", progress,
                                           stall, traffic.take, options.latency_s)
-    return result_line(options, settings.partitions, raw, faust, pipeline)
+    result = result_line(options, settings.partitions, raw, faust, pipeline)
+    # Decision quality on the same audience (streams/simulation.py), after the timings.
+    from streams.simulation import evaluate_policies
+
+    events = min(n, CTR_EVENTS)
+    progress(f"decision quality over {events} events (engine, random, most-popular)")
+    quality = await asyncio.to_thread(
+        evaluate_policies, seed=options.seed, events=events, warmup=events // 6,
+        customers=options.customers, catalogue_size=options.catalogue_size)
+    return {**result, **quality}
 
 
 def result_line(options: BenchOptions, partitions: int, raw: Throughput, faust: Throughput,

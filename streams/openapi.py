@@ -171,8 +171,8 @@ _SCHEMAS: dict[str, Any] = {
             },
             "models": {
                 "type": "object", "required": ["quality", "drift"],
-                "description": "Progressive-validation quality and drift per learned model; "
-                               "empty until the learning agent exists",
+                "description": "Progressive-validation quality and recent drifts per "
+                               "learned model (the content policy)",
                 "properties": {"quality": {"type": "array"}, "drift": {"type": "array"},
                                "note": {"type": "string"}},
             },

@@ -430,13 +430,21 @@ class Monitor:
                 "tag_changes": stage.tag_changes if stage is not None else 0,
                 "cached_customers": len(stage.cache) if stage is not None else 0,
             },
-            # Learned models (content affinity, purchase probability, churn, send
-            # hour) report progressive-validation quality and drift here once the
-            # learning agent exists; until then there is nothing to report.
-            "models": {"quality": [], "drift": [],
-                       "note": "no learned models yet; interest tags are rule-based"},
+            # Progressive-validation quality and recent drifts of the learned models.
+            "models": _models(stage),
             "controls": controls.as_dict() if controls is not None else None,
         }
+
+
+def _models(stage: Any) -> dict[str, Any]:
+    learner = stage.learner if stage is not None else None
+    if learner is None:
+        return {"quality": [], "drift": [],
+                "note": "this process learns nothing (replay, or no customer stage)"}
+    return {"quality": [learner.quality()], "drift": list(learner.drifts),
+            "note": "content policy: rewards scored before they are learnt (progressive "
+                    "validation); purchase, churn and send-hour predictions are not in "
+                    "the worker yet"}
 
 
 def _text(exc: BaseException) -> str:

@@ -38,6 +38,12 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert "ingest" in result["pipeline_agents"]
     assert (result["events"], result["customers"], result["catalogue"]) == (3000, 500, 20)
     assert result["store"] == "embedded"
+    # Decision quality on the same audience: three policies, one warm-up.
+    for key in ("ctr_engine", "ctr_random", "ctr_popular"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["ctr_warmup"] == 500
+    assert result["ctr_opportunities"] > 0
+    assert "decision quality over 3000 events" in done.stderr
     assert "raw:" in done.stderr
     assert "pipeline:" in done.stderr  # progress goes to stderr, the result alone to stdout
 

@@ -40,6 +40,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
 
 
 async def test_a_reward_is_learnt_saved_and_resumed_after_a_restart(settings: Settings) -> None:
+    settings = settings.with_(fetch_wait_ms=42)
     worker = build_worker(settings)
     await worker.start()
     try:
@@ -53,11 +54,17 @@ async def test_a_reward_is_learnt_saved_and_resumed_after_a_restart(settings: Se
         learner = worker.stage.learner if worker.stage else None
         assert learner is not None
         assert learner.open_decisions == 1
+        # Faust fixes its fetch wait; the worker sets its own (RELEVANZ_FETCH_WAIT_MS).
+        consumer = worker.app.consumer._thread._consumer  # type: ignore[attr-defined]
+        assert consumer._fetch_max_wait_ms == settings.fetch_wait_ms
         # The channel reports the click on the mail: it names the decision.
         produce_raw(settings, [click("a4", 30, decision_id=decision["decision_id"])])
         await eventually(lambda: learner.rewards == 1, 60, "the reward")
         assert learner.clicks_rewarded == 1
         assert learner.open_decisions == 0
+        quality = learner.quality()
+        assert (quality["examples"], quality["clicks"], quality["drifts"]) == (1, 1, 0)
+        assert 0.0 < float(quality["log_loss"]) < 10.0  # type: ignore[arg-type]
         learnt = learner.policy.model.weights
     finally:
         await worker.stop()
