@@ -14,6 +14,8 @@ Used as a context manager::
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
 import time
@@ -72,6 +74,11 @@ class EmbeddedBroker:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Its own session: Ctrl-C in a terminal signals the whole foreground
+                # group, and the broker must outlive the worker's clean shutdown
+                # (we stop it ourselves, last). It still dies with its parent.
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self._wait_ready()
         log.info("embedded_broker_started", servers=self.bootstrap_servers,
@@ -131,3 +138,13 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the broker's process: be sent SIGTERM when the process that started it dies.
+
+    Linux's ``PR_SET_PDEATHSIG``; elsewhere a broker left behind by a killed
+    parent must be stopped by hand.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG

@@ -76,6 +76,29 @@ def test_demo_accounts_for_every_event_and_logs_no_raw_customer_id(tmp_path: Pat
     assert nobody.stderr.strip() == "relevanz: nothing is held about this customer"
 
 
+def test_ctrl_c_stops_the_demo_cleanly_with_its_summary(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C signals the whole foreground process group: the demo's
+    # embedded broker must outlive the worker's clean shutdown, not die with it.
+    demo = subprocess.Popen([RELEVANZ, "demo", "--data-dir", str(tmp_path), "--rate", "500"],
+                            env={**os.environ, "RELEVANZ_WEB_PORT": str(free_port())},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert demo.stderr is not None
+        while "published" not in (line := demo.stderr.readline()):
+            assert line, "the demo ended before publishing"
+            assert time.monotonic() < deadline, "no progress within 60 s"
+        os.killpg(demo.pid, signal.SIGINT)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 0, err
+    assert "events consumed:" in out
+    assert "error" not in err.lower(), err[-2000:]
+
+
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
