@@ -206,6 +206,27 @@ async def test_a_saved_state_loads_as_its_normalised_self(
     assert await _load(store, state.customer_id) == normalise(state)
 
 
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=customer_states(customer_ids=st.just("delta")), other=customer_states(),
+       data=st.data())
+async def test_a_save_of_a_changed_state_given_the_stored_one_loads_as_the_changed_state(
+        store: Store, cid: Callable[[str], str], before: CustomerState, other: CustomerState,
+        data: st.DataObject) -> None:
+    # As the core changes a history: some entries kept (the same objects), some dropped,
+    # some new; the rest of the state may change too.
+    before = replace(before, customer_id=cid(f"delta-{uuid.uuid4().hex[:6]}"))
+    kept = [e for e in before.history if data.draw(st.booleans())]
+    known = {(e.occurred_at, e.event_id) for e in kept}
+    new = [e for e in other.history if (e.occurred_at, e.event_id) not in known]
+    history = sorted([*kept, *new], key=lambda e: (e.occurred_at, e.event_id))
+    after = replace(other, customer_id=before.customer_id, history=history)
+    await _save(store, before)
+    await store.save_customers([after], [], NOW, LEDGER_TTL_S, FOREVER_S,
+                               previous={before.customer_id: before})
+    assert await _load(store, after.customer_id) == normalise(after)
+
+
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=customer_states(customer_ids=st.text(min_size=1, max_size=8), at=ms_times()))
