@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,6 @@ def click(event_id: str, customer: str = "c1", **extra: object) -> dict[str, obj
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     return isolated_settings(broker.bootstrap_servers, tmp_path)
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    running = build_worker(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_every_message_is_applied_duplicate_or_dead_lettered(

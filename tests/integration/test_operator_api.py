@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 
 from schemas.codec import pack
-from streams.app import Worker, build_worker, utc_now
+from streams.app import Worker, utc_now
 from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
@@ -34,16 +34,6 @@ VIEWER = "viewer-token-0123456789ab"
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     return isolated_settings(broker.bootstrap_servers, tmp_path, web_port=0,
                              operator_tokens=(OPERATOR,), viewer_tokens=(VIEWER,))
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    running = build_worker(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 class Api:

@@ -10,7 +10,6 @@ not bring the customer back.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,16 +57,6 @@ ITEM = ("content", b"golf-1", pack({
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     # The shipped default: nothing is granted without a recorded decision.
     return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset())
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    running = build_worker(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 def rows_of(settings: Settings, customer_id: str) -> dict[str, int]:
