@@ -27,6 +27,7 @@ from agents.core.accounting import Accounting
 from agents.core.customer import CustomerState
 from agents.core.engine import Chosen, EngineRules, handle
 from agents.core.interests import TagChange
+from agents.core.predictions import DriftDetected
 from agents.ingest import Output
 from schemas.records import (
     Clicked,
@@ -35,11 +36,13 @@ from schemas.records import (
     CustomerErased,
     DecisionMade,
     InterestTagChanged,
+    ModelDrifted,
     Purchased,
     Record,
 )
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
+from streams.forecasts import Forecaster, kind_of
 from streams.learner import Learner
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
@@ -63,7 +66,11 @@ class CustomerStage:
     sends_paused: Callable[[], bool] = lambda: False
     #: The learned content policy; None: follow-ups take the newest item.
     learner: Learner | None = None
+    #: Per-customer predictions (purchase, churn, send hour); None: none are made.
+    forecaster: Forecaster | None = None
     tag_changes: int = 0
+    #: Newest event time applied: the clock of the predictions' late labels.
+    watermark: datetime | None = None
     #: Erasures of the current batch: customer id -> event time of the request.
     _erasures: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     #: Ledger keys of the current batch that must not be recorded.
@@ -125,13 +132,24 @@ class CustomerStage:
                 counts.erasures += 1
                 if learner is not None:
                     learner.forget(cid)
+                if self.forecaster is not None:
+                    self.forecaster.forget(cid)
                 continue
             self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
+            self._tick(record.occurred_at)
             if effects.skipped:
                 counts.skipped_without_consent += 1
                 if learner is not None:
                     learner.observe_time(record.occurred_at)
                 continue
+            forecaster = self.forecaster
+            if forecaster is not None:
+                if self.rules.consent.may_profile(state):
+                    state, drifts = forecaster.observe(state, kind_of(record),
+                                                       record.occurred_at)
+                    outputs.extend(_drift_messages(drifts))
+                else:
+                    forecaster.forget(cid)
             states[cid] = state
             self.cache.put(state)
             tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
@@ -145,7 +163,14 @@ class CustomerStage:
                 self._learn(learner, record, state, effects.chosen)
         if learner is not None:
             learner.expire()
+            outputs.extend(_drift_messages(learner.take_drifts()))
+        if self.forecaster is not None:
+            outputs.extend(_drift_messages(self.forecaster.expire(self.watermark)))
         return outputs, failed
+
+    def _tick(self, at: datetime) -> None:
+        if self.watermark is None or at > self.watermark:
+            self.watermark = at
 
     def _learn(self, learner: Learner, record: Record, state: CustomerState,
                chosen: Sequence[tuple[DecisionMade, Chosen]]) -> None:
@@ -190,6 +215,13 @@ class CustomerStage:
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
+
+
+def _drift_messages(drifts: Sequence[DriftDetected]) -> list[Output]:
+    return [("model-drift", d.model_id.encode(), ModelDrifted(
+        event_id=f"{d.model_id}:drift:{d.examples}:{d.at.isoformat()}", model_id=d.model_id,
+        detected_at=d.at, schema_version=1, examples=d.examples, error=max(d.error, 0.0),
+        roc_auc=d.roc_auc, log_loss=d.log_loss)) for d in drifts]
 
 
 def _tag_record(customer_id: str, change: TagChange) -> InterestTagChanged:

@@ -330,6 +330,36 @@ class DeadLetter(Record):
     original_key: bytes | None = None
 
 
+# --- model monitoring -------------------------------------------------------------
+
+
+@constrain(
+    event_id=_ID,
+    model_id=_ID,
+    schema_version=_VERSION_1,
+    examples=Rule(min_value=0),
+    error=Rule(min_value=0),
+)
+class ModelDrifted(Record):
+    """A model's prediction error changed significantly (topic ``model-drift``).
+
+    Found by an ADWIN detector over the squared error of the model's
+    progressive validation (each prediction scored against its label before
+    the model learns it).  ``roc_auc`` and ``log_loss`` are the model's
+    progressive-validation figures so far; ``error`` is ADWIN's estimate of
+    the mean squared error after the change.  Keyed by ``model_id``.
+    """
+
+    event_id: str
+    model_id: str
+    detected_at: datetime
+    schema_version: int
+    examples: int
+    error: float
+    roc_auc: float | None = None
+    log_loss: float | None = None
+
+
 # --- operator controls --------------------------------------------------------
 
 

@@ -142,6 +142,16 @@ OUTPUT_TOPICS: tuple[TopicContract, ...] = (
         customer_keyed=False,
     ),
     TopicContract(
+        "model-drift",
+        {1: r.ModelDrifted},
+        "model_id",
+        "Drift found in a learned model's progressive validation (ADWIN): "
+        "the content policy and the purchase and churn models.",
+        ("relevanz learner",),
+        ("operators", "data science"),
+        customer_keyed=False,
+    ),
+    TopicContract(
         "controls",
         {1: r.ControlChanged},
         "control_id",

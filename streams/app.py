@@ -37,6 +37,7 @@ from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.customer_cache import CustomerCache
 from streams.errors import StoreUnavailable
+from streams.forecasts import Forecaster
 from streams.learner import Learner
 from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
@@ -129,6 +130,8 @@ class Worker:
             await self.load_privacy()
             if self.stage.learner is not None:
                 await self.stage.learner.load(self.store)
+            if self.save_models and self.stage.forecaster is not None:
+                await self.stage.forecaster.load(self.store)
         if self.catalogue is not None:
             await self.catalogue.start()
         if self.controls is not None:
@@ -190,13 +193,16 @@ class Worker:
         learner = self.stage.learner if self.stage is not None else None
         if learner is None:
             return
+        forecaster = self.stage.forecaster if self.stage is not None else None
         try:
             version = await learner.save(self.store, utc_now())
+            outcome = (await forecaster.save(self.store, utc_now())
+                       if forecaster is not None else {})
         except StoreUnavailable as exc:
             log.warning("model_snapshot_failed", error=str(exc))
             return
         log.info("model_saved", version=version, rewards=learner.rewards,
-                 open_decisions=learner.open_decisions)
+                 open_decisions=learner.open_decisions, outcome_models=outcome)
 
     async def _snapshots(self) -> None:
         while True:
@@ -228,7 +234,7 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> bool:
 
 #: Topics the customer stage emits to.
 _STAGE_OUTPUTS = ("interest-tags", "decisions", "send-triggers", "send-cancellations",
-                  "customer-erased")
+                  "customer-erased", "model-drift")
 
 
 def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
@@ -272,6 +278,8 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         # The key is read from the store at start (Worker.load_privacy).
         forget_list=ForgetList(Pseudonyms(b"")),
         accounting=accounting,
+        # Replay recomputes predictions too (from fresh models: it does not save them).
+        forecaster=Forecaster(),
     )
     if emit:
         # Replay rebuilds projections: it neither learns nor chooses with the live model.

@@ -18,7 +18,8 @@ worker and everything around it that needs the shell:
 - **Quality.** Each reward first scores the click probability the policy
   predicts now against the label (progressive validation: River's ROC AUC
   and log loss), and an ADWIN detector watches the squared error; a drift
-  after the warm-up is logged (``model_drift``) and shown on ``/v1/status``.
+  after the warm-up is logged (``model_drift``), emitted on the ``model-drift``
+  topic and shown on ``/v1/status``.
 - **Snapshots.** The policy is saved to the store as a versioned,
   checksummed snapshot every ``RELEVANZ_SNAPSHOT_INTERVAL_S`` and when the
   worker stops, and loaded from the newest snapshot when it starts, so a
@@ -53,6 +54,7 @@ from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
 from agents.core.engine import Chosen
 from agents.core.learning import ContentPolicy, PolicyConfig, context_for, explain, merged
+from agents.core.predictions import DriftDetected
 from agents.core.rewards import (
     OpenDecision,
     Reward,
@@ -98,6 +100,7 @@ class Learner:
     _roc_auc: Any = field(default_factory=metrics.ROCAUC)
     _log_loss: Any = field(default_factory=metrics.LogLoss)
     _detector: Any = field(default_factory=lambda: _ADWIN(delta=0.002))
+    _found: list[DriftDetected] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.policy = ContentPolicy(self.config, MODEL_ID)
@@ -241,7 +244,15 @@ class Learner:
             found = {"model": MODEL_ID, "at": reward.at.isoformat(), "rewards": self.rewards,
                      "error": round(float(self._detector.estimation), 5)}
             self.drifts = [*self.drifts[-9:], found]
+            self._found.append(DriftDetected(
+                MODEL_ID, reward.at, self.rewards, float(self._roc_auc.get()),
+                float(self._log_loss.get()), float(self._detector.estimation)))
             log.warning("model_drift", **found)
+
+    def take_drifts(self) -> list[DriftDetected]:
+        """The drifts found since the last call (for the worker to emit on ``model-drift``)."""
+        found, self._found = self._found, []
+        return found
 
     def quality(self) -> dict[str, object]:
         """Progressive-validation figures of the content policy, for operators."""

@@ -74,7 +74,7 @@ async def export_customer(store: Store, customer_id: str, now: datetime
                           ) -> dict[str, Any] | None:
     """Everything held about ``customer_id``, or None when nothing is.
 
-    Profile and consent, interests and tags, purchase figures, the
+    Profile and consent, interests and tags, purchase figures, predictions, the
     interaction history, pending sends and the ids of the events the ledger
     remembers, with times in ISO 8601.
     """

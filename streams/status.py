@@ -441,10 +441,15 @@ def _models(stage: Any) -> dict[str, Any]:
     if learner is None:
         return {"quality": [], "drift": [],
                 "note": "this process learns nothing (replay, or no customer stage)"}
-    return {"quality": [learner.quality()], "drift": list(learner.drifts),
-            "note": "content policy: rewards scored before they are learnt (progressive "
-                    "validation); purchase, churn and send-hour predictions are not in "
-                    "the worker yet"}
+    forecaster = stage.forecaster
+    quality = [learner.quality(), *(forecaster.quality() if forecaster is not None else [])]
+    drifts = list(learner.drifts)
+    if forecaster is not None:
+        drifts += [{"model": d.model_id, "at": d.at.isoformat(), "examples": d.examples,
+                    "error": round(d.error, 5)} for d in forecaster.drifts]
+    return {"quality": quality, "drift": drifts,
+            "note": "every model is scored on each label before it learns it (progressive "
+                    "validation); drifts are also emitted on the model-drift topic"}
 
 
 def _text(exc: BaseException) -> str:

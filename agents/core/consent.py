@@ -125,6 +125,7 @@ def forget_behaviour(state: CustomerState, at: datetime, caused_by: str
                      ) -> tuple[CustomerState, list[TagChange]]:
     """``state`` without its behavioural profile, and the removal of every tag it had.
 
+    Interests, tags, purchase figures, history and predictions go.
     Master data, consent and pending sends stay (the caller cancels what the
     revocation no longer allows).
 
@@ -144,6 +145,7 @@ def forget_behaviour(state: CustomerState, at: datetime, caused_by: str
     new.__dict__.update(state.__dict__)
     new.interests, new.tags, new.history = {}, {}, []
     new.purchases = PurchaseFigures()
+    new.predictions = None
     return new, removed
 
 

@@ -109,6 +109,30 @@ class PendingSend:
 
 
 @dataclass
+class CustomerPredictions:
+    """The customer's latest predictions and the engagement profile behind the send hour.
+
+    Written by the worker after each consented event (see
+    :mod:`agents.core.predictions`).  Not a projection of the customer's own
+    events alone: the probabilities come from models shared by all customers.
+    """
+
+    #: Chance of an order within the purchase horizon.
+    purchase: float
+    #: Chance of no event at all within the churn horizon.
+    churn: float
+    #: Local hour of day (0-23) with the most engagement; None before any.
+    best_hour: int | None
+    #: Event time of the prediction.
+    at: datetime
+    #: Decayed engagement per hour of the week in UTC (0 = Monday 00:00 UTC), so
+    #: that it does not depend on when a time-zone change arrived.
+    hours: dict[int, float] = field(default_factory=dict)
+    #: When the ``hours`` scores are valid.
+    hours_at: datetime | None = None
+
+
+@dataclass
 class CustomerState:
     """Everything known about one customer."""
 
@@ -124,6 +148,8 @@ class CustomerState:
     last_event_at: datetime | None = None
     #: Send triggers emitted and not yet due, by send time (soonest first).
     pending: list[PendingSend] = field(default_factory=list)
+    #: Latest predictions (None before any, or without consent to profiling).
+    predictions: CustomerPredictions | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -64,6 +64,7 @@ from cassandra.cluster import (
     NoHostAvailable,
     ResponseFuture,
 )
+from cassandra.metadata import protect_name
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
 from cassandra.protocol import ErrorMessage
 from cassandra.query import tuple_factory
@@ -102,6 +103,9 @@ MAX_IN_FLIGHT = 256
 LEDGER_IN_CHUNK = 100
 #: Rows per ledger batch (one partition, so one mutation).
 LEDGER_BATCH = 500
+#: Columns added to tables after their first release: (table, column, CQL type).
+#: ``migrate`` adds them to keyspaces created before (CREATE ... IF NOT EXISTS does not).
+ADDED_COLUMNS = (("customers", "predictions", "blob"),)
 #: DDL waits for the nodes to agree on the schema, which takes longer than a read.
 DDL_TIMEOUT_S = 60.0
 _DRIVER_ERRORS = (DriverException, NoHostAvailable, ErrorMessage, OSError)
@@ -302,6 +306,14 @@ class CassandraStore:
                             f"cassandra {self._where}: migrate: the nodes did not agree on "
                             "the schema in time; check that every node is up, then run "
                             "`relevanz store migrate` again")
+                # Keyspaces created before the predictions column: add it.
+                for table, column, cql_type in ADDED_COLUMNS:
+                    rows = session.execute(
+                        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+                        "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S)
+                    if column not in {row[0] for row in rows}:
+                        session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
+                                        f"ADD {column} {cql_type}", timeout=DDL_TIMEOUT_S)
             except _DRIVER_ERRORS as exc:
                 raise self._unavailable("migrate", exc) from exc
             finally:

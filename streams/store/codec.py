@@ -24,9 +24,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import msgpack
+
 from agents.core.customer import (
     AssignedTag,
     ConsentEntry,
+    CustomerPredictions,
     CustomerState,
     Interaction,
     MasterData,
@@ -42,7 +45,7 @@ _MS = timedelta(milliseconds=1)
 CUSTOMER_COLUMNS = (
     "customer_id", "locale", "language", "time_zone", "master_updated_at", "country",
     "birth_year", "gender", "attributes", "orders", "revenue", "first_purchase_at",
-    "last_purchase_at", "last_event_at",
+    "last_purchase_at", "last_event_at", "predictions",
 )
 CONSENT_COLUMNS = ("customer_id", "purpose", "granted", "decided_at", "source", "legal_basis")
 INTEREST_COLUMNS = ("customer_id", "topic", "score", "scored_at", "recent")
@@ -80,7 +83,7 @@ SNAPSHOT_COLUMNS = ("model_id", "version", "payload", "checksum", "created_at")
 # ms; the embedded store stores those two as JSON text.
 CustomerRow = tuple[
     str, str | None, str | None, str | None, int | None, str | None, int | None, str | None,
-    dict[str, str], int, float, int | None, int | None, int | None,
+    dict[str, str], int, float, int | None, int | None, int | None, bytes | None,
 ]
 ConsentRow = tuple[str, str, bool, int, str, str]
 InterestRow = tuple[str, str, float, int, list[int]]
@@ -160,6 +163,7 @@ def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerR
         _opt_ms(purchases.first_at),
         _opt_ms(purchases.last_at),
         _opt_ms(state.last_event_at),
+        predictions_blob(state.predictions),
     )
     consent = [(cid, purpose, c.granted, to_ms(c.at), c.source, c.legal_basis)
                for purpose, c in state.consent.items()]
@@ -237,7 +241,7 @@ def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
     collection values); they read as empty.
     """
     (cid, locale, language, time_zone, master_ms, country, birth_year, gender, attributes,
-     orders, revenue, first_ms, last_ms, last_event_ms) = customer
+     orders, revenue, first_ms, last_ms, last_event_ms, *rest) = customer
     master = None if master_ms is None else MasterData(
         locale=locale, language=language, time_zone=time_zone, updated_at=from_ms(master_ms),
         country=country, birth_year=birth_year, gender=gender,
@@ -258,7 +262,38 @@ def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
         last_event_at=_opt_dt(last_event_ms),
         pending=sorted((PendingSend(row[1], row[2], row[3], from_ms(row[4]), row[5], row[6])
                         for row in pending), key=_pending_key),
+        predictions=predictions_of(rest[0] if rest else None),
     )
+
+
+def predictions_blob(predictions: CustomerPredictions | None) -> bytes | None:
+    """``predictions`` as the opaque column value both stores keep (msgpack, times in ms).
+
+    >>> at = datetime(2026, 3, 1, 18, tzinfo=UTC)
+    >>> p = CustomerPredictions(0.25, 0.5, 19, at, {18: 1.0}, at)
+    >>> predictions_of(predictions_blob(p)) == p, predictions_blob(None)
+    (True, None)
+    """
+    if predictions is None:
+        return None
+    blob: bytes = msgpack.packb({
+        "purchase": predictions.purchase, "churn": predictions.churn,
+        "best_hour": predictions.best_hour, "at": to_ms(predictions.at),
+        "hours": sorted(predictions.hours.items()),
+        "hours_at": _opt_ms(predictions.hours_at)})
+    return blob
+
+
+def predictions_of(blob: bytes | None) -> CustomerPredictions | None:
+    """The predictions stored as ``blob`` (see :func:`predictions_blob`)."""
+    if not blob:
+        return None
+    data = msgpack.unpackb(blob, strict_map_key=False)
+    return CustomerPredictions(
+        purchase=float(data["purchase"]), churn=float(data["churn"]),
+        best_hour=data["best_hour"], at=from_ms(data["at"]),
+        hours={int(slot): float(score) for slot, score in data["hours"]},
+        hours_at=_opt_dt(data["hours_at"]))
 
 
 def _pending_key(pending: PendingSend) -> tuple[datetime, str]:
@@ -303,4 +338,5 @@ def normalise(state: CustomerState) -> CustomerState:
         last_event_at=None if state.last_event_at is None else _floor(state.last_event_at),
         pending=sorted({p.trigger_id: replace(p, send_at=_floor(p.send_at))
                         for p in state.pending}.values(), key=_pending_key),
+        predictions=predictions_of(predictions_blob(state.predictions)),
     )

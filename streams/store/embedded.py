@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -59,7 +59,8 @@ _TABLES = (
         country TEXT, birth_year INTEGER, gender TEXT,
         attributes TEXT,  -- JSON object; NULL when empty
         orders INTEGER NOT NULL, revenue REAL NOT NULL,
-        first_purchase_at INTEGER, last_purchase_at INTEGER, last_event_at INTEGER
+        first_purchase_at INTEGER, last_purchase_at INTEGER, last_event_at INTEGER,
+        predictions BLOB  -- msgpack (streams.store.codec.predictions_blob); NULL when none
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS customer_consent (
         customer_id TEXT NOT NULL, purpose TEXT NOT NULL,
@@ -438,7 +439,8 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         # while this one waited for the write lock.
         if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             return
-        # Version 1 only lacks tables, which CREATE ... IF NOT EXISTS adds.
+        # Versions 1 and 2 lack tables, which CREATE ... IF NOT EXISTS adds, and
+        # version 2 the predictions column.
         old_ledger = version == 0 and db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ledger'"
         ).fetchone() is not None
@@ -446,6 +448,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             db.execute("ALTER TABLE event_ledger RENAME TO event_ledger_v0")
         for statement in _TABLES:
             db.execute(statement)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(customers)")}
+        if "predictions" not in columns:  # versions before 3
+            db.execute("ALTER TABLE customers ADD COLUMN predictions BLOB")
         if old_ledger:
             db.execute("INSERT INTO event_ledger SELECT partition_key, event_id, "
                        "CAST(expires_at * 1000 AS INTEGER) FROM event_ledger_v0")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.core.customer import CustomerState, Interaction
+from agents.core.customer import CustomerPredictions, CustomerState, Interaction
 from streams.errors import StoreUnavailable
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 
@@ -39,7 +39,7 @@ async def test_a_first_release_file_is_upgraded_and_keeps_its_ledger(tmp_path: P
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
-async def test_a_version_1_file_gains_the_privacy_tables_and_keeps_its_rows(
+async def test_a_version_1_file_gains_the_new_tables_and_columns_and_keeps_its_rows(
         tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     store = EmbeddedStore(path)
@@ -50,6 +50,7 @@ async def test_a_version_1_file_gains_the_privacy_tables_and_keeps_its_rows(
     with sqlite3.connect(path) as db:  # back to what the version 1 release wrote
         for table in ("customer_pending_sends", "forgotten", "store_meta"):
             db.execute(f"DROP TABLE {table}")
+        db.execute("ALTER TABLE customers DROP COLUMN predictions")
         db.execute("PRAGMA user_version = 1")
     store = EmbeddedStore(path)
     await store.open()
@@ -59,6 +60,11 @@ async def test_a_version_1_file_gains_the_privacy_tables_and_keeps_its_rows(
         assert await store.seen_events([("c-1", "e-1")], NOW) == {("c-1", "e-1")}
         await store.forget("ref", NOW)
         assert await store.forgotten() == {"ref": NOW}
+        # Version 3's column is there: predictions are kept.
+        predicted = CustomerState("c-2", last_event_at=NOW, predictions=CustomerPredictions(
+            0.5, 0.25, 7, NOW, {7: 1.0}, NOW))
+        await store.save_customers([predicted], [], NOW, 60, 60)
+        assert await store.load_customers(["c-2"], NOW) == {"c-2": predicted}
     finally:
         await store.close()
     with sqlite3.connect(path) as db:

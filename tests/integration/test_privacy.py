@@ -108,6 +108,18 @@ async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
     state = (await worker.store.load_customers(["alice"], utc_now()))["alice"]
     assert state.pending == []
     assert state.tags
+    # Predictions are profiling: alice has them (and her export shows them), bob none.
+    assert state.predictions is not None
+    assert state.predictions.best_hour is not None
+    exported = await export_customer(worker.store, "alice", utc_now())
+    assert exported is not None
+    assert exported["predictions"]["best_hour"] == state.predictions.best_hour
+    assert "bob" not in bob or bob["bob"].predictions is None
+    produce_raw(settings, [consent("a5", "alice", 11, "revoked", "profiling")])
+    await eventually(lambda: worker.accounting.events_in >= 10, 60, "the profiling revocation")
+    state = (await worker.store.load_customers(["alice"], utc_now()))["alice"]
+    assert state.predictions is None
+    assert not state.tags
 
 
 async def test_erasure_leaves_no_row_and_replay_does_not_resurrect(settings: Settings) -> None:

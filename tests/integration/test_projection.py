@@ -52,13 +52,17 @@ async def projection(settings: Settings) -> dict[str, CustomerState]:
     Which follow-up sends are pending (trigger, channel, send time) follows
     from the events; which item the learned policy put in them depends on
     what the shared model had learnt from everyone else by then, so the
-    content id is left out of the comparison.
+    content id is left out of the comparison.  So are the purchase and churn
+    probabilities, which come from models shared by all customers; the send
+    hour profile follows from the customer's own events and is compared.
     """
     store = open_store(settings)
     await store.open()
     try:
-        return {s.customer_id: replace(s, pending=[replace(p, content_id="")
-                                                   for p in s.pending])
+        return {s.customer_id: replace(
+                    s, pending=[replace(p, content_id="") for p in s.pending],
+                    predictions=s.predictions and replace(s.predictions, purchase=0.0,
+                                                          churn=0.0))
                 async for s in store.iter_customers(utc_now())}
     finally:
         await store.close()

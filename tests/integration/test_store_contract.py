@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from agents.core.customer import (
     AssignedTag,
     ConsentEntry,
+    CustomerPredictions,
     CustomerState,
     Interaction,
     MasterData,
@@ -159,6 +160,7 @@ def full_state(customer_id: str, at: datetime = NOW - DAY) -> CustomerState:
                  Interaction(at, "e-3", "click", "boots", None)],
         last_event_at=at,
         pending=[PendingSend("t-1", "follow-up:t-1", "email", at + DAY, "follow-up", "boots")],
+        predictions=CustomerPredictions(0.125, 0.75, 19, at, {19: 2.5, 163: 0.25}, at - DAY),
     )
 
 

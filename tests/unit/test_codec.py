@@ -112,6 +112,10 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         control_id="campaign:spring", changed_at=AT, schema_version=1, paused=True,
         changed_by="operator:1f2e3d4c", campaign_id="spring", reason="wrong price in the mail",
     ),
+    ("model-drift", 1): r.ModelDrifted(
+        event_id="churn-60d:drift:4200", model_id="churn-60d", detected_at=AT,
+        schema_version=1, examples=4200, error=0.0625, roc_auc=0.81, log_loss=0.42,
+    ),
 }
 
 

@@ -1,0 +1,225 @@
+"""The worker's per-customer predictions: purchase probability, churn risk, best send hour.
+
+:class:`Forecaster` wraps the shared outcome models of
+:mod:`agents.core.predictions` with what needs the shell:
+
+- **Event by event.** After each consented event the customer's stage calls
+  :meth:`Forecaster.observe`; the customer's latest predictions and hour
+  profile are written into the state (:class:`~agents.core.customer.CustomerPredictions`)
+  and stored with it, so the campaign rules, ``GET /v1/customers/{id}`` and
+  ``relevanz customer export`` see them.  Customers without consent to
+  profiling get none, and a profiling revocation removes them.
+- **Late labels.** Each customer has at most one open example per outcome
+  (in memory, like the content policy's open decisions).  A later event
+  resolves it; the rest are labelled when their horizon ends on the worker's
+  event-time watermark (:meth:`Forecaster.expire`, a heap of deadlines, never
+  a scan of all customers).  At most :attr:`Forecaster.max_open` customers
+  keep open examples: beyond that the oldest are dropped unlabelled and
+  counted, so memory stays bounded however many customers there are.
+- **Quality and drift.** Progressive validation (ROC AUC, log loss) and an
+  ADWIN detector per model; a drift comes back from :meth:`observe` /
+  :meth:`expire` for the worker to emit on ``model-drift`` and show on
+  ``/v1/status``.
+- **Snapshots.** The two models are saved with the content policy (same
+  interval, same store table, model ids ``purchase-30d`` and ``churn-60d``)
+  and loaded on start.  With several workers the newest save wins: each
+  worker trains on its own customers, and the outcome models (a scaler and a
+  logistic regression) are not merged; a restarted worker resumes from the
+  newest.  A restart loses the labels of examples still open.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+
+from agents.core import snapshots
+from agents.core.customer import CustomerPredictions, CustomerState
+from agents.core.predictions import (
+    DriftDetected,
+    Example,
+    HourProfile,
+    PredictionRules,
+    PredictionState,
+    Predictors,
+)
+from agents.core.snapshots import SnapshotInvalid
+from schemas.records import Clicked, Purchased, Record
+from streams.store import Store
+
+log = structlog.get_logger(__name__)
+
+KIND = "outcome-model"
+
+
+class Forecaster:
+    """Per-customer predictions from the shared outcome models, with their late labels."""
+
+    def __init__(self, rules: PredictionRules | None = None, max_open: int = 200_000) -> None:
+        self.predictors = Predictors(rules)
+        self.max_open = max_open
+        #: Customer id -> open examples, least recently touched first.
+        self._open: OrderedDict[str, tuple[Example, ...]] = OrderedDict()
+        self._deadlines: list[tuple[datetime, str]] = []
+        self.dropped = 0
+        self.predicted = 0
+        self.drifts: list[DriftDetected] = []
+        self._versions: dict[str, int] = {}
+
+    def observe(self, state: CustomerState, kind: str, at: datetime
+                ) -> tuple[CustomerState, list[DriftDetected]]:
+        """``state`` with its predictions after an event of ``kind`` at ``at``.
+
+        ``kind`` is ``click``, ``purchase`` or anything else; ``state`` is the
+        state after the event, and profiling must be allowed (the caller checks).
+        """
+        cid = state.customer_id
+        stored = state.predictions
+        hours = (HourProfile(dict(stored.hours), stored.hours_at) if stored is not None
+                 else HourProfile())
+        before = PredictionState(hours, self._open.pop(cid, ()))
+        # The hour profile is kept in UTC hours of the week, so it does not depend on
+        # whether a time-zone change arrived before or after a click (topics interleave
+        # differently in replay); the best hour is made local when it is read.
+        in_utc = CustomerState.__new__(CustomerState)
+        in_utc.__dict__.update(state.__dict__)
+        in_utc.master = None
+        after, now, drifts = self.predictors.observe_event(before, in_utc, kind, at)
+        self._keep(cid, after.open, {e.deadline for e in before.open})
+        self.predicted += 1
+        self._noted(drifts)
+        new = CustomerState.__new__(CustomerState)
+        new.__dict__.update(state.__dict__)
+        new.predictions = CustomerPredictions(
+            purchase=now.purchase, churn=now.churn,
+            best_hour=local_hour(now.best_hour, at,
+                                 state.master.time_zone if state.master else None),
+            # The newest event time seen, whatever order the topics interleaved in.
+            at=at if stored is None else max(stored.at, at),
+            hours=dict(after.hours.scores), hours_at=after.hours.scored_at)
+        return new, drifts
+
+    def expire(self, watermark: datetime | None) -> list[DriftDetected]:
+        """Label every open example whose horizon ended by ``watermark``."""
+        drifts: list[DriftDetected] = []
+        if watermark is None:
+            return drifts
+        while self._deadlines and self._deadlines[0][0] <= watermark:
+            _, cid = heapq.heappop(self._deadlines)
+            open_ = self._open.get(cid)
+            if not open_:
+                continue
+            rest, found = self.predictors.expire(PredictionState(HourProfile(), open_), watermark)
+            drifts.extend(found)
+            if rest.open:
+                self._open[cid] = rest.open
+            else:
+                del self._open[cid]
+        self._noted(drifts)
+        return drifts
+
+    def forget(self, customer_id: str) -> None:
+        """Drop the customer's open examples unlabelled (erasure or no more profiling)."""
+        self._open.pop(customer_id, None)
+
+    def _keep(self, cid: str, open_: tuple[Example, ...], known: set[datetime]) -> None:
+        if not open_:
+            return
+        self._open[cid] = open_
+        for example in open_:
+            if example.deadline not in known:
+                heapq.heappush(self._deadlines, (example.deadline, cid))
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+            self.dropped += 1
+        # Deadlines of dropped or resolved examples stay in the heap until they pass
+        # (expire skips them); keep it from growing without bound meanwhile.
+        if len(self._deadlines) > 4 * max(self.max_open, 1024):
+            self._deadlines = [(d, c) for d, c in self._deadlines if c in self._open]
+            heapq.heapify(self._deadlines)
+
+    def _noted(self, drifts: list[DriftDetected]) -> None:
+        for drift in drifts:
+            self.drifts = [*self.drifts[-9:], drift]
+            log.warning("model_drift", model=drift.model_id, at=drift.at.isoformat(),
+                        examples=drift.examples, error=round(drift.error, 5))
+
+    @property
+    def open_examples(self) -> int:
+        """Examples waiting for their label."""
+        return sum(len(v) for v in self._open.values())
+
+    def quality(self) -> list[dict[str, Any]]:
+        """Progressive-validation figures of each outcome model, for operators."""
+        return [{**q, "open_examples": sum(1 for v in self._open.values() for e in v
+                                           if e.outcome == outcome),
+                 "dropped_unlabelled": self.dropped}
+                for outcome, q in zip(("purchase", "churn"), self.predictors.quality(),
+                                      strict=True)]
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def _models(self) -> list[Any]:
+        return [self.predictors.purchase, self.predictors.churn]
+
+    async def load(self, store: Store) -> None:
+        """Resume each outcome model from its newest snapshot (fresh when there is none)."""
+        for index, model in enumerate(self._models()):
+            snapshot = await store.latest_snapshot(model.model_id)
+            if snapshot is None:
+                continue
+            self._versions[model.model_id] = snapshot.version
+            try:
+                loaded = snapshots.decode(snapshot.blob, snapshot.checksum, KIND).model
+            except (SnapshotInvalid, TypeError) as exc:
+                log.warning("model_snapshot_unreadable", model=model.model_id,
+                            version=snapshot.version, error=str(exc))
+                continue
+            if index == 0:
+                self.predictors.purchase = loaded
+            else:
+                self.predictors.churn = loaded
+            log.info("model_resumed", model=model.model_id, version=snapshot.version)
+
+    async def save(self, store: Store, now: datetime) -> dict[str, int]:
+        """Store each outcome model as its next version; returns model id -> version."""
+        saved = {}
+        for model in self._models():
+            latest = await store.latest_snapshot(model.model_id)
+            version = max(latest.version if latest else 0,
+                          self._versions.get(model.model_id, 0)) + 1
+            blob, checksum = snapshots.encode(model.model_id, version, KIND, model, now)
+            await store.put_snapshot(model.model_id, version, blob, checksum, now)
+            self._versions[model.model_id] = saved[model.model_id] = version
+        return saved
+
+
+def local_hour(utc_hour: int | None, on: datetime, time_zone: str | None) -> int | None:
+    """The local hour of day in ``time_zone`` of ``utc_hour`` o'clock UTC on the day of ``on``.
+
+    >>> from datetime import UTC
+    >>> winter, summer = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 7, 2, tzinfo=UTC)
+    >>> local_hour(18, winter, "Europe/Berlin"), local_hour(18, summer, "Europe/Berlin")
+    (19, 20)
+    >>> local_hour(None, winter, None)
+    """
+    if utc_hour is None:
+        return None
+    moment = on.astimezone(UTC).replace(hour=utc_hour, minute=0, second=0, microsecond=0)
+    try:
+        zone = ZoneInfo(time_zone) if time_zone else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return moment.astimezone(zone).hour
+
+
+def kind_of(record: Record) -> str:
+    """``click``, ``purchase`` or ``other``: what :meth:`Forecaster.observe` needs of an event."""
+    if isinstance(record, Clicked):
+        return "click"
+    return "purchase" if isinstance(record, Purchased) else "other"
