@@ -34,6 +34,8 @@ import click
 
 from streams import logs
 from streams.app import utc_now
+from streams.bench_decide import TARGET_P99_MS as TARGET_DECIDE_P99_MS
+from streams.bench_decide import measure_decide
 from streams.bench_stages import (
     PipelineResult,
     Progress,
@@ -142,7 +144,16 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         progress(f"faust: {faust.events_per_s:,.0f} events/s")
         pipeline = await measure_pipeline(settings, n, options.out_dir / "store.db", progress,
                                           stall, traffic.take, options.latency_s)
+        # POST /v1/decide on the store the pipeline filled, by the group that consumed it all.
+        decide = await measure_decide(
+            settings.with_(consumer_group=f"{settings.consumer_group}-pipeline"),
+            options.out_dir / "store.db", progress, seconds=options.latency_s)
+        progress(f"decide: p99 {decide.p99_ms:.1f} ms at {decide.rate:,.0f} requests/s")
     result = result_line(options, settings.partitions, raw, faust, pipeline)
+    result |= {"decide_requests_per_s": decide.rate, "decide_requests": decide.requests,
+               "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
+               "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
+               "decide_max_ms": round(decide.max_ms, 1)}
     # Decision quality on the same audience (streams/simulation.py), after the timings.
     from streams.simulation import evaluate_policies
 
@@ -192,6 +203,12 @@ def describe(result: dict[str, Any]) -> str:
         f"pipeline = {result['pipeline_vs_faust']:.0%} of bare Faust ({target} the "
         f"{TARGET_PIPELINE_VS_FAUST:.0%} target), {result['pipeline_vs_raw']:.1%} of raw",
     ]
+    if "decide_p99_ms" in result:
+        lines.append(
+            f"POST /v1/decide at {result['decide_requests_per_s']:,.0f} requests/s "
+            f"({result['decide_requests']} requests, {result['decide_errors']} failed): "
+            f"p50 {result['decide_p50_ms']:.1f} ms, p95 {result['decide_p95_ms']:.1f} ms, "
+            f"p99 {result['decide_p99_ms']:.1f} ms (target {TARGET_DECIDE_P99_MS:.0f} ms)")
     if "p50_ms" in result:
         lines.append(
             f"{result['latency_measures']} latency at "

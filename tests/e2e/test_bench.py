@@ -45,6 +45,11 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert result["ctr_opportunities"] > 0
     assert "decision quality over 3000 events" in done.stderr
     assert "raw:" in done.stderr
+    # POST /v1/decide at a fixed rate: every request answered, percentiles in order.
+    assert result["decide_requests"] == 400  # 200/s for the two latency seconds
+    assert result["decide_errors"] == 0
+    assert 0 < result["decide_p50_ms"] <= result["decide_p95_ms"] <= result["decide_p99_ms"]
+    assert "decide: p99" in done.stderr
     assert "pipeline:" in done.stderr  # progress goes to stderr, the result alone to stdout
 
 
