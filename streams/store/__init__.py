@@ -54,6 +54,47 @@ class Snapshot:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class CampaignCounts:
+    """Counters of one campaign, content variant and cohort (``treated`` or ``holdout``).
+
+    ``sends`` counts exposures (for the holdout, the sends it would have
+    got); ``revenue_sq`` is the sum over exposures of each one's revenue
+    squared, for the variance of revenue per exposure.  As a change (to
+    :meth:`Store.add_campaign_stats`) any value may be negative.
+    """
+
+    campaign_id: str
+    variant: str
+    cohort: str
+    sends: int = 0
+    clicks: int = 0
+    conversions: int = 0
+    revenue: float = 0.0
+    revenue_sq: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoredProposal:
+    """A send proposal awaiting (or past) an operator's decision.
+
+    ``payload`` is the proposed trigger as the worker encoded it; the store
+    does not read it.  ``status`` is ``proposed`` until it is approved,
+    rejected or expired, exactly once (:meth:`Store.resolve_proposal`).
+    """
+
+    proposal_id: str
+    customer_id: str
+    campaign_id: str
+    created_at: datetime
+    expires_at: datetime
+    status: str
+    payload: bytes
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+
+
 class Store(Protocol):
     """What the agents need from persistent state."""
 
@@ -156,6 +197,32 @@ class Store(Protocol):
 
         Pass the current time: a later read with an earlier ``now`` may miss
         rows that expired in between.
+        """
+
+    async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
+        """Add each change to the counters of its campaign, variant and cohort.
+
+        Revenue is kept to the cent (Cassandra counters are integers).
+        """
+
+    async def campaign_stats(self, campaign_id: str | None = None) -> list[CampaignCounts]:
+        """The counters of one campaign (None: every campaign), sorted by key."""
+
+    async def put_proposals(self, proposals: Sequence[StoredProposal]) -> None:
+        """Store new proposals; one already stored (a redelivered batch) is left as it is."""
+
+    async def proposal(self, proposal_id: str) -> StoredProposal | None:
+        """One proposal, or None."""
+
+    async def proposals(self, status: str | None = None, limit: int = 100
+                        ) -> list[StoredProposal]:
+        """Up to ``limit`` proposals (of one ``status``), newest first."""
+
+    async def resolve_proposal(self, proposal_id: str, status: str, at: datetime,
+                               by: str | None, note: str | None = None) -> bool:
+        """Move a ``proposed`` proposal to ``status``; False when it was not ``proposed``.
+
+        Exactly one of concurrent calls for the same proposal succeeds.
         """
 
 

@@ -73,15 +73,19 @@ from cassandra.timestamps import MonotonicTimestampGenerator
 from agents.core.customer import CustomerState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
-from streams.store import EventKey, Snapshot
+from streams.store import CampaignCounts, EventKey, Snapshot, StoredProposal
 from streams.store.codec import (
     CUSTOMER_TABLES,
     CustomerRows,
+    counts_of,
     duration_ms,
     from_ms,
     latest_per_customer,
+    proposal_of,
+    proposal_row,
     rows_of,
     state_of,
+    summed_stats,
     to_ms,
 )
 from streams.store.cql import (
@@ -556,3 +560,59 @@ class CassandraStore:
     async def purge_expired(self, now: datetime) -> int:
         """Nothing to do: Cassandra drops expired rows itself (TTL)."""
         return 0
+
+    # -- campaigns ----------------------------------------------------------------
+
+    async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
+        _, prepared = self._ready("add_campaign_stats")
+        # Counter updates are not idempotent: the retry policy never replays them
+        # (WriteType.COUNTER), so a timeout may lose an increment, never doubles one.
+        await asyncio.gather(*(
+            self._rows("add_campaign_stats", prepared["update_campaign_stats"],
+                       (*values, *key))
+            for key, values in summed_stats(changes).items()))
+
+    async def campaign_stats(self, campaign_id: str | None = None) -> list[CampaignCounts]:
+        _, prepared = self._ready("campaign_stats")
+        if campaign_id is None:
+            rows = await self._rows("campaign_stats", prepared["scan_campaign_stats"], ())
+        else:
+            rows = await self._rows("campaign_stats", prepared["select_campaign_stats"],
+                                    (campaign_id,))
+        return sorted((counts_of(row) for row in rows),
+                      key=lambda c: (c.campaign_id, c.variant, c.cohort))
+
+    async def put_proposals(self, proposals: Sequence[StoredProposal]) -> None:
+        _, prepared = self._ready("put_proposals")
+        await asyncio.gather(*(
+            self._rows("put_proposals", prepared["insert_proposals"], proposal_row(p))
+            for p in proposals))
+
+    async def proposal(self, proposal_id: str) -> StoredProposal | None:
+        _, prepared = self._ready("proposal")
+        rows = await self._rows("proposal", prepared["select_proposals"], (proposal_id,))
+        return _proposal(rows[0]) if rows else None
+
+    async def proposals(self, status: str | None = None, limit: int = 100
+                        ) -> list[StoredProposal]:
+        _, prepared = self._ready("proposals")
+        rows = await self._rows("proposals", prepared["scan_proposals"], ())
+        found = [_proposal(row) for row in rows]
+        found = [p for p in found if status is None or p.status == status]
+        found.sort(key=lambda p: (-to_ms(p.created_at), p.proposal_id))
+        return found[:limit]
+
+    async def resolve_proposal(self, proposal_id: str, status: str, at: datetime,
+                               by: str | None, note: str | None = None) -> bool:
+        _, prepared = self._ready("resolve_proposal")
+        rows = await self._rows("resolve_proposal", prepared["resolve_proposals"],
+                                (status, to_ms(at), by, note, proposal_id))
+        return bool(rows and rows[0][0])
+
+
+def _proposal(row: Sequence[Any]) -> StoredProposal:
+    """A driver row of ``proposals`` (naive UTC datetimes) as a stored proposal."""
+    values = list(row)
+    for index in (3, 4, 7):
+        values[index] = driver_ms(values[index])
+    return proposal_of(values)

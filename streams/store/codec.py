@@ -37,6 +37,7 @@ from agents.core.customer import (
     PurchaseFigures,
     TopicInterest,
 )
+from streams.store import CampaignCounts, StoredProposal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -340,3 +341,58 @@ def normalise(state: CustomerState) -> CustomerState:
                         for p in state.pending}.values(), key=_pending_key),
         predictions=predictions_of(predictions_blob(state.predictions)),
     )
+
+
+# -- campaigns ------------------------------------------------------------------------
+
+#: Counter values of one (campaign, variant, cohort): sends, clicks, conversions,
+#: revenue in cents, revenue squared in cents squared.
+StatValues = tuple[int, int, int, int, int]
+
+
+def cents(amount: float) -> int:
+    """``amount`` in whole cents (rounded), as both stores keep revenue.
+
+    >>> cents(19.995), cents(-0.004)
+    (2000, 0)
+    """
+    return round(amount * 100)
+
+
+def summed_stats(changes: Iterable[CampaignCounts]) -> dict[tuple[str, str, str], StatValues]:
+    """Changes added up per (campaign, variant, cohort); all-zero sums are left out."""
+    sums: dict[tuple[str, str, str], list[int]] = {}
+    for c in changes:
+        key = (c.campaign_id, c.variant, c.cohort)
+        values = sums.setdefault(key, [0, 0, 0, 0, 0])
+        values[0] += c.sends
+        values[1] += c.clicks
+        values[2] += c.conversions
+        values[3] += cents(c.revenue)
+        values[4] += round(c.revenue_sq * 10_000)
+    return {key: (v[0], v[1], v[2], v[3], v[4]) for key, v in sums.items() if any(v)}
+
+
+def counts_of(row: Sequence[Any]) -> CampaignCounts:
+    """A stored ``campaign_stats`` row as :class:`streams.store.CampaignCounts`."""
+    campaign_id, variant, cohort, sends, clicks, conversions, revenue, revenue_sq = row
+    return CampaignCounts(campaign_id, variant, cohort, int(sends or 0), int(clicks or 0),
+                          int(conversions or 0), (revenue or 0) / 100,
+                          (revenue_sq or 0) / 10_000)
+
+
+def proposal_row(p: StoredProposal) -> tuple[Any, ...]:
+    """A :class:`streams.store.StoredProposal` as a ``proposals`` row (times in ms)."""
+    return (p.proposal_id, p.customer_id, p.campaign_id, to_ms(p.created_at),
+            to_ms(p.expires_at), p.status, p.payload, _opt_ms(p.resolved_at), p.resolved_by,
+            p.note)
+
+
+def proposal_of(row: Sequence[Any]) -> StoredProposal:
+    """A ``proposals`` row (times in ms) as a :class:`streams.store.StoredProposal`."""
+    (proposal_id, customer_id, campaign_id, created_ms, expires_ms, status, payload,
+     resolved_ms, resolved_by, note) = row
+    return StoredProposal(proposal_id, customer_id, campaign_id, from_ms(created_ms),
+                          from_ms(expires_ms), status, bytes(payload), _opt_dt(resolved_ms),
+                          resolved_by, note)
+

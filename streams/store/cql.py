@@ -37,8 +37,12 @@ DEFAULT_PORT = 9042
 TIME_COLUMNS = frozenset({
     "master_updated_at", "first_purchase_at", "last_purchase_at", "last_event_at",
     "decided_at", "scored_at", "assigned_at", "occurred_at", "expires_at", "created_at",
-    "send_at", "requested_at",
+    "send_at", "requested_at", "resolved_at",
 })
+STATS_COLUMNS = ("campaign_id", "variant", "cohort", "sends", "clicks", "conversions",
+                 "revenue_cents", "revenue_sq_cents")
+PROPOSAL_COLUMNS = ("proposal_id", "customer_id", "campaign_id", "created_at", "expires_at",
+                    "status", "payload", "resolved_at", "resolved_by", "note")
 _NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver returns naive UTC datetimes
 _MS = timedelta(milliseconds=1)
 
@@ -75,6 +79,22 @@ def _statements() -> dict[str, str]:
         "insert_store_meta": ("INSERT INTO store_meta (meta_key, meta_value) VALUES (?, ?) "
                               "IF NOT EXISTS"),
         "select_store_meta": "SELECT meta_value FROM store_meta WHERE meta_key = ?",
+        "update_campaign_stats": (
+            "UPDATE campaign_stats SET sends = sends + ?, clicks = clicks + ?, "
+            "conversions = conversions + ?, revenue_cents = revenue_cents + ?, "
+            "revenue_sq_cents = revenue_sq_cents + ? "
+            "WHERE campaign_id = ? AND variant = ? AND cohort = ?"),
+        "select_campaign_stats": (f"SELECT {', '.join(STATS_COLUMNS)} FROM campaign_stats "  # noqa: S608 - constant
+                                  "WHERE campaign_id = ?"),
+        "scan_campaign_stats": f"SELECT {', '.join(STATS_COLUMNS)} FROM campaign_stats",  # noqa: S608 - constant
+        "insert_proposals": (f"INSERT INTO proposals ({', '.join(PROPOSAL_COLUMNS)}) "  # noqa: S608 - constant
+                             f"VALUES ({', '.join('?' * len(PROPOSAL_COLUMNS))}) IF NOT EXISTS"),
+        "select_proposals": (f"SELECT {', '.join(PROPOSAL_COLUMNS)} FROM proposals "  # noqa: S608 - constant
+                             "WHERE proposal_id = ?"),
+        "scan_proposals": f"SELECT {', '.join(PROPOSAL_COLUMNS)} FROM proposals",  # noqa: S608 - constant
+        "resolve_proposals": (
+            "UPDATE proposals SET status = ?, resolved_at = ?, resolved_by = ?, note = ? "
+            "WHERE proposal_id = ? IF status = 'proposed'"),
         "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
         "select_model_snapshots": (f"SELECT {', '.join(SNAPSHOT_COLUMNS)} "  # noqa: S608 - constant
                                    "FROM model_snapshots WHERE model_id = ? LIMIT 1"),

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from agents.core.customer import CustomerState
 from streams.errors import StoreUnavailable
-from streams.store import EventKey, Snapshot
+from streams.store import CampaignCounts, EventKey, Snapshot, StoredProposal
 from streams.store.codec import (
     CONSENT_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -38,12 +38,16 @@ from streams.store.codec import (
     TAG_COLUMNS,
     CustomerRows,
     HistoryDelta,
+    counts_of,
     duration_ms,
     from_ms,
     latest_per_customer,
+    proposal_of,
+    proposal_row,
     rows_of,
     rows_with_history_delta,
     state_of,
+    summed_stats,
     to_ms,
 )
 
@@ -101,6 +105,19 @@ _TABLES = (
         partition_key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
         PRIMARY KEY (partition_key, event_id)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS campaign_stats (
+        campaign_id TEXT NOT NULL, variant TEXT NOT NULL, cohort TEXT NOT NULL,
+        sends INTEGER NOT NULL, clicks INTEGER NOT NULL, conversions INTEGER NOT NULL,
+        revenue_cents INTEGER NOT NULL, revenue_sq_cents INTEGER NOT NULL,
+        PRIMARY KEY (campaign_id, variant, cohort)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS proposals (
+        proposal_id TEXT NOT NULL PRIMARY KEY, customer_id TEXT NOT NULL,
+        campaign_id TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+        status TEXT NOT NULL, payload BLOB NOT NULL, resolved_at INTEGER, resolved_by TEXT,
+        note TEXT
+    ) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS proposals_by_status ON proposals (status, created_at)""",
     """CREATE TABLE IF NOT EXISTS model_snapshots (
         model_id TEXT NOT NULL, version INTEGER NOT NULL, payload BLOB NOT NULL,
         checksum TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -406,6 +423,78 @@ class EmbeddedStore:
             return Snapshot(row[0], row[1], bytes(row[2]), row[3], from_ms(row[4]))
 
         return await self._run("latest_snapshot", query)
+
+    # -- campaigns ----------------------------------------------------------------
+
+    async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
+        rows = [(*key, *values) for key, values in summed_stats(changes).items()]
+        if not rows:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(
+                    "INSERT INTO campaign_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (campaign_id, variant, cohort) DO UPDATE SET "
+                    "sends = sends + excluded.sends, clicks = clicks + excluded.clicks, "
+                    "conversions = conversions + excluded.conversions, "
+                    "revenue_cents = revenue_cents + excluded.revenue_cents, "
+                    "revenue_sq_cents = revenue_sq_cents + excluded.revenue_sq_cents", rows)
+
+        await self._run("add_campaign_stats", write)
+
+    async def campaign_stats(self, campaign_id: str | None = None) -> list[CampaignCounts]:
+        def query(db: sqlite3.Connection) -> list[CampaignCounts]:
+            sql = "SELECT * FROM campaign_stats"
+            rows = (db.execute(sql + " WHERE campaign_id = ? ORDER BY 1, 2, 3", (campaign_id,))
+                    if campaign_id is not None else db.execute(sql + " ORDER BY 1, 2, 3"))
+            return [counts_of(row) for row in rows]
+
+        return await self._run("campaign_stats", query)
+
+    async def put_proposals(self, proposals: Sequence[StoredProposal]) -> None:
+        rows = [proposal_row(p) for p in proposals]
+        if not rows:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR IGNORE INTO proposals VALUES "
+                               "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        await self._run("put_proposals", write)
+
+    async def proposal(self, proposal_id: str) -> StoredProposal | None:
+        def query(db: sqlite3.Connection) -> StoredProposal | None:
+            row = db.execute("SELECT * FROM proposals WHERE proposal_id = ?",
+                             (proposal_id,)).fetchone()
+            return None if row is None else proposal_of(row)
+
+        return await self._run("proposal", query)
+
+    async def proposals(self, status: str | None = None, limit: int = 100
+                        ) -> list[StoredProposal]:
+        def query(db: sqlite3.Connection) -> list[StoredProposal]:
+            if status is None:
+                rows = db.execute("SELECT * FROM proposals ORDER BY created_at DESC, "
+                                  "proposal_id LIMIT ?", (limit,))
+            else:
+                rows = db.execute("SELECT * FROM proposals WHERE status = ? ORDER BY "
+                                  "created_at DESC, proposal_id LIMIT ?", (status, limit))
+            return [proposal_of(row) for row in rows]
+
+        return await self._run("proposals", query)
+
+    async def resolve_proposal(self, proposal_id: str, status: str, at: datetime,
+                               by: str | None, note: str | None = None) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            with db:
+                return db.execute(
+                    "UPDATE proposals SET status = ?, resolved_at = ?, resolved_by = ?, "
+                    "note = ? WHERE proposal_id = ? AND status = 'proposed'",
+                    (status, to_ms(at), by, note, proposal_id)).rowcount == 1
+
+        return await self._run("resolve_proposal", write)
 
     # -- housekeeping -----------------------------------------------------------
 

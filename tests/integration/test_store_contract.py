@@ -42,7 +42,7 @@ from agents.core.customer import (
 )
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
-from streams.store import Store, open_store
+from streams.store import CampaignCounts, Store, StoredProposal, open_store
 from streams.store.codec import normalise
 from tests.customer_strategies import customer_states, ms_times
 
@@ -532,3 +532,62 @@ async def test_opening_without_a_schema_creates_it_or_says_to_migrate(
             assert [s async for s in store.iter_customers(NOW)] == []
     finally:
         await store.close()
+
+
+# -- campaigns -------------------------------------------------------------------------
+
+
+async def test_campaign_counters_add_up_per_variant_and_cohort(
+        store: Store, cid: Callable[[str], str]) -> None:
+    spring, autumn = cid("spring"), cid("autumn")
+    await store.add_campaign_stats([
+        CampaignCounts(spring, "boots", "treated", sends=1),
+        CampaignCounts(spring, "boots", "treated", clicks=1, conversions=1, revenue=19.99,
+                       revenue_sq=399.6),
+        CampaignCounts(spring, "boots", "holdout", sends=1),
+        CampaignCounts(autumn, "coats", "treated", sends=2),
+    ])
+    await store.add_campaign_stats([
+        CampaignCounts(spring, "boots", "treated", sends=1, revenue=0.01),
+        CampaignCounts(spring, "boots", "holdout", sends=-1),  # a cancelled exposure
+    ])
+    assert await store.campaign_stats(spring) == [
+        CampaignCounts(spring, "boots", "holdout", 0, 0, 0, 0.0, 0.0),
+        CampaignCounts(spring, "boots", "treated", 2, 1, 1, 20.0, 399.6),
+    ]
+    every = [c for c in await store.campaign_stats() if c.campaign_id in (spring, autumn)]
+    assert [(c.campaign_id, c.variant, c.cohort, c.sends) for c in every] == sorted([
+        (autumn, "coats", "treated", 2), (spring, "boots", "holdout", 0),
+        (spring, "boots", "treated", 2)])
+    assert await store.campaign_stats(cid("never")) == []
+
+
+def _proposal(proposal_id: str, minutes: int, status: str = "proposed") -> StoredProposal:
+    return StoredProposal(proposal_id, "c-1", "spring", NOW + timedelta(minutes=minutes),
+                          NOW + timedelta(days=1), status, b"\x81\xa1t\x01")
+
+
+async def test_a_proposal_is_stored_once_and_resolved_once(
+        store: Store, cid: Callable[[str], str]) -> None:
+    first, second = cid("p1"), cid("p2")
+    await store.put_proposals([_proposal(first, 1), _proposal(second, 2)])
+    await store.put_proposals([_proposal(first, 1, status="approved")])  # redelivered: ignored
+    assert await store.proposal(first) == _proposal(first, 1)
+    assert await store.proposal(cid("none")) is None
+    mine = [p.proposal_id for p in await store.proposals("proposed", limit=1000)
+            if p.proposal_id in (first, second)]
+    assert mine == [second, first]  # newest first
+    assert len(await store.proposals(limit=1)) == 1
+
+    later = NOW + timedelta(hours=1)
+    approvals = await asyncio.gather(
+        store.resolve_proposal(first, "approved", later, "operator:ab12"),
+        store.resolve_proposal(first, "rejected", later, "operator:cd34", "too late"))
+    assert sorted(approvals) == [False, True]  # exactly one decision wins
+    resolved = await store.proposal(first)
+    assert resolved is not None
+    assert resolved.status in ("approved", "rejected")
+    assert resolved.resolved_at == later
+    assert not await store.resolve_proposal(first, "expired", later, None)
+    assert [p.proposal_id for p in await store.proposals("proposed", limit=1000)
+            if p.proposal_id in (first, second)] == [second]

@@ -79,6 +79,11 @@ def _statement_parts(cql: str) -> tuple[str, list[str]]:
         found = re.fullmatch(r"DELETE FROM (\w+) USING TIMESTAMP \? WHERE (\w+) = \?", cql)
         assert found, cql
         return found.group(1), [found.group(2)]
+    if cql.startswith("UPDATE"):
+        found = re.fullmatch(r"UPDATE (\w+) SET (.*) WHERE (.*?)(?: IF (.*))?", cql)
+        assert found, cql
+        named = re.findall(r"(\w+) = ", f"{found.group(2)}, {found.group(3)}, {found.group(4)}")
+        return found.group(1), named
     if cql.startswith("TRUNCATE"):
         found = re.fullmatch(r"TRUNCATE (\w+)", cql)
         assert found, cql
