@@ -211,8 +211,14 @@ def _partition_key(record: Record) -> str:
 
 
 def register(app: AppT, inputs: TopicT, ingest: Ingest, batch_max: int = 500,
-             batch_within: timedelta = timedelta(milliseconds=50)) -> None:
-    """Declare the ingest agent on ``app``, consuming every input topic."""
+             batch_within: timedelta = timedelta(milliseconds=10)) -> None:
+    """Declare the ingest agent on ``app``, consuming every input topic.
+
+    A batch is handled once ``batch_max`` events are buffered or ``batch_within``
+    has passed since the previous batch was handled, whichever is first.  Events
+    that arrived while that batch was handled are buffered at once, so under load
+    batches fill without waiting; the wait only adds latency when traffic is light.
+    """
 
     @app.agent(inputs, name="ingest")
     async def ingest_agent(stream: StreamT[bytes]) -> None:

@@ -24,10 +24,12 @@ from datetime import datetime
 import structlog
 
 from agents.core.accounting import Accounting
+from agents.core.cobuy import CoPurchases
 from agents.core.customer import CustomerState
 from agents.core.engine import Chosen, EngineRules, handle
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected
+from agents.core.uplift import StatDelta
 from agents.ingest import Output
 from schemas.records import (
     Clicked,
@@ -39,7 +41,10 @@ from schemas.records import (
     ModelDrifted,
     Purchased,
     Record,
+    SendProposed,
 )
+from streams.campaign_desk import counts as stat_counts
+from streams.campaign_desk import stored
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
 from streams.forecasts import Forecaster, kind_of
@@ -68,6 +73,15 @@ class CustomerStage:
     learner: Learner | None = None
     #: Per-customer predictions (purchase, churn, send hour); None: none are made.
     forecaster: Forecaster | None = None
+    #: True while one campaign may not send (its pause or the kill switch); None: none is.
+    campaign_paused: Callable[[str], bool] | None = None
+    #: Products bought together, learnt online, for cross-sell (None: no cross-sell).
+    cobuy: CoPurchases | None = None
+    #: Keep campaign statistics and proposals (replay rebuilds state only: it does not).
+    count_campaigns: bool = True
+    #: Proposals and statistics changes of the current batch, written at commit.
+    _proposals: list[SendProposed] = field(default_factory=list)
+    _stats: list[StatDelta] = field(default_factory=list)
     tag_changes: int = 0
     #: Newest event time applied: the clock of the predictions' late labels.
     watermark: datetime | None = None
@@ -107,7 +121,8 @@ class CustomerStage:
             try:
                 state, effects = handle(states[cid], record, self.rules, topics,
                                         self.catalogue.items, sends_paused=self.sends_paused(),
-                                        choose=choose)
+                                        choose=choose, campaign_paused=self.campaign_paused,
+                                        predictions=states[cid].predictions, cobuy=self.cobuy)
             except Exception as exc:
                 log.exception("apply_failed", customer=customer_ref(cid),
                               event_id=record.event_id)
@@ -117,6 +132,8 @@ class CustomerStage:
             key = cid.encode()
             outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
             counts.cancellations += len(effects.cancellations)
+            if self.count_campaigns:
+                self._stats.extend(effects.stats)
             if effects.erase:
                 self._erasures[cid] = (record.occurred_at, record.event_id)
                 self._unrecorded.add((cid, record.event_id))
@@ -157,8 +174,14 @@ class CustomerStage:
             outputs.extend(tags)
             outputs.extend(("decisions", key, d) for d in effects.decisions)
             outputs.extend(("send-triggers", key, t) for t in effects.triggers)
+            outputs.extend(("send-proposals", key, p) for p in effects.proposals)
             counts.decisions += len(effects.decisions)
             counts.send_triggers += len(effects.triggers)
+            counts.proposals += len(effects.proposals)
+            for refusal in effects.refused:
+                counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
+            if self.count_campaigns:
+                self._proposals.extend(effects.proposals)
             if learner is not None:
                 self._learn(learner, record, state, effects.chosen)
         if learner is not None:
@@ -196,6 +219,8 @@ class CustomerStage:
     def rollback(self) -> None:
         """Undo what ``apply`` changed since the last commit (the batch will be retried)."""
         self.cache.discard_changes()
+        self._proposals.clear()
+        self._stats.clear()
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
@@ -208,7 +233,16 @@ class CustomerStage:
             await store.forget(ref, requested_at)
             await store.delete_customer(cid)
         recorded = [key for key in events if key not in self._unrecorded]
+        # Proposals before the states: a proposal whose customer state (contact log)
+        # is stored must be there for an operator; a redelivery stores it once.
+        if self._proposals:
+            await store.put_proposals([stored(p) for p in self._proposals])
         await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s)
+        # Counters after: a crash in between loses this batch's counts, never doubles them.
+        if self._stats:
+            await store.add_campaign_stats([stat_counts(d) for d in self._stats])
+        self._proposals.clear()
+        self._stats.clear()
         for cid, (requested_at, _) in self._erasures.items():
             self.forget_list.add(cid, requested_at)
             log.info("customer_erased", customer=customer_ref(cid))

@@ -255,14 +255,15 @@ class SendTriggered(Record):
 
 
 @constrain(channel=Rule(choices=CHANNELS), schema_version=_VERSION_1,
-           reason=Rule(choices=("consent_revoked", "erasure_requested")))
+           reason=Rule(choices=("consent_revoked", "erasure_requested", "purchased")))
 class SendCancelled(Record):
     """A send trigger emitted earlier must not be sent (``send-cancellations``).
 
     Emitted when a revocation or erasure request reaches the engine before
-    the trigger's ``send_at``; channels match it by ``trigger_id`` or
+    the trigger's ``send_at``, or an order before a browse-abandonment
+    reminder's (``purchased``); channels match it by ``trigger_id`` or
     ``idempotency_key``.  ``revoked`` names the purposes whose revocation
-    caused it (empty for an erasure request).
+    caused it (empty otherwise).
     """
 
     cancellation_id: str
@@ -276,6 +277,59 @@ class SendCancelled(Record):
     reason: str
     revoked: list[str]
     caused_by: str
+
+
+@constrain(channel=Rule(choices=CHANNELS), schema_version=_VERSION_1)
+class SendProposed(Record):
+    """A campaign in approval mode proposes a send; an operator decides (``send-proposals``).
+
+    The fields are those of the :class:`SendTriggered` it becomes when
+    approved before ``expires_at`` (its ``trigger_id`` is ``proposal_id``);
+    ``reasons`` say why it was proposed.  Unapproved by ``expires_at``, it
+    expires.
+    """
+
+    proposal_id: str
+    idempotency_key: str
+    customer_id: str
+    created_at: datetime
+    expires_at: datetime
+    schema_version: int
+    send_at: datetime
+    channel: str
+    campaign_id: str
+    content_id: str
+    variant_language: str
+    reasons: list[str]
+    caused_by: str
+
+
+@constrain(
+    schema_version=_VERSION_1,
+    status=Rule(choices=("approved", "rejected", "expired", "withdrawn")),
+    resolved_by=Rule(max_length=100),
+    note=Rule(max_length=500),
+)
+class ProposalResolved(Record):
+    """What became of a send proposal (``proposal-resolutions``).
+
+    ``approved`` (``trigger_id`` names the send trigger emitted),
+    ``rejected`` by an operator, ``expired`` unapproved, or ``withdrawn``
+    because consent no longer allowed the send when it was approved.
+    ``resolved_by`` names the operator's role and token fingerprint, never
+    the token.
+    """
+
+    event_id: str
+    proposal_id: str
+    customer_id: str
+    resolved_at: datetime
+    schema_version: int
+    status: str
+    campaign_id: str
+    resolved_by: str | None = None
+    note: str | None = None
+    trigger_id: str | None = None
 
 
 @constrain(schema_version=_VERSION_1)

@@ -116,6 +116,22 @@ OUTPUT_TOPICS: tuple[TopicContract, ...] = (
         ("e-mail", "push", "sms", "web channels"),
     ),
     TopicContract(
+        "send-proposals",
+        {1: r.SendProposed},
+        "customer_id",
+        "Sends of campaigns in approval mode, waiting for an operator to approve them.",
+        ("relevanz triggers",),
+        ("relevanz operator API", "operators"),
+    ),
+    TopicContract(
+        "proposal-resolutions",
+        {1: r.ProposalResolved},
+        "customer_id",
+        "Send proposals approved, rejected, expired or withdrawn, and by whom.",
+        ("relevanz operator API",),
+        ("operators", "analytics"),
+    ),
+    TopicContract(
         "customer-erased",
         {1: r.CustomerErased},
         "customer_id",

@@ -164,8 +164,24 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
             f"in {result['elapsed_s']}s\n"
             f"consent: {result['skipped_without_consent']} events not used without consent "
             f"to profiling, {result['cancellations']} sends cancelled, "
-            f"{result['erasures']} customers erased"
+            f"{result['erasures']} customers erased\n"
+            f"campaigns: {result['proposals']} proposals, "
+            f"{result['refused'].get('capped', 0)} sends capped"
+            # Uplift only after a run of --events N (it is measured on a simulated audience).
+            + "".join(_uplift_line(cid, c)
+                      for cid, c in sorted(result.get("campaigns", {}).items()))
         )
+
+
+def _uplift_line(campaign_id: str, campaign: dict[str, Any]) -> str:
+    """One campaign's simulated click uplift over its holdout, for the demo's summary."""
+    clicks = (campaign.get("uplift") or {}).get("clicks") or {}
+    if clicks.get("difference") is None:
+        return f"\n  {campaign_id}: no uplift yet ({campaign['treated']['sends']} sends)"
+    return (f"\n  {campaign_id}: click uplift {clicks['difference']:+.3f} per send "
+            f"(95% interval {clicks['low']:+.3f} to {clicks['high']:+.3f}; "
+            f"{campaign['treated']['sends']} sends, {campaign['holdout']['sends']} held out; "
+            "simulated reactions)")
 
 
 @main.command()

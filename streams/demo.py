@@ -22,6 +22,7 @@ import structlog
 from agents.core.interests import tag_quality, true_tags
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
+from streams.campaign_sim import evaluate_campaigns
 from streams.errors import RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
@@ -160,9 +161,21 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
     quality = await asyncio.to_thread(
         evaluate_policies, seed=options.seed, events=n, warmup=n // 6,
         customers=options.customers, catalogue_size=options.catalogue_size)
+    # Campaign uplift needs customers who react to sends, which the published
+    # traffic does not do: the same audience, simulated (streams/campaign_sim.py).
+    progress("measuring campaign uplift (simulated reactions to sends, holdout groups)")
+    simulated = await asyncio.to_thread(
+        evaluate_campaigns, seed=options.seed, events=n, warmup=n // 6,
+        customers=options.customers, catalogue_size=options.catalogue_size,
+        book=worker.campaigns)
+    campaigns = simulated.pop("campaigns")
     return {
         **counts,
+        "capped": accounting.refused.get("capped", 0),
         **quality,
+        "campaign_simulation": simulated,
+        "campaigns": {cid: {"treated": c["treated"], "holdout": c["holdout"],
+                            "uplift": c["uplift"]} for cid, c in campaigns.items()},
         "tag_changes": worker.stage.tag_changes if worker.stage else 0,
         "tag_precision": round(precision, 4),
         "tag_recall": round(recall, 4),

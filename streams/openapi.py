@@ -207,6 +207,43 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"policy": {"enum": ["exploit", "explore", "holdout", "neutral"]},
                        "reasons": {"type": "array", "items": {"type": "string"}}},
     },
+    "Counts": {"type": "object", "required": ["sends", "clicks", "conversions", "revenue"],
+               "properties": {"sends": {"type": "integer"}, "clicks": {"type": "integer"},
+                              "conversions": {"type": "integer"},
+                              "revenue": {"type": "number"}}},
+    "Campaign": {
+        "type": "object",
+        "required": ["campaign_id", "trigger", "channels", "holdout_share", "approval",
+                     "paused", "treated", "holdout", "uplift", "variants"],
+        "description": "A campaign of the book with its counters from the store; sends of "
+                       "the holdout are the sends its customers would have got. uplift: "
+                       "per metric (clicks, conversions per exposure; revenue per "
+                       "exposure) treated minus holdout with a 95% interval (null until "
+                       "both groups have exposures)",
+        "properties": {
+            "campaign_id": {"type": "string"}, "trigger": {"type": "string"},
+            "channels": {"type": "array", "items": {"type": "string"}},
+            "holdout_share": {"type": "number"}, "approval": {"type": "boolean"},
+            "paused": {"type": "boolean"},
+            "treated": {"$ref": "#/components/schemas/Counts"},
+            "holdout": {"$ref": "#/components/schemas/Counts"},
+            "uplift": {"type": ["object", "null"]},
+            "variants": {"type": "object"}},
+    },
+    "Proposal": {
+        "type": "object",
+        "required": ["proposal_id", "status", "customer_id", "campaign_id", "channel",
+                     "content_id", "send_at", "expires_at", "reasons"],
+        "properties": {
+            "proposal_id": {"type": "string"},
+            "status": {"enum": ["proposed", "approved", "rejected", "expired", "withdrawn"]},
+            "customer_id": {"type": "string"}, "campaign_id": {"type": "string"},
+            "channel": {"type": "string"}, "content_id": {"type": "string"},
+            "send_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "trigger_id": {"type": "string"}, "error": {"type": "string"}},
+    },
     "Customer": {
         "type": "object", "required": ["customer_id"],
         "description": "Everything held about the customer: profile, consent, interests "
@@ -283,5 +320,53 @@ def document() -> dict[str, Any]:
                 **_operator("Pause one campaign"), "parameters": _CAMPAIGN}},
             "/v1/controls/campaigns/{campaign_id}/resume": {"post": {
                 **_operator("Resume one campaign"), "parameters": _CAMPAIGN}},
+            "/v1/campaigns": {"get": _viewer(
+                "Every campaign with its counts and uplift over its holdout", _json(
+                    {"type": "object", "required": ["campaigns"], "properties": {
+                        "campaigns": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Campaign"}}}}, "The campaigns"),
+                **{"503": _UNAVAILABLE})},
+            "/v1/campaigns/{campaign_id}": {"get": {
+                **_viewer("One campaign's definition, counts per variant and uplift", _json(
+                    {"$ref": "#/components/schemas/Campaign"}, "The campaign"),
+                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "No such campaign"),
+                       "503": _UNAVAILABLE}),
+                "parameters": _CAMPAIGN}},
+            "/v1/proposals": {"get": {
+                **_viewer("Send proposals, newest first (open ones past their time are "
+                          "expired first)", _json(
+                    {"type": "object", "required": ["proposals"], "properties": {
+                        "proposals": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Proposal"}}}}, "The proposals"),
+                    **{"400": _BAD_INPUT, "503": _UNAVAILABLE}),
+                "parameters": [
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"enum": ["proposed", "approved", "rejected", "expired",
+                                         "withdrawn"]}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 100}}]}},
+            "/v1/proposals/{proposal_id}/approve": {"post": _resolution(
+                "Approve a proposal: exactly one send trigger goes out (409: already "
+                "resolved, expired, sends paused, or consent no longer allows it)")},
+            "/v1/proposals/{proposal_id}/reject": {"post": _resolution(
+                "Reject a proposal: nothing is sent (409: already resolved or expired)")},
         },
     }
+
+
+def _resolution(summary: str) -> dict[str, Any]:
+    body = {"type": "object", "additionalProperties": False,
+            "properties": {"reason": {"type": "string", "maxLength": 500,
+                                      "description": "Why; kept with the proposal"}}}
+    proposal = {"$ref": "#/components/schemas/Proposal"}
+    return {"summary": summary, "security": [{"bearer": []}], "x-relevanz-role": "operator",
+            "parameters": [{"name": "proposal_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": body}}},
+            "responses": {"200": _json(proposal, "The proposal after the decision"),
+                          "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
+                          "404": _json(_ERROR, "No such proposal"),
+                          "409": _json(proposal, "Nothing changed; error says why"),
+                          "413": _TOO_LARGE, "503": _UNAVAILABLE}}

@@ -57,6 +57,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_TAG_RULES", "",
             "TOML file with interest tag rules; empty means the shipped defaults "
             "(`streams/defaults/tag-rules.toml`)."),
+    Setting("RELEVANZ_CAMPAIGNS", "",
+            "TOML file with the campaign book (campaigns, contact caps, quiet hours, "
+            "holdouts, approval); empty means the built-in book, which "
+            "`deploy/campaigns.toml` writes out."),
     Setting("RELEVANZ_CONSENT_DEFAULT", "",
             "Purposes treated as granted for a customer with no recorded decision on "
             "them, comma-separated (profiling, personalisation, email, push, sms, web). "
@@ -78,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_FETCH_WAIT_MS", "100",
             "Longest a worker's Kafka fetch waits for data before returning (Faust "
             "itself fixes 1500): lower means lower latency when traffic is light."),
+    Setting("RELEVANZ_BATCH_WAIT_MS", "10",
+            "Longest the ingest agent waits for a batch to fill (up to 500 events) before "
+            "handling what it has: lower means lower latency under light load; under heavy "
+            "load batches fill anyway."),
     Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
             "How often cached customer state is written behind to the store."),
     Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
@@ -264,6 +272,7 @@ class Settings:
     history_retention_s: float = 31536000.0
     history_max: int = 200
     tag_rules_path: str = ""
+    campaigns_path: str = ""
     flush_interval_s: float = 1.0
     consent_default: frozenset[str] = frozenset()
     explore: float = 0.05
@@ -271,6 +280,7 @@ class Settings:
     attribution_window_s: float = 86400.0
     snapshot_interval_s: float = 60.0
     fetch_wait_ms: int = 100
+    batch_wait_ms: int = 10
     follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -314,6 +324,7 @@ class Settings:
                                     _float(3600, 20 * 365 * 86400)),
             history_max=get("RELEVANZ_HISTORY_MAX", _int(1, 10000)),
             tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
+            campaigns_path=get("RELEVANZ_CAMPAIGNS", _optional_path),
             flush_interval_s=get("RELEVANZ_FLUSH_INTERVAL_S", _float(0.05, 300)),
             consent_default=get("RELEVANZ_CONSENT_DEFAULT", _purposes),
             explore=get("RELEVANZ_EXPLORE", _float(0, 0.5)),
@@ -321,6 +332,7 @@ class Settings:
             attribution_window_s=get("RELEVANZ_ATTRIBUTION_WINDOW_S", _float(60, 90 * 86400)),
             snapshot_interval_s=get("RELEVANZ_SNAPSHOT_INTERVAL_S", _float(1, 86400)),
             fetch_wait_ms=get("RELEVANZ_FETCH_WAIT_MS", _int(1, 10_000)),
+            batch_wait_ms=get("RELEVANZ_BATCH_WAIT_MS", _int(1, 10_000)),
             follow_up_delay_s=get("RELEVANZ_FOLLOW_UP_DELAY_S", _float(0, 30 * 86400)),
             cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
         )

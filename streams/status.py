@@ -41,7 +41,6 @@ count stands by and reports not ready), and the store answered its probe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -142,6 +141,10 @@ class Probe:
         return self.ok and self.at is not None and now - self.at <= FRESH_S
 
 
+#: Longest wait for the monitor's tasks and probe clients when it stops.
+STOP_TIMEOUT_S = 5.0
+
+
 class Monitor:
     """Readiness, throughput, lag and dead-letter samples of one worker."""
 
@@ -187,14 +190,19 @@ class Monitor:
         """Stop the background work and close the probe clients."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
         self._tasks = []
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._admin is not None:
-            await self._admin.close()
+        # The probe clients talk to the broker: never wait on them for long.
+        closing = [asyncio.ensure_future(c) for c in (
+            self._consumer.stop() if self._consumer is not None else None,
+            self._admin.close() if self._admin is not None else None) if c is not None]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=STOP_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("status_probe_close_timed_out", clients=len(late))
 
     async def _sample_loop(self) -> None:
         last_point = self.clock()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from streams import campaign_desk
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
 from streams.errors import BrokerUnavailable, ConfigError, StoreUnavailable
 from streams.metrics import CONTENT_TYPE, render
@@ -85,6 +86,16 @@ ROUTES: tuple[Route, ...] = (
           "pause_campaign", "Pause one campaign"),
     Route("POST", "/v1/controls/campaigns/{campaign_id}/resume", Role.OPERATOR,
           "resume_campaign", "Resume one campaign"),
+    Route("GET", "/v1/campaigns", Role.VIEWER, "campaigns",
+          "Every campaign with its counts for treated and holdout customers and the uplift"),
+    Route("GET", "/v1/campaigns/{campaign_id}", Role.VIEWER, "campaign",
+          "One campaign's definition, counts per content variant and uplift"),
+    Route("GET", "/v1/proposals", Role.VIEWER, "proposals",
+          "Send proposals of campaigns in approval mode (?status=proposed&limit=100)"),
+    Route("POST", "/v1/proposals/{proposal_id}/approve", Role.OPERATOR, "approve",
+          "Approve a proposal: exactly one send trigger goes out"),
+    Route("POST", "/v1/proposals/{proposal_id}/reject", Role.OPERATOR, "reject",
+          "Reject a proposal: nothing is sent"),
 )
 
 _SECURITY_HEADERS = {
@@ -331,6 +342,72 @@ class OperatorApi:
     async def resume_campaign(self, request: web.Request) -> web.Response:
         return await self._change(request, paused=False,
                                   campaign_id=_identifier(request, "campaign_id"))
+
+    async def campaigns(self, _: web.Request) -> web.Response:
+        if self.worker.stage is None:
+            return _error(503, "this process runs no campaigns")
+        try:
+            report = await campaign_desk.campaign_report(self.worker)
+        except StoreUnavailable as exc:
+            log.warning("campaigns_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        return web.json_response({"campaigns": report})
+
+    async def campaign(self, request: web.Request) -> web.Response:
+        campaign_id = _identifier(request, "campaign_id")
+        if self.worker.stage is None:
+            return _error(503, "this process runs no campaigns")
+        try:
+            report = await campaign_desk.campaign_report(self.worker, campaign_id)
+        except StoreUnavailable as exc:
+            log.warning("campaigns_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        if not report:
+            return _error(404, f"no campaign {campaign_id}")
+        return web.json_response(report[0])
+
+    async def proposals(self, request: web.Request) -> web.Response:
+        from agents.core.proposals import STATUSES
+        from streams.app import utc_now
+
+        status = request.query.get("status")
+        if status is not None and status not in STATUSES:
+            raise BadInput(f"status: expected one of {', '.join(STATUSES)}")
+        raw_limit = request.query.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+            raise BadInput("limit: expected a whole number from 1 to 1000")
+        try:
+            found = await campaign_desk.list_proposals(self.worker, status, int(raw_limit),
+                                                       utc_now())
+        except StoreUnavailable as exc:
+            log.warning("proposals_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        return web.json_response({"proposals": found})
+
+    async def _resolve(self, request: web.Request, approve: bool) -> web.Response:
+        from streams.app import utc_now
+
+        proposal_id = _identifier(request, "proposal_id")
+        body = await _body(request, {"reason"})
+        note = _reason(body)
+        by = f"{request[_ROLE].value}:{request[_FINGERPRINT]}"
+        try:
+            if approve:
+                outcome = await campaign_desk.approve(self.worker, proposal_id, by, utc_now())
+            else:
+                outcome = await campaign_desk.reject(self.worker, proposal_id, by, note,
+                                                     utc_now())
+        except StoreUnavailable as exc:
+            log.warning("proposal_failed", error=str(exc))
+            return _error(503, "the store is not reachable; nothing changed, try again")
+        return web.json_response(outcome.body, status=outcome.status,
+                                 headers=_SECURITY_HEADERS)
+
+    async def approve(self, request: web.Request) -> web.Response:
+        return await self._resolve(request, approve=True)
+
+    async def reject(self, request: web.Request) -> web.Response:
+        return await self._resolve(request, approve=False)
 
     def handler(self, route: Route) -> Handler:
         """The handler serving ``route``, answering bad input with 400."""

@@ -40,6 +40,10 @@ class Accounting:
     forgotten: int = 0
     erasures: int = 0
     cancellations: int = 0
+    #: Sends of campaigns in approval mode, proposed to an operator instead.
+    proposals: int = 0
+    #: Send candidates not sent, by reason (capped, quiet, arbitration, holdout, ...).
+    refused: dict[str, int] = field(default_factory=dict)
     dead_letters_by_field: dict[str, int] = field(default_factory=dict)
 
     def count_batch(self, *, applied: int, duplicates: int, dead_letters: int) -> None:

@@ -154,18 +154,18 @@ def cancel_pending(state: CustomerState, at: datetime, cancels: Revocation | Non
     """``state`` without the pending sends a revocation (None: erasure) cancels at ``at``.
 
     Sends whose time has come by ``at`` went out already and are not
-    cancelled; they leave the pending list too.
+    cancelled; they stay in the list, which is also the contact log that
+    contact caps count (the engine drops them when no cap can count them
+    any more).
     """
     keep: list[PendingSend] = []
     cancelled: list[PendingSend] = []
     for pending in state.pending:
-        if pending.send_at <= at:
-            continue
-        if cancels is None or cancels.cancels(pending):
+        if pending.send_at > at and (cancels is None or cancels.cancels(pending)):
             cancelled.append(pending)
         else:
             keep.append(pending)
-    if not cancelled and len(keep) == len(state.pending):
+    if not cancelled:
         return state, []
     new = CustomerState.__new__(CustomerState)
     new.__dict__.update(state.__dict__)

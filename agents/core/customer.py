@@ -94,10 +94,11 @@ class Interaction:
 
 @dataclass
 class PendingSend:
-    """A send trigger already emitted whose send time has not come yet.
+    """A send trigger (or proposal) already emitted: an entry of the contact log.
 
-    Kept so that a revocation can cancel it: downstream channels honour the
-    cancellation by ``trigger_id`` or ``idempotency_key``.
+    Kept until its send time so that a revocation can cancel it (downstream
+    channels honour the cancellation by ``trigger_id`` or
+    ``idempotency_key``), and after it while contact caps count it.
     """
 
     trigger_id: str
@@ -146,7 +147,8 @@ class CustomerState:
     history: list[Interaction] = field(default_factory=list)
     #: Latest event time seen for this customer.
     last_event_at: datetime | None = None
-    #: Send triggers emitted and not yet due, by send time (soonest first).
+    #: The contact log, by send time (soonest first): sends (and proposals) not yet due,
+    #: which a revocation cancels, and past sends kept while a contact cap counts them.
     pending: list[PendingSend] = field(default_factory=list)
     #: Latest predictions (None before any, or without consent to profiling).
     predictions: CustomerPredictions | None = None

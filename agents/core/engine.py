@@ -3,15 +3,28 @@
 :func:`handle` is the single path by which the engine turns a customer event
 into output.  It applies the event with :func:`agents.core.profile.apply_event`
 only where consent allows, carries out what a revocation undoes
-(:mod:`agents.core.consent`), and lets a newly assigned interest tag lead to
-a follow-up: a decision (content and language variant for the customer) and
-a send trigger on the first channel the customer allows.  Every decision and
-trigger is built here, after the gate, so none can leave without consent.
+(:mod:`agents.core.consent`), and lets the campaigns of the
+:class:`~agents.core.campaigns.CampaignBook` in :attr:`EngineRules.book`
+contact the customer: the trigger rules (:mod:`agents.core.triggers`) find
+send candidates, arbitration (:mod:`agents.core.arbitration`) picks at most
+one, on a channel the customer allows, outside quiet hours and within every
+contact cap; it becomes a decision (content and language variant for the
+customer) and a send trigger, or a proposal in approval mode.  Every
+decision and trigger is built here, after the gate, so none can leave without
+consent (profiling, personalisation and the channel).
 
-The follow-up's content is chosen by a :data:`ChooseContent` function the
-caller passes in (the worker passes the learned policy,
-:mod:`agents.core.learning`); without one it is the newest valid item on the
-tag's topic that the channel may show.  Either way the gate stays here.
+The content is chosen by a :data:`ChooseContent` function the caller passes
+in (the worker passes the learned policy, :mod:`agents.core.learning`);
+without one it is the newest valid item on the topic that the channel may
+show.  While a campaign is paused (the kill switch or its own pause) its
+decisions are still made and published as shadow decisions, but nothing is
+sent or proposed.
+
+Campaign statistics (:mod:`agents.core.uplift`) come back as
+:attr:`Effects.stats`: a send or holdout exposure counts when it is decided,
+a click or order within the attribution window counts for it, and a send
+withdrawn before its time (consent revoked, erasure, an order before a
+browse-abandonment reminder) is taken back.
 """
 
 from __future__ import annotations
@@ -20,10 +33,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from agents.core.arbitration import (
+    PENDING_MAX,
+    Plan,
+    Refusal,
+    idempotency_key,
+    in_holdout,
+    plan,
+    rank,
+    trigger_id,
+)
+from agents.core.campaigns import DEFAULT_BOOK, CampaignBook
+from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy, cancel_pending, forget_behaviour, revocation
-from agents.core.customer import CustomerState, PendingSend
-from agents.core.interests import TagChange
-from agents.core.profile import CustomerRules, apply_event, requests_erasure
+from agents.core.customer import CustomerState, Interaction, PendingSend
+from agents.core.interests import TagChange, click_topics
+from agents.core.profile import CustomerRules, apply_event, record_interaction, requests_erasure
+from agents.core.triggers import Outlook, SendCandidate, send_candidates
+from agents.core.uplift import StatDelta, attribute, exposure
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -32,23 +59,22 @@ from schemas.records import (
     Purchased,
     Record,
     SendCancelled,
+    SendProposed,
     SendTriggered,
 )
 
 FOLLOW_UP_CAMPAIGN = "interest-follow-up"
-#: Most pending sends per customer.  When full, no new follow-up is sent:
-#: a trigger the engine could not cancel any more must not go out.
-PENDING_MAX = 50
+__all__ = ["FOLLOW_UP_CAMPAIGN", "PENDING_MAX", "ChooseContent", "Chosen", "Effects",
+           "EngineRules", "FollowUpRules", "handle", "newest_item"]
 
 
 @dataclass(frozen=True)
 class FollowUpRules:
-    """When a newly assigned tag leads to a send."""
+    """Engine-wide settings of campaign sends."""
 
-    #: Time between the tag's assignment and the send.
+    #: From a newly assigned tag to its follow-up, for campaigns without their own delay.
     delay: timedelta = timedelta(hours=1)
-    #: Channels tried in order; the first the customer allows is used.
-    channels: tuple[str, ...] = ("email", "push", "sms")
+    #: False: no campaign contacts anyone (the engine only profiles).
     enabled: bool = True
 
 
@@ -59,6 +85,8 @@ class EngineRules:
     customer: CustomerRules
     consent: ConsentPolicy
     follow_up: FollowUpRules = FollowUpRules()
+    #: The campaigns, caps, quiet hours and windows (default: the built-in book).
+    book: CampaignBook = DEFAULT_BOOK
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,12 @@ class Effects:
     cancellations: list[SendCancelled] = field(default_factory=list)
     #: Each decision made, with the choice behind it (for learning from its reward).
     chosen: list[tuple[DecisionMade, Chosen]] = field(default_factory=list)
+    #: Sends of campaigns in approval mode, for an operator to approve.
+    proposals: list[SendProposed] = field(default_factory=list)
+    #: Send candidates not sent, each with its reason (``capped``, ``holdout``, ...).
+    refused: list[Refusal] = field(default_factory=list)
+    #: Changes to the campaign statistics.
+    stats: list[StatDelta] = field(default_factory=list)
     #: The event was valid but consent did not allow using it.
     skipped: bool = False
     #: The event asks for the customer to be erased (the caller does it).
@@ -100,24 +134,33 @@ class Effects:
 
 def handle(state: CustomerState, record: Record, rules: EngineRules,
            content_topics: list[str] | None, catalogue: Mapping[str, ContentPublished],
-           *, sends_paused: bool = False, choose: ChooseContent | None = None
+           *, sends_paused: bool = False, choose: ChooseContent | None = None,
+           campaign_paused: Callable[[str], bool] | None = None,
+           predictions: Outlook | None = None, cobuy: CoPurchases | None = None
            ) -> tuple[CustomerState, Effects]:
     """The state after ``record`` and what it causes, consent checked first.
 
     ``content_topics`` are the catalogue topics of a click's content (None
-    when unknown); ``catalogue`` is every known item, for follow-ups.  While
-    ``sends_paused`` (an operator's kill switch or campaign pause) decisions
-    are still made and published as shadow decisions, but no send trigger.
-    ``choose`` picks a follow-up's content (default: the newest item).
+    when unknown); ``catalogue`` is every known item, for sends.
+    ``sends_paused`` pauses every campaign (the kill switch);
+    ``campaign_paused(campaign_id)`` is True while that campaign may not
+    send (its pause or the kill switch).  ``choose`` picks a send's content
+    (default: the newest item).  ``predictions`` (the customer's churn risk
+    and best send hour, e.g. ``state.predictions``) schedule sends and start
+    win-backs; without them there is neither.  ``cobuy`` proposes
+    cross-sells and learns every consented order after the engine has used it.
     """
     effects = Effects()
     policy = rules.consent
     if requests_erasure(record):
         # Everything pending is withdrawn; the caller erases the rest.
         assert isinstance(record, ConsentChanged)
-        state, cancelled = cancel_pending(state, record.occurred_at, None)
-        effects.cancellations = [_cancellation(state.customer_id, p, record, "erasure_requested",
-                                               []) for p in cancelled]
+        at = record.occurred_at
+        before = state
+        state, cancelled = cancel_pending(state, at, None)
+        effects.cancellations = [_cancellation(state.customer_id, p, record.event_id, at,
+                                               "erasure_requested", []) for p in cancelled]
+        effects.stats = _taken_back(before, cancelled, at, lambda channel: True)[1]
         effects.erase = True
         return state, effects
     if isinstance(record, Clicked | Purchased) and not policy.may_profile(state):
@@ -128,75 +171,236 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
     if isinstance(record, ConsentChanged):
         revoked = revocation(policy, before, state)
         if revoked.purposes:
+            at = record.occurred_at
             if revoked.profiling:
-                state, removed = forget_behaviour(state, record.occurred_at, record.event_id)
+                state, removed = forget_behaviour(state, at, record.event_id)
                 effects.tag_changes.extend(removed)
-            state, cancelled = cancel_pending(state, record.occurred_at, revoked)
+            state, cancelled = cancel_pending(state, at, revoked)
             effects.cancellations = [
-                _cancellation(state.customer_id, p, record, "consent_revoked",
+                _cancellation(state.customer_id, p, record.event_id, at, "consent_revoked",
                               sorted(revoked.purposes)) for p in cancelled]
+            gone, effects.stats = _taken_back(
+                before, cancelled, at, lambda channel: revoked.cancels(
+                    PendingSend("", "", channel, at, "", "")))
+            state = _without(state, gone)
         return state, effects
-    if rules.follow_up.enabled:
-        for change in effects.tag_changes:
-            if change.change == "assigned":
-                state = _follow_up(state, change, rules, catalogue, effects, sends_paused,
-                                   choose or newest_item)
+    book = rules.book
+    if isinstance(record, Clicked | Purchased) and _may_follow_exposure(before, record, book):
+        effects.stats += attribute(before.history, record, book.attribution_window)
+    if isinstance(record, Purchased):
+        state = _purchase_withdraws_reminders(state, record, book, effects)
+    if rules.follow_up.enabled and book.campaigns:
+        def paused(campaign_id: str) -> bool:
+            return sends_paused or (campaign_paused is not None and campaign_paused(campaign_id))
+        topics = (click_topics(record.topics, content_topics) if isinstance(record, Clicked)
+                  else [])
+        state = _contact(state, record, topics, rules, catalogue, effects,
+                         choose or newest_item, paused, predictions, cobuy)
+    if isinstance(record, Purchased) and cobuy is not None:
+        cobuy.learn(record)
     return state, effects
 
 
-def _follow_up(state: CustomerState, change: TagChange, rules: EngineRules,
-               catalogue: Mapping[str, ContentPublished], effects: Effects,
-               sends_paused: bool, choose: ChooseContent) -> CustomerState:
-    """A decision and a send trigger for a newly assigned tag, when consent allows both."""
-    policy = rules.consent
-    if not policy.may_personalise(state):
+def _contact(state: CustomerState, record: Record, topics: list[str], rules: EngineRules,
+             catalogue: Mapping[str, ContentPublished], effects: Effects,
+             choose: ChooseContent, paused: Callable[[str], bool],
+             predictions: Outlook | None, cobuy: CoPurchases | None) -> CustomerState:
+    """At most one campaign send (or proposal), shadow decisions and holdout exposures."""
+    policy, book = rules.consent, rules.book
+    if not (policy.may_profile(state) and policy.may_personalise(state)):
         return state
-    channel = next((c for c in rules.follow_up.channels if policy.may_send(state, c)), None)
-    if channel is None:
+    found = send_candidates(state, record, topics, effects.tag_changes, book,
+                            follow_up_delay=rules.follow_up.delay, predictions=predictions,
+                            cobuy=cobuy)
+    if not found:
         return state
-    # Sends due by the customer's latest event went out: they are not pending.
-    latest = state.last_event_at or change.at
-    pending = [p for p in state.pending if p.send_at > latest]
-    if len(pending) >= PENDING_MAX:
-        return state
-    items = [item for item in catalogue.values()
-             if change.topic in item.topics and channel in item.channels
-             and _valid(item, change.at)]
-    chosen = choose(state, channel, change.at, items) if items else None
-    if chosen is None:
-        return state
-    language = chosen.language
+    latest = state.last_event_at or found[0].at
+    best_hour = predictions.best_hour if predictions is not None else None
+
+    def pick(candidate: SendCandidate, channel: str) -> Chosen | None:
+        items = _pool(catalogue, candidate, channel)
+        return choose(state, channel, candidate.at, items) if items else None
+
+    plans: list[Plan] = []
+    for candidate in found:
+        result = plan(candidate, state, book, policy, pick, latest=latest, best_hour=best_hour)
+        if isinstance(result, Plan):
+            plans.append(result)
+        else:
+            effects.refused.append(result)
+    winner: Plan | None = None
+    for chosen_plan in rank(plans):
+        campaign, key = chosen_plan.campaign, chosen_plan.candidate.key
+        if winner is not None:
+            effects.refused.append(Refusal(
+                campaign.campaign_id, key, "arbitration",
+                f"lost to {winner.campaign.campaign_id} (priority {winner.campaign.priority}, "
+                f"expected value {winner.value:.3f})"))
+        elif paused(campaign.campaign_id):
+            _decide(state, chosen_plan, policy, effects, "shadow decision: "
+                    f"{campaign.campaign_id} is paused by an operator, no trigger")
+            effects.refused.append(Refusal(campaign.campaign_id, key, "paused",
+                                           "paused by an operator"))
+        elif chosen_plan.holdout:
+            state = _exposed(state, chosen_plan, "holdout", rules, effects)
+            effects.refused.append(Refusal(
+                campaign.campaign_id, key, "holdout",
+                f"in the holdout group ({campaign.holdout_share:.0%}) of "
+                f"{campaign.campaign_id}: recorded, not sent"))
+        else:
+            state = _send(state, chosen_plan, rules, effects)
+            winner = chosen_plan
+    return state
+
+
+def _decide(state: CustomerState, chosen_plan: Plan, policy: ConsentPolicy, effects: Effects,
+            *extra: str) -> DecisionMade:
+    """The decision behind a send (or a shadow decision), published with its reasons."""
+    candidate, chosen, campaign = chosen_plan.candidate, chosen_plan.chosen, chosen_plan.campaign
     cid = state.customer_id
-    decision_id = f"{cid}:follow-up:{change.tag}:{change.at.isoformat()}"
-    send_at = change.at + rules.follow_up.delay
-    reasons = [f"tag {change.tag} assigned (score {change.score:.2f}) by {change.caused_by}",
-               f"follow-up on topic {change.topic} by {channel}", *chosen.reasons,
-               "consent: " + ", ".join(policy.granted(state))]
-    if sends_paused:
-        reasons.append("shadow decision: sends are paused by an operator, no trigger")
+    topic = f"on topic {candidate.topic}" if candidate.topic else "on any topic"
+    reasons = [*candidate.reasons,
+               f"campaign {campaign.campaign_id} ({campaign.trigger}), priority "
+               f"{campaign.priority}, expected value {chosen_plan.value:.3f}",
+               f"send {topic} by {chosen_plan.channel} at {chosen_plan.send_at.isoformat()}",
+               *chosen.reasons, *chosen_plan.reasons,
+               "consent: " + ", ".join(policy.granted(state)), *extra]
     decision = DecisionMade(
-        decision_id=decision_id, customer_id=cid, decided_at=change.at, schema_version=1,
-        slot="follow-up", channel=channel, content_id=chosen.content_id,
-        variant_language=language, language_fallback=chosen.fell_back, policy=chosen.policy,
-        reasons=reasons, caused_by=change.caused_by, campaign_id=FOLLOW_UP_CAMPAIGN,
-        score=chosen.score)
+        decision_id=trigger_id(cid, campaign.campaign_id, candidate.key, chosen_plan.channel),
+        customer_id=cid, decided_at=candidate.at, schema_version=1, slot="follow-up",
+        channel=chosen_plan.channel, content_id=chosen.content_id,
+        variant_language=chosen.language, language_fallback=chosen.fell_back,
+        policy=chosen.policy, reasons=reasons, caused_by=candidate.caused_by,
+        campaign_id=campaign.campaign_id, score=chosen.score)
     effects.decisions.append(decision)
     effects.chosen.append((decision, chosen))
-    if sends_paused:
-        return state
-    trigger = SendTriggered(
-        trigger_id=decision_id, idempotency_key=f"{FOLLOW_UP_CAMPAIGN}:{decision_id}",
-        customer_id=cid, created_at=change.at, schema_version=1, send_at=send_at,
-        channel=channel, campaign_id=FOLLOW_UP_CAMPAIGN, content_id=chosen.content_id,
-        variant_language=language, reasons=reasons, caused_by=decision_id)
-    effects.triggers.append(trigger)
-    pending.append(PendingSend(trigger.trigger_id, trigger.idempotency_key, channel, send_at,
-                               FOLLOW_UP_CAMPAIGN, chosen.content_id))
-    pending.sort(key=lambda p: (p.send_at, p.trigger_id))
+    return decision
+
+
+def _send(state: CustomerState, chosen_plan: Plan, rules: EngineRules, effects: Effects
+          ) -> CustomerState:
+    """The send trigger, or the proposal in approval mode; both enter the contact log."""
+    campaign, candidate = chosen_plan.campaign, chosen_plan.candidate
+    cid, send_at = state.customer_id, chosen_plan.send_at
+    approval = campaign.approval
+    decision = _decide(state, chosen_plan, rules.consent, effects,
+                       *(["approval mode: proposed to an operator"] if approval else []))
+    key = idempotency_key(cid, campaign.campaign_id, candidate.key)
+    if approval:
+        effects.proposals.append(SendProposed(
+            proposal_id=decision.decision_id, idempotency_key=key, customer_id=cid,
+            created_at=candidate.at,
+            expires_at=min(candidate.at + rules.book.proposal_ttl, send_at),
+            schema_version=1, send_at=send_at, channel=chosen_plan.channel,
+            campaign_id=campaign.campaign_id, content_id=decision.content_id,
+            variant_language=decision.variant_language, reasons=decision.reasons,
+            caused_by=decision.decision_id))
+    else:
+        effects.triggers.append(SendTriggered(
+            trigger_id=decision.decision_id, idempotency_key=key, customer_id=cid,
+            created_at=candidate.at, schema_version=1, send_at=send_at,
+            channel=chosen_plan.channel, campaign_id=campaign.campaign_id,
+            content_id=decision.content_id, variant_language=decision.variant_language,
+            reasons=decision.reasons, caused_by=decision.decision_id))
+    # Past sends stay as long as a cap or the arbitration window can count them.
+    latest = state.last_event_at or candidate.at
+    log = [p for p in state.pending if p.send_at > latest - rules.book.retention]
+    log.append(PendingSend(decision.decision_id, key, chosen_plan.channel, send_at,
+                           campaign.campaign_id, decision.content_id))
+    log.sort(key=lambda p: (p.send_at, p.trigger_id))
     new = CustomerState.__new__(CustomerState)
     new.__dict__.update(state.__dict__)
-    new.pending = pending
+    new.pending = log
+    return _exposed(new, chosen_plan, "proposal" if approval else "trigger", rules, effects)
+
+
+def _exposed(state: CustomerState, chosen_plan: Plan, kind: str, rules: EngineRules,
+             effects: Effects) -> CustomerState:
+    """``state`` with the send (``trigger``, ``proposal``) or ``holdout`` exposure recorded."""
+    campaign, candidate = chosen_plan.campaign, chosen_plan.candidate
+    entry = Interaction(chosen_plan.send_at,
+                        trigger_id(state.customer_id, campaign.campaign_id, candidate.key,
+                                   chosen_plan.channel),
+                        kind, content_id=chosen_plan.chosen.content_id,
+                        campaign_id=campaign.campaign_id)
+    if kind != "proposal":  # a proposal counts as a send once it is approved
+        effects.stats.append(exposure(entry))
+    return record_interaction(state, entry, rules.customer.profile)
+
+
+def _may_follow_exposure(state: CustomerState, record: Clicked | Purchased,
+                         book: CampaignBook) -> bool:
+    """False when no send or holdout exposure can precede ``record`` in the window.
+
+    A cheap test that spares most events a pass over the history: sends stay
+    in the contact log at least as long as the attribution window, and
+    holdout exposures exist only for customers in some campaign's holdout.
+    """
+    at, cid = record.occurred_at, state.customer_id
+    since = at - book.attribution_window
+    return any(since < p.send_at <= at for p in state.pending) or any(
+        in_holdout(c.campaign_id, cid, c.holdout_share) for c in book.campaigns)
+
+
+def _purchase_withdraws_reminders(state: CustomerState, order: Purchased, book: CampaignBook,
+                                  effects: Effects) -> CustomerState:
+    """An order cancels the browse-abandonment reminders not yet due (and their holdout twins)."""
+    reminders = {c.campaign_id for c in book.with_trigger("browse_abandonment")}
+    at = order.occurred_at
+    cancelled = [p for p in state.pending if p.send_at > at and p.campaign_id in reminders]
+    held = [e for e in state.history if e.kind == "holdout" and e.occurred_at > at
+            and e.campaign_id in reminders]
+    if not cancelled and not held:
+        return state
+    effects.cancellations += [_cancellation(state.customer_id, p, order.event_id, at,
+                                            "purchased", []) for p in cancelled]
+    ids = {p.trigger_id for p in cancelled}
+    gone = [e for e in state.history if e.event_id in ids and e.kind in ("trigger", "proposal")]
+    gone += held
+    effects.stats += [exposure(e, -1) for e in gone if e.kind != "proposal"]
+    new = CustomerState.__new__(CustomerState)
+    new.__dict__.update(state.__dict__)
+    new.pending = [p for p in state.pending if p.trigger_id not in ids]
+    return _without(new, gone)
+
+
+def _taken_back(before: CustomerState, cancelled: Sequence[PendingSend], at: datetime,
+                cancels: Callable[[str], bool]) -> tuple[list[Interaction], list[StatDelta]]:
+    """History entries of withdrawn sends and of the holdout exposures withdrawn alike.
+
+    Returns the entries and the statistics that take their counts back.
+    """
+    ids = {p.trigger_id for p in cancelled}
+    gone = []
+    for entry in before.history:
+        sent = entry.event_id in ids and entry.kind in ("trigger", "proposal")
+        if sent or (entry.kind == "holdout" and entry.occurred_at > at
+                    and cancels(entry.event_id.rpartition(":")[2])):
+            gone.append(entry)
+    return gone, [exposure(e, -1) for e in gone if e.kind != "proposal"]
+
+
+def _without(state: CustomerState, entries: Sequence[Interaction]) -> CustomerState:
+    if not entries or not state.history:
+        return state
+    drop = {id(e) for e in entries}
+    new = CustomerState.__new__(CustomerState)
+    new.__dict__.update(state.__dict__)
+    new.history = [e for e in state.history if id(e) not in drop]
     return new
+
+
+def _pool(catalogue: Mapping[str, ContentPublished], candidate: SendCandidate, channel: str
+          ) -> list[ContentPublished]:
+    """The items a candidate may send on ``channel``: the campaign's list, else its topic's."""
+    content, at = candidate.campaign.content, candidate.at
+    if content:
+        listed = [catalogue[c] for c in content if c in catalogue]
+        return [i for i in listed if channel in i.channels and _valid(i, at)]
+    topic = candidate.topic
+    return [item for item in catalogue.values()
+            if (topic is None or topic in item.topics) and channel in item.channels
+            and _valid(item, at)]
 
 
 def newest_item(state: CustomerState, channel: str, at: datetime,
@@ -232,11 +436,11 @@ def _language(state: CustomerState) -> str | None:
     return state.master.language if state.master is not None else None
 
 
-def _cancellation(customer_id: str, pending: PendingSend, record: ConsentChanged, reason: str,
-                  revoked: list[str]) -> SendCancelled:
+def _cancellation(customer_id: str, pending: PendingSend, caused_by: str, at: datetime,
+                  reason: str, revoked: list[str]) -> SendCancelled:
     return SendCancelled(
-        cancellation_id=f"{pending.trigger_id}:cancelled:{record.event_id}",
+        cancellation_id=f"{pending.trigger_id}:cancelled:{caused_by}",
         trigger_id=pending.trigger_id, idempotency_key=pending.idempotency_key,
-        customer_id=customer_id, cancelled_at=record.occurred_at, schema_version=1,
+        customer_id=customer_id, cancelled_at=at, schema_version=1,
         channel=pending.channel, send_at=pending.send_at, reason=reason, revoked=revoked,
-        caused_by=record.event_id)
+        caused_by=caused_by)

@@ -227,6 +227,19 @@ def apply_event(state: CustomerState, record: Record, rules: CustomerRules,
     raise TypeError(f"{type(record).__name__} is {kind}, not a customer event")
 
 
+def record_interaction(state: CustomerState, entry: Interaction, rules: ProfileRules
+                       ) -> CustomerState:
+    """The state with ``entry`` (a send, a holdout exposure) in its history, bounded as ever.
+
+    ``last_event_at`` does not move: an entry dated at a future send time is
+    no event of the customer's.
+    """
+    new = _shallow_copy(state)
+    latest = state.last_event_at or entry.occurred_at
+    new.history = _with_entry(state.history, entry, latest, rules)
+    return new
+
+
 def requests_erasure(record: Record) -> bool:
     """True for a consent event asking that the customer be erased.
 

@@ -140,6 +140,24 @@ function renderStatus(status) {
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
+function renderCampaigns(report) {
+  fill("campaigns", report.campaigns.map((c) => {
+    const clicks = c.uplift ? c.uplift.clicks : null;
+    const has = clicks && clicks.difference !== null;
+    return row([c.campaign_id, c.paused ? "paused" : (c.approval ? "approval" : "on"),
+      fmt(c.treated.sends), fmt(c.holdout.sends),
+      has ? fmt(clicks.rate_treated, 3) : "–", has ? fmt(clicks.rate_holdout, 3) : "–",
+      has ? (clicks.difference >= 0 ? "+" : "") + fmt(clicks.difference, 3) : "–",
+      has ? fmt(clicks.low, 3) + " to " + fmt(clicks.high, 3) : "–"], [2, 3, 4, 5, 6]);
+  }));
+}
+
+function renderModels(models) {
+  fill("models", models.quality.map((q) => row(
+    [q.model, fmt(q.examples), fmt(q.roc_auc, 3), fmt(q.log_loss, 3), fmt(q.drifts)],
+    [1, 2, 3, 4])));
+}
+
 function renderHistory(history) {
   const points = history.points;
   drawChart($("chart-throughput"), points.map((p) => p.events_per_s));
@@ -150,8 +168,11 @@ function renderHistory(history) {
 
 async function refresh() {
   try {
-    renderStatus(await api("GET", "/v1/status"));
+    const status = await api("GET", "/v1/status");
+    renderStatus(status);
+    renderModels(status.models);
     renderHistory(await api("GET", "/v1/history"));
+    renderCampaigns(await api("GET", "/v1/campaigns"));
   } catch (error) {
     if (error.status === 401) {
       sessionStorage.removeItem(STORE_KEY);

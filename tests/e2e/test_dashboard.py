@@ -154,6 +154,10 @@ def test_operator_pauses_and_resumes_from_the_dashboard(browser: Any, demo: Demo
     _wait(browser, lambda d: d.find_elements("css selector", "#chart-throughput polyline"),
           "the throughput chart", timeout_s=40)
     assert browser.find_elements("css selector", "#chart-lag polyline")
+    # The campaign table lists the book's campaigns; the model table the learned models.
+    _wait(browser, lambda d: "interest-follow-up" in _text(d, "campaigns"), "the campaigns")
+    assert len(browser.find_elements("css selector", "#campaigns tr")) == 4
+    _wait(browser, lambda d: "content-policy" in _text(d, "models"), "the model table")
 
     browser.find_element("id", "pause-reason").send_keys("checking the kill switch")
     browser.find_element("id", "pause-all").click()

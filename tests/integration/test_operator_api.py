@@ -16,7 +16,9 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 
-from schemas.codec import pack
+from schemas.codec import decode, pack
+from schemas.records import SendProposed
+from streams import campaign_desk
 from streams.app import Worker, utc_now
 from streams.auth import Role
 from streams.broker import EmbeddedBroker
@@ -24,7 +26,8 @@ from streams.controls import Controls
 from streams.openapi import document
 from streams.settings import Settings
 from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
-from tests.harness import eventually, eventually_async, isolated_settings
+from tests.harness import consume_exactly, eventually, eventually_async, isolated_settings
+from tests.integration.conftest import stop_or_explain
 
 OPERATOR = "operator-token-0123456789"
 VIEWER = "viewer-token-0123456789ab"
@@ -73,7 +76,7 @@ async def api(worker: Worker) -> AsyncIterator[Api]:
             await _until_ready(client)
             yield client
     finally:
-        await runner.cleanup()
+        await stop_or_explain(runner.cleanup(), "the API to stop")
 
 
 async def _until_ready(client: Api) -> None:
@@ -85,7 +88,8 @@ async def _until_ready(client: Api) -> None:
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{customer_id}", "c1").replace("{campaign_id}", "spring")
+    return (path.replace("{customer_id}", "c1").replace("{campaign_id}", "spring")
+            .replace("{proposal_id}", "p1"))
 
 
 # --- security -----------------------------------------------------------------
@@ -469,3 +473,82 @@ async def test_ready_turns_503_while_the_store_is_gone(api: Api, worker: Worker)
     assert (status["ready"], status["store"]["reachable"]) == (False, False)
     await worker.store.open()
     await _until_ready(api)
+
+
+# --- campaigns and proposals -----------------------------------------------------
+
+
+def _proposed(proposal_id: str, expires_in: timedelta) -> SendProposed:
+    now = utc_now().replace(microsecond=0)
+    return SendProposed(
+        proposal_id=proposal_id, idempotency_key=f"spring:{proposal_id}", customer_id="ann",
+        created_at=now, expires_at=now + expires_in, schema_version=1,
+        send_at=now + timedelta(hours=2), channel="email", campaign_id="interest-follow-up",
+        content_id="golf-1", variant_language="de", reasons=["tag golf-fans assigned"],
+        caused_by="e-1")
+
+
+async def test_a_proposal_is_approved_once_and_yields_exactly_one_trigger(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    await worker.store.put_proposals([
+        campaign_desk.stored(_proposed("p-approve", timedelta(hours=1))),
+        campaign_desk.stored(_proposed("p-reject", timedelta(hours=1))),
+        campaign_desk.stored(_proposed("p-late", timedelta(seconds=-1)))])
+    listed = await api.get("/v1/proposals?status=proposed")
+    assert sorted(p["proposal_id"] for p in listed["proposals"]) == ["p-approve", "p-reject"]
+    assert listed["proposals"][0]["reasons"] == ["tag golf-fans assigned"]
+    # Listing expired the late one: it is on record.
+    (late,) = (await api.get("/v1/proposals?status=expired"))["proposals"]
+    assert late["proposal_id"] == "p-late"
+
+    status, body, _ = await api.call("POST", "/v1/proposals/p-approve/approve", VIEWER)
+    assert status == 403  # viewers cannot approve
+    status, body, _ = await api.call("POST", "/v1/proposals/p-approve/approve", OPERATOR)
+    assert (status, body["status"], body["trigger_id"]) == (200, "approved", "p-approve")
+    again, body, _ = await api.call("POST", "/v1/proposals/p-approve/approve", OPERATOR)
+    assert again == 409
+    assert "already approved" in body["error"]
+    status, _, _ = await api.call("POST", "/v1/proposals/p-approve/reject", OPERATOR)
+    assert status == 409
+    status, body, _ = await api.call("POST", "/v1/proposals/p-reject/reject", OPERATOR,
+                                     json={"reason": "wrong season"})
+    assert (status, body["status"], body["note"]) == (200, "rejected", "wrong season")
+    status, _, _ = await api.call("POST", "/v1/proposals/p-reject/approve", OPERATOR)
+    assert status == 409
+    status, _, _ = await api.call("POST", "/v1/proposals/nobody/approve", OPERATOR)
+    assert status == 404
+    status, body, _ = await api.call("GET", "/v1/proposals?status=maybe", VIEWER)
+    assert status == 400
+    assert "status" in body["error"]
+
+    (trigger,) = [decode(m.value()) for m in consume_exactly(settings, "send-triggers", 1)]
+    assert trigger["trigger_id"] == "p-approve"
+    assert trigger["idempotency_key"] == "spring:p-approve"
+    resolutions = sorted((decode(m.value())["proposal_id"], decode(m.value())["status"])
+                         for m in consume_exactly(settings, "proposal-resolutions", 3))
+    assert resolutions == [("p-approve", "approved"), ("p-late", "expired"),
+                           ("p-reject", "rejected")]
+    # The send counts for its campaign, as a treated exposure.
+    campaign = await api.get("/v1/campaigns/interest-follow-up")
+    assert campaign["treated"]["sends"] == 1
+    assert campaign["approval"] is False
+    assert campaign["paused"] is False
+    every = await api.get("/v1/campaigns")
+    assert "interest-follow-up" in [c["campaign_id"] for c in every["campaigns"]]
+    status, _, _ = await api.call("GET", "/v1/campaigns/no-such-campaign", VIEWER)
+    assert status == 404
+
+
+async def test_nothing_is_approved_while_sends_are_paused(api: Api, worker: Worker) -> None:
+    await worker.store.put_proposals([
+        campaign_desk.stored(_proposed("p-paused", timedelta(hours=1)))])
+    status, _, _ = await api.call("POST", "/v1/controls/pause", OPERATOR)
+    assert status == 200
+    status, body, _ = await api.call("POST", "/v1/proposals/p-paused/approve", OPERATOR)
+    assert status == 409
+    assert "paused" in body["error"]
+    assert body["status"] == "proposed"
+    status, _, _ = await api.call("POST", "/v1/controls/resume", OPERATOR)
+    status, body, _ = await api.call("POST", "/v1/proposals/p-paused/approve", OPERATOR)
+    assert (status, body["status"]) == (200, "approved")
+

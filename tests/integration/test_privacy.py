@@ -55,8 +55,13 @@ ITEM = ("content", b"golf-1", pack({
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    # The shipped default: nothing is granted without a recorded decision.
-    return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset())
+    # The shipped default: nothing is granted without a recorded decision.  One
+    # campaign without a holdout group, so that every allowed follow-up is sent.
+    book = tmp_path / "campaigns.toml"
+    book.write_text('[[campaigns]]\nid = "interest-follow-up"\ntrigger = "tag_assigned"\n'
+                    'channels = ["email", "push", "sms"]\n', encoding="utf-8")
+    return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset(),
+                             campaigns_path=str(book))
 
 
 def rows_of(settings: Settings, customer_id: str) -> dict[str, int]:

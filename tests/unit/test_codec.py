@@ -94,6 +94,21 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         schema_version=1, channel="email", send_at=AT + timedelta(hours=23),
         reason="consent_revoked", revoked=["email"], caused_by="evt-consent-2",
     ),
+    ("send-proposals", 1): r.SendProposed(
+        proposal_id="cust-42:spring:tag:fashion-trends:email",
+        idempotency_key="spring:cust-42:tag:fashion-trends", customer_id="cust-42",
+        created_at=AT, expires_at=AT + timedelta(hours=23), schema_version=1,
+        send_at=AT + timedelta(hours=23), channel="email", campaign_id="spring",
+        content_id="news-7", variant_language="de", reasons=["tag fashion-trends assigned"],
+        caused_by="evt-click-1",
+    ),
+    ("proposal-resolutions", 1): r.ProposalResolved(
+        event_id="cust-42:spring:tag:fashion-trends:email:approved",
+        proposal_id="cust-42:spring:tag:fashion-trends:email", customer_id="cust-42",
+        resolved_at=AT + timedelta(hours=2), schema_version=1, status="approved",
+        campaign_id="spring", resolved_by="operator:1f2e3d4c", note="looks right",
+        trigger_id="cust-42:spring:tag:fashion-trends:email",
+    ),
     ("customer-erased", 1): r.CustomerErased(
         event_id="cust-42:erased:evt-consent-3", customer_id="cust-42", requested_at=AT,
         erased_at=AT + timedelta(seconds=2), schema_version=1, caused_by="evt-consent-3",

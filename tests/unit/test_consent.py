@@ -9,13 +9,14 @@ time, strict default, and an erasure wiping the slate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.campaigns import DEFAULT_BOOK
 from agents.core.consent import CHANNEL_PURPOSE, ConsentPolicy, forget_behaviour, revocation
 from agents.core.customer import ConsentEntry, CustomerState
 from agents.core.engine import EngineRules, FollowUpRules, handle
@@ -34,6 +35,14 @@ from schemas.records import (
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TOPICS = ("golf", "wine")
+# The consent law is what is tested here, so the campaigns send as often as they can:
+# no quiet hours (T0 is midnight, UTC for customers without a time zone, so the
+# shipped 21:00-08:00 would move every send to 08:00), no contact caps, no
+# arbitration window and no holdout.  Sends, caps and quiet hours have their own
+# property test (test_campaigns.py).
+CONSENT_BOOK = replace(
+    DEFAULT_BOOK, caps=(), quiet_hours=None, arbitration_window=timedelta(0),
+    campaigns=tuple(replace(c, caps=(), holdout_share=0.0) for c in DEFAULT_BOOK.campaigns))
 RULES = EngineRules(
     customer=CustomerRules(
         InterestRules(tuple(TagRule(f"{t}-fans", t, min_clicks=2, window=timedelta(days=14),
@@ -42,6 +51,7 @@ RULES = EngineRules(
         ProfileRules(history_max=50, history_retention=timedelta(days=365))),
     consent=ConsentPolicy(),
     follow_up=FollowUpRules(delay=timedelta(hours=2)),
+    book=CONSENT_BOOK,
 )
 CATALOGUE = {
     f"{t}-{c}": ContentPublished(
@@ -254,7 +264,8 @@ def test_a_send_already_due_is_not_cancelled() -> None:
                           action="revoked", purposes=["email"], source="unsubscribe link")
     state, effects = handle(state, late, RULES, None, CATALOGUE)
     assert effects.cancellations == []
-    assert state.pending == []
+    # It went out, so it stays in the contact log, where contact caps count it.
+    assert [p.send_at for p in state.pending] == [T0 + timedelta(hours=3, minutes=1)]
 
 
 @pytest.mark.parametrize("purpose", ["email", "personalisation"])
