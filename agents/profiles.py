@@ -44,7 +44,7 @@ from schemas.records import (
     SendProposed,
 )
 from streams.campaign_desk import counts as stat_counts
-from streams.campaign_desk import stored
+from streams.campaign_desk import stored, stored_decision
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
 from streams.forecasts import Forecaster, kind_of
@@ -82,6 +82,8 @@ class CustomerStage:
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
     _stats: list[StatDelta] = field(default_factory=list)
+    #: Decisions of the current batch, kept at commit for the customer view.
+    _decisions: list[DecisionMade] = field(default_factory=list)
     tag_changes: int = 0
     #: Newest event time applied: the clock of the predictions' late labels.
     watermark: datetime | None = None
@@ -182,6 +184,7 @@ class CustomerStage:
                 counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
             if self.count_campaigns:
                 self._proposals.extend(effects.proposals)
+                self._decisions.extend(effects.decisions)
             if learner is not None:
                 self._learn(learner, record, state, effects.chosen)
         if learner is not None:
@@ -221,6 +224,7 @@ class CustomerStage:
         self.cache.discard_changes()
         self._proposals.clear()
         self._stats.clear()
+        self._decisions.clear()
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
@@ -241,8 +245,12 @@ class CustomerStage:
         # Counters after: a crash in between loses this batch's counts, never doubles them.
         if self._stats:
             await store.add_campaign_stats([stat_counts(d) for d in self._stats])
+        if self._decisions:
+            await store.record_decisions([stored_decision(d) for d in self._decisions], now,
+                                         self.history_ttl_s)
         self._proposals.clear()
         self._stats.clear()
+        self._decisions.clear()
         for cid, (requested_at, _) in self._erasures.items():
             self.forget_list.add(cid, requested_at)
             log.info("customer_erased", customer=customer_ref(cid))

@@ -305,6 +305,47 @@ class SendProposed(Record):
 
 
 @constrain(
+    event_id=_ID,
+    campaign_id=_ID,
+    schema_version=_VERSION_1,
+    sends_treated=Rule(min_value=0),
+    sends_holdout=Rule(min_value=0),
+)
+class CampaignStatsReported(Record):
+    """One campaign's statistics across all workers, reported periodically (``campaign-stats``).
+
+    Counts per group: ``sends`` are exposures (for the holdout group, the
+    sends its customers would have got), then clicks, conversions and
+    revenue attributed to them.  Each uplift is treated minus holdout per
+    exposure (click and conversion rates, revenue) with its 95% interval;
+    None until both groups have exposures.  Keyed by ``campaign_id``; the
+    latest report per campaign is the current one.
+    """
+
+    event_id: str
+    campaign_id: str
+    reported_at: datetime
+    schema_version: int
+    sends_treated: int
+    clicks_treated: int
+    conversions_treated: int
+    revenue_treated: float
+    sends_holdout: int
+    clicks_holdout: int
+    conversions_holdout: int
+    revenue_holdout: float
+    click_uplift: float | None = None
+    click_uplift_low: float | None = None
+    click_uplift_high: float | None = None
+    conversion_uplift: float | None = None
+    conversion_uplift_low: float | None = None
+    conversion_uplift_high: float | None = None
+    revenue_uplift: float | None = None
+    revenue_uplift_low: float | None = None
+    revenue_uplift_high: float | None = None
+
+
+@constrain(
     schema_version=_VERSION_1,
     status=Rule(choices=("approved", "rejected", "expired", "withdrawn")),
     resolved_by=Rule(max_length=100),

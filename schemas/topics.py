@@ -132,6 +132,17 @@ OUTPUT_TOPICS: tuple[TopicContract, ...] = (
         ("operators", "analytics"),
     ),
     TopicContract(
+        "campaign-stats",
+        {1: r.CampaignStatsReported},
+        "campaign_id",
+        "Each campaign's counts for treated and holdout customers and its uplift, "
+        "reported every RELEVANZ_CAMPAIGN_STATS_INTERVAL_S; the latest per campaign counts.",
+        ("relevanz workers",),
+        ("marketing analytics", "dashboards"),
+        compacted=True,
+        customer_keyed=False,
+    ),
+    TopicContract(
         "customer-erased",
         {1: r.CustomerErased},
         "customer_id",

@@ -34,6 +34,7 @@ from agents.profiles import CustomerStage
 from schemas.codec import register_codec
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
+from streams import campaign_desk
 from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.customer_cache import CustomerCache
@@ -230,6 +231,21 @@ class Worker:
         log.info("model_saved", version=version, rewards=learner.rewards,
                  open_decisions=learner.open_decisions, outcome_models=outcome)
 
+    async def report_campaigns(self) -> None:
+        """Publish the campaign statistics and expire overdue proposals (errors are logged).
+
+        Only a worker that sends (not replay) does it; every worker reports the
+        same totals from the store, and the compacted topic keeps the latest.
+        """
+        if self.controls is None or self.ingest is None:
+            return
+        try:
+            now = utc_now()
+            await campaign_desk.expire_proposals(self, now)
+            self.accounting.campaign_reports += await campaign_desk.report_campaigns(self, now)
+        except Exception:  # a report must never end the worker's housekeeping
+            log.exception("campaign_report_failed")
+
     async def _snapshots(self) -> None:
         while True:
             await asyncio.sleep(self.settings.snapshot_interval_s)
@@ -237,9 +253,17 @@ class Worker:
 
     async def _summaries(self) -> None:
         last, last_t = 0, time.monotonic()
+        stats_every = self.settings.campaign_stats_interval_s
+        next_summary, next_stats = last_t + self.summary_interval_s, last_t + stats_every
         while True:
-            await asyncio.sleep(self.summary_interval_s)
+            await asyncio.sleep(max(0.05, min(next_summary, next_stats) - time.monotonic()))
             now_t = time.monotonic()
+            if now_t >= next_stats:
+                next_stats = now_t + stats_every
+                await self.report_campaigns()
+            if now_t < next_summary:
+                continue
+            next_summary = now_t + self.summary_interval_s
             counts = self.accounting.as_dict()
             rate = (self.accounting.events_in - last) / max(now_t - last_t, 1e-9)
             extra = {"tag_changes": self.stage.tag_changes,
@@ -270,7 +294,8 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> bool:
 
 #: Topics the customer stage emits to.
 _STAGE_OUTPUTS = ("interest-tags", "decisions", "send-triggers", "send-cancellations",
-                  "customer-erased", "model-drift", "send-proposals", "proposal-resolutions")
+                  "customer-erased", "model-drift", "send-proposals", "proposal-resolutions",
+                  "campaign-stats")
 
 
 def campaign_book(settings: Settings) -> CampaignBook:

@@ -17,6 +17,9 @@ this module adds the store and the topics:
 - **Expiry.** :func:`expire_proposals` resolves every open proposal whose
   time has passed as ``expired`` (the worker runs it periodically; listing
   does it too), so that rejected and expired proposals are on record.
+- **Reports.** :func:`report_campaigns` publishes every campaign's counts and
+  uplift on ``campaign-stats`` (the worker does it every
+  ``RELEVANZ_CAMPAIGN_STATS_INTERVAL_S``).
 """
 
 from __future__ import annotations
@@ -32,9 +35,15 @@ from agents.core.campaigns import CampaignBook
 from agents.core.customer import CustomerState
 from agents.core.uplift import CampaignStats, StatDelta
 from schemas.codec import decode, encode
-from schemas.records import ProposalResolved, SendProposed, SendTriggered
+from schemas.records import (
+    CampaignStatsReported,
+    DecisionMade,
+    ProposalResolved,
+    SendProposed,
+    SendTriggered,
+)
 from schemas.validation import build
-from streams.store import CampaignCounts, StoredProposal
+from streams.store import CampaignCounts, StoredDecision, StoredProposal
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -54,6 +63,12 @@ def stored(record: SendProposed) -> StoredProposal:
     """A new proposal as the store keeps it."""
     return StoredProposal(record.proposal_id, record.customer_id, record.campaign_id,
                           record.created_at, record.expires_at, "proposed", encode(record))
+
+
+def stored_decision(record: DecisionMade) -> StoredDecision:
+    """A decision as the store keeps it for the customer view."""
+    return StoredDecision(record.customer_id, record.decided_at, record.decision_id,
+                          encode(record))
 
 
 def proposal_of(row: StoredProposal) -> law.Proposal:
@@ -111,6 +126,42 @@ async def campaign_report(worker: Worker, campaign_id: str | None = None
             "variants": found["variants"] if found else {},
         })
     return out
+
+
+def stats_record(entry: dict[str, Any], now: datetime) -> CampaignStatsReported:
+    """One campaign of :func:`campaign_report` as the periodic ``campaign-stats`` record."""
+    uplift = entry["uplift"] or {}
+
+    def of(metric: str, part: str) -> float | None:
+        value = (uplift.get(metric) or {}).get(part)
+        return None if value is None else float(value)
+
+    treated, holdout = entry["treated"], entry["holdout"]
+    return CampaignStatsReported(
+        event_id=f"{entry['campaign_id']}:{now.isoformat()}", campaign_id=entry["campaign_id"],
+        reported_at=now, schema_version=1,
+        sends_treated=max(int(treated["sends"]), 0), clicks_treated=int(treated["clicks"]),
+        conversions_treated=int(treated["conversions"]),
+        revenue_treated=float(treated["revenue"]),
+        sends_holdout=max(int(holdout["sends"]), 0), clicks_holdout=int(holdout["clicks"]),
+        conversions_holdout=int(holdout["conversions"]),
+        revenue_holdout=float(holdout["revenue"]),
+        click_uplift=of("clicks", "difference"), click_uplift_low=of("clicks", "low"),
+        click_uplift_high=of("clicks", "high"),
+        conversion_uplift=of("conversions", "difference"),
+        conversion_uplift_low=of("conversions", "low"),
+        conversion_uplift_high=of("conversions", "high"),
+        revenue_uplift=of("revenue", "difference"), revenue_uplift_low=of("revenue", "low"),
+        revenue_uplift_high=of("revenue", "high"))
+
+
+async def report_campaigns(worker: Worker, now: datetime) -> int:
+    """Publish every campaign's statistics on ``campaign-stats``; returns how many."""
+    report = await campaign_report(worker)
+    for entry in report:
+        record = stats_record(entry, now)
+        await _publish(worker, "campaign-stats", record.campaign_id, record)
+    return len(report)
 
 
 async def list_proposals(worker: Worker, status: str | None, limit: int, now: datetime

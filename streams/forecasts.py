@@ -138,9 +138,12 @@ class Forecaster:
             self._open.popitem(last=False)
             self.dropped += 1
         # Deadlines of dropped or resolved examples stay in the heap until they pass
-        # (expire skips them); keep it from growing without bound meanwhile.
-        if len(self._deadlines) > 4 * max(self.max_open, 1024):
-            self._deadlines = [(d, c) for d, c in self._deadlines if c in self._open]
+        # (expire skips them).  Any event resolves the churn example and opens the
+        # next, so stale entries pile up at the event rate: once they outnumber the
+        # live ones, keep only the live ones (amortised O(1) per push).
+        if len(self._deadlines) > 2 * (2 * len(self._open)) + 1024:
+            self._deadlines = [(d, c) for d, c in self._deadlines
+                               if any(e.deadline == d for e in self._open.get(c, ()))]
             heapq.heapify(self._deadlines)
 
     def _noted(self, drifts: list[DriftDetected]) -> None:

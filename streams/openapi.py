@@ -247,8 +247,12 @@ _SCHEMAS: dict[str, Any] = {
     "Customer": {
         "type": "object", "required": ["customer_id"],
         "description": "Everything held about the customer: profile, consent, interests "
-                       "and tags, purchases, history, pending sends, ledger event ids",
-        "properties": {"customer_id": {"type": "string"}},
+                       "and tags, purchases, history, pending sends, predictions, the "
+                       "latest decisions with their reasons (newest first), ledger event "
+                       "ids",
+        "properties": {"customer_id": {"type": "string"},
+                       "recent_decisions": {"type": "array", "items": {
+                           "$ref": "#/components/schemas/Decision"}}},
     },
 }
 

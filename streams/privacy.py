@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from agents.core.customer import CustomerState
+from schemas.codec import decode
 from streams.logs import customer_ref
 from streams.store import Store
 
@@ -70,21 +71,29 @@ class ForgetList:
         return len(self._entries)
 
 
+#: Decisions shown per customer (newest first).
+RECENT_DECISIONS = 20
+
+
 async def export_customer(store: Store, customer_id: str, now: datetime
                           ) -> dict[str, Any] | None:
     """Everything held about ``customer_id``, or None when nothing is.
 
-    Profile and consent, interests and tags, purchase figures, predictions, the
+    Profile and consent, interests and tags, purchase figures, predictions,
+    the latest decisions with their reasons, the
     interaction history, pending sends and the ids of the events the ledger
     remembers, with times in ISO 8601.
     """
     states = await store.load_customers([customer_id], now)
     events = await store.customer_events(customer_id, now)
+    decisions = await store.recent_decisions(customer_id, now, RECENT_DECISIONS)
     state = states.get(customer_id)
-    if state is None and not events:
+    if state is None and not events and not decisions:
         return None
     data = _jsonable(asdict(state or CustomerState(customer_id)))
     assert isinstance(data, dict)
+    # Newest first, each as published: content, variant, policy, score and reasons.
+    data["recent_decisions"] = [decode(d.payload) for d in decisions]
     data["ledger_event_ids"] = events
     data["exported_at"] = now.isoformat()
     return data

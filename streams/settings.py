@@ -79,6 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
             "reward; after that it counts as not clicked."),
     Setting("RELEVANZ_SNAPSHOT_INTERVAL_S", "60",
             "How often a worker saves its content policy to the store (also on stop)."),
+    Setting("RELEVANZ_CAMPAIGN_STATS_INTERVAL_S", "60",
+            "How often a worker publishes every campaign's statistics and uplift on "
+            "`campaign-stats` and records proposals past their time as expired."),
     Setting("RELEVANZ_FETCH_WAIT_MS", "100",
             "Longest a worker's Kafka fetch waits for data before returning (Faust "
             "itself fixes 1500): lower means lower latency when traffic is light."),
@@ -279,6 +282,7 @@ class Settings:
     holdout_share: float = 0.05
     attribution_window_s: float = 86400.0
     snapshot_interval_s: float = 60.0
+    campaign_stats_interval_s: float = 60.0
     fetch_wait_ms: int = 100
     batch_wait_ms: int = 10
     follow_up_delay_s: float = 3600.0
@@ -331,6 +335,8 @@ class Settings:
             holdout_share=get("RELEVANZ_HOLDOUT_SHARE", _float(0, 0.99)),
             attribution_window_s=get("RELEVANZ_ATTRIBUTION_WINDOW_S", _float(60, 90 * 86400)),
             snapshot_interval_s=get("RELEVANZ_SNAPSHOT_INTERVAL_S", _float(1, 86400)),
+            campaign_stats_interval_s=get("RELEVANZ_CAMPAIGN_STATS_INTERVAL_S",
+                                          _float(0.1, 86400)),
             fetch_wait_ms=get("RELEVANZ_FETCH_WAIT_MS", _int(1, 10_000)),
             batch_wait_ms=get("RELEVANZ_BATCH_WAIT_MS", _int(1, 10_000)),
             follow_up_delay_s=get("RELEVANZ_FOLLOW_UP_DELAY_S", _float(0, 30 * 86400)),

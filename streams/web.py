@@ -18,6 +18,7 @@ Errors are JSON ``{"error": "..."}`` and never echo the token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -216,6 +217,8 @@ class OperatorApi:
     def __init__(self, worker: Worker, monitor: Monitor):
         self.worker = worker
         self.monitor = monitor
+        #: Writes started after an answer, kept referenced until they finish.
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -304,6 +307,9 @@ class OperatorApi:
         decisions = worker.ingest.outputs.get("decisions") if worker.ingest else None
         if decisions is not None:
             await decisions.send(key=cid.encode(), value=encode(decision))
+        # Kept for the customer view off the answer's path: the page load does not wait.
+        self._background(worker.store.record_decisions(
+            [campaign_desk.stored_decision(decision)], now, worker.settings.history_retention_s))
         return web.json_response({k: v.isoformat() if hasattr(v, "isoformat") else v
                                   for k, v in decision.asdict().items()})
 
@@ -408,6 +414,18 @@ class OperatorApi:
 
     async def reject(self, request: web.Request) -> web.Response:
         return await self._resolve(request, approve=False)
+
+    def _background(self, work: Awaitable[None]) -> None:
+        """Run ``work`` after the answer; a failure is logged, never raised."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("background_write_failed", error=str(finished.exception()))
+
+        task.add_done_callback(done)
 
     def handler(self, route: Route) -> Handler:
         """The handler serving ``route``, answering bad input with 400."""

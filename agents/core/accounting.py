@@ -44,6 +44,8 @@ class Accounting:
     proposals: int = 0
     #: Send candidates not sent, by reason (capped, quiet, arbitration, holdout, ...).
     refused: dict[str, int] = field(default_factory=dict)
+    #: Campaign statistics records published on ``campaign-stats``.
+    campaign_reports: int = 0
     dead_letters_by_field: dict[str, int] = field(default_factory=dict)
 
     def count_batch(self, *, applied: int, duplicates: int, dead_letters: int) -> None:

@@ -95,6 +95,16 @@ class StoredProposal:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class StoredDecision:
+    """A decision made for a customer, as published (``payload``: the record, msgpack)."""
+
+    customer_id: str
+    decided_at: datetime
+    decision_id: str
+    payload: bytes
+
+
 class Store(Protocol):
     """What the agents need from persistent state."""
 
@@ -198,6 +208,17 @@ class Store(Protocol):
         Pass the current time: a later read with an earlier ``now`` may miss
         rows that expired in between.
         """
+
+    async def record_decisions(self, decisions: Sequence[StoredDecision], now: datetime,
+                               ttl_s: float) -> None:
+        """Keep decisions (with their reasons) until ``decided_at + ttl_s``, for the customer view.
+
+        They are part of the customer: :meth:`delete_customer` erases them.
+        """
+
+    async def recent_decisions(self, customer_id: str, now: datetime, limit: int = 20
+                               ) -> list[StoredDecision]:
+        """Up to ``limit`` unexpired decisions of the customer, newest first."""
 
     async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
         """Add each change to the counters of its campaign, variant and cohort.

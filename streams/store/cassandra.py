@@ -73,7 +73,7 @@ from cassandra.timestamps import MonotonicTimestampGenerator
 from agents.core.customer import CustomerState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
-from streams.store import CampaignCounts, EventKey, Snapshot, StoredProposal
+from streams.store import CampaignCounts, EventKey, Snapshot, StoredDecision, StoredProposal
 from streams.store.codec import (
     CUSTOMER_TABLES,
     CustomerRows,
@@ -560,6 +560,36 @@ class CassandraStore:
     async def purge_expired(self, now: datetime) -> int:
         """Nothing to do: Cassandra drops expired rows itself (TTL)."""
         return 0
+
+    # -- decisions ----------------------------------------------------------------
+
+    async def record_decisions(self, decisions: Sequence[StoredDecision], now: datetime,
+                               ttl_s: float) -> None:
+        _, prepared = self._ready("record_decisions")
+        ttl_ms, now_ms = duration_ms(ttl_s), to_ms(now)
+        stamp = self._clock()
+        writes = []
+        for d in decisions:
+            decided = to_ms(d.decided_at)
+            expires = decided + ttl_ms
+            if expires > now_ms:
+                writes.append(self._rows(
+                    "record_decisions", prepared["insert_customer_decisions"],
+                    (d.customer_id, decided, d.decision_id, d.payload, expires,
+                     ttl_seconds(expires - now_ms), stamp)))
+        await asyncio.gather(*writes)
+
+    async def recent_decisions(self, customer_id: str, now: datetime, limit: int = 20
+                               ) -> list[StoredDecision]:
+        _, prepared = self._ready("recent_decisions")
+        cutoff = to_ms(now)
+        rows = await self._rows("recent_decisions", prepared["select_customer_decisions"],
+                                (customer_id,))
+        found = [StoredDecision(cid, from_ms(driver_ms(at) or 0), did, bytes(payload))
+                 for cid, at, did, payload, expires in rows
+                 if (driver_ms(expires) or 0) > cutoff]
+        found.sort(key=lambda d: (-to_ms(d.decided_at), d.decision_id))
+        return found[:limit]
 
     # -- campaigns ----------------------------------------------------------------
 

@@ -39,6 +39,7 @@ TIME_COLUMNS = frozenset({
     "decided_at", "scored_at", "assigned_at", "occurred_at", "expires_at", "created_at",
     "send_at", "requested_at", "resolved_at",
 })
+DECISION_COLUMNS = ("customer_id", "decided_at", "decision_id", "payload", "expires_at")
 STATS_COLUMNS = ("campaign_id", "variant", "cohort", "sends", "clicks", "conversions",
                  "revenue_cents", "revenue_sq_cents")
 PROPOSAL_COLUMNS = ("proposal_id", "customer_id", "campaign_id", "created_at", "expires_at",
@@ -79,6 +80,11 @@ def _statements() -> dict[str, str]:
         "insert_store_meta": ("INSERT INTO store_meta (meta_key, meta_value) VALUES (?, ?) "
                               "IF NOT EXISTS"),
         "select_store_meta": "SELECT meta_value FROM store_meta WHERE meta_key = ?",
+        "insert_customer_decisions": _insert("customer_decisions", DECISION_COLUMNS, ttl=True),
+        "select_customer_decisions": (f"SELECT {', '.join(DECISION_COLUMNS)} "  # noqa: S608 - constant
+                                      "FROM customer_decisions WHERE customer_id = ?"),
+        "delete_customer_decisions": ("DELETE FROM customer_decisions USING TIMESTAMP ? "
+                                      "WHERE customer_id = ?"),
         "update_campaign_stats": (
             "UPDATE campaign_stats SET sends = sends + ?, clicks = clicks + ?, "
             "conversions = conversions + ?, revenue_cents = revenue_cents + ?, "
@@ -286,4 +292,5 @@ def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int) -> 
     for table in CUSTOMER_TABLES:
         batch.add(prepared[f"delete_{table}"], (stamp, customer_id))
     batch.add(prepared["delete_event_ledger"], (stamp, customer_id))
+    batch.add(prepared["delete_customer_decisions"], (stamp, customer_id))
     return batch

@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 
 from agents.core.customer import CustomerState
 from streams.errors import StoreUnavailable
-from streams.store import CampaignCounts, EventKey, Snapshot, StoredProposal
+from streams.store import (
+    CampaignCounts,
+    EventKey,
+    Snapshot,
+    StoredDecision,
+    StoredProposal,
+)
 from streams.store.codec import (
     CONSENT_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -104,6 +110,11 @@ _TABLES = (
     """CREATE TABLE IF NOT EXISTS event_ledger (
         partition_key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
         PRIMARY KEY (partition_key, event_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS customer_decisions (
+        customer_id TEXT NOT NULL, decided_at INTEGER NOT NULL, decision_id TEXT NOT NULL,
+        payload BLOB NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (customer_id, decided_at, decision_id)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS campaign_stats (
         campaign_id TEXT NOT NULL, variant TEXT NOT NULL, cohort TEXT NOT NULL,
@@ -333,6 +344,8 @@ class EmbeddedStore:
                     db.execute(f"DELETE FROM {table} WHERE customer_id = ?",  # noqa: S608 - constant names
                                (customer_id,))
                 db.execute("DELETE FROM event_ledger WHERE partition_key = ?", (customer_id,))
+                db.execute("DELETE FROM customer_decisions WHERE customer_id = ?",
+                           (customer_id,))
 
         await self._run("delete_customer", delete)
 
@@ -427,6 +440,38 @@ class EmbeddedStore:
 
         return await self._run("latest_snapshot", query)
 
+    # -- decisions ----------------------------------------------------------------
+
+    async def record_decisions(self, decisions: Sequence[StoredDecision], now: datetime,
+                               ttl_s: float) -> None:
+        ttl_ms, now_ms = duration_ms(ttl_s), to_ms(now)
+        rows = [(d.customer_id, to_ms(d.decided_at), d.decision_id, d.payload,
+                 to_ms(d.decided_at) + ttl_ms) for d in decisions]
+        rows = [row for row in rows if row[4] > now_ms]
+        if not rows:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO customer_decisions VALUES "
+                               "(?, ?, ?, ?, ?)", rows)
+
+        await self._run("record_decisions", write)
+
+    async def recent_decisions(self, customer_id: str, now: datetime, limit: int = 20
+                               ) -> list[StoredDecision]:
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> list[StoredDecision]:
+            return [StoredDecision(cid, from_ms(at), did, bytes(payload))
+                    for cid, at, did, payload in db.execute(
+                        "SELECT customer_id, decided_at, decision_id, payload "
+                        "FROM customer_decisions WHERE customer_id = ? AND expires_at > ? "
+                        "ORDER BY decided_at DESC, decision_id LIMIT ?",
+                        (customer_id, cutoff, limit))]
+
+        return await self._run("recent_decisions", query)
+
     # -- campaigns ----------------------------------------------------------------
 
     async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
@@ -511,7 +556,7 @@ class EmbeddedStore:
                 return sum(
                     db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",  # noqa: S608 - constant names
                                (cutoff,)).rowcount
-                    for table in ("event_ledger", "interactions"))
+                    for table in ("event_ledger", "interactions", "customer_decisions"))
 
         return await self._run("purge_expired", purge)
 

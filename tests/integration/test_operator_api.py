@@ -19,7 +19,7 @@ from referencing import Registry, Resource
 from schemas.codec import decode, pack
 from schemas.records import SendProposed
 from streams import campaign_desk
-from streams.app import Worker, utc_now
+from streams.app import Worker, build_worker, utc_now
 from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
@@ -35,8 +35,10 @@ VIEWER = "viewer-token-0123456789ab"
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    # Campaign reports only when a test asks (test_campaign_stats_are_reported_periodically).
     return isolated_settings(broker.bootstrap_servers, tmp_path, web_port=0,
-                             operator_tokens=(OPERATOR,), viewer_tokens=(VIEWER,))
+                             operator_tokens=(OPERATOR,), viewer_tokens=(VIEWER,),
+                             campaign_stats_interval_s=86400.0)
 
 
 class Api:
@@ -424,6 +426,18 @@ async def test_decide_answers_with_a_decision_and_respects_consent(
     assert decision["policy"] in ("exploit", "explore", "holdout")
     assert decision["reasons"][-1] == "consent: personalisation and profiling granted"
     assert worker.accounting.decisions >= 2
+
+    # The customer view shows the decision with its reasons (written after the answer).
+    async def shown() -> bool:
+        status, held, _ = await api.call("GET", "/v1/customers/c-yes", VIEWER)
+        return status == 200 and bool(held["recent_decisions"])
+
+    await eventually_async(shown, 10, "the decision in the customer view", poll_s=0.1)
+    held = await api.get("/v1/customers/c-yes")
+    (latest,) = [d for d in held["recent_decisions"]
+                 if d["decision_id"] == decision["decision_id"]]
+    assert latest["reasons"] == decision["reasons"]
+    assert latest["content_id"] == decision["content_id"]
     status, body, _ = await api.call("POST", "/v1/decide", VIEWER,
                                      json={**ask, "slot": "app-card"})
     assert (status, body) == (404, {"error": "no catalogue item fits this channel and slot now"})
@@ -533,6 +547,13 @@ async def test_a_proposal_is_approved_once_and_yields_exactly_one_trigger(
     assert campaign["treated"]["sends"] == 1
     assert campaign["approval"] is False
     assert campaign["paused"] is False
+    # The periodic report carries the same counts, for every campaign of the book.
+    await worker.report_campaigns()
+    reports = {r["campaign_id"]: r for r in (
+        decode(m.value()) for m in consume_exactly(settings, "campaign-stats", 4))}
+    assert reports["interest-follow-up"]["sends_treated"] == 1
+    assert reports["interest-follow-up"]["click_uplift"] is None  # no holdout exposure yet
+    assert reports["browse-abandonment"]["sends_treated"] == 0
     every = await api.get("/v1/campaigns")
     assert "interest-follow-up" in [c["campaign_id"] for c in every["campaigns"]]
     status, _, _ = await api.call("GET", "/v1/campaigns/no-such-campaign", VIEWER)
@@ -551,4 +572,15 @@ async def test_nothing_is_approved_while_sends_are_paused(api: Api, worker: Work
     status, _, _ = await api.call("POST", "/v1/controls/resume", OPERATOR)
     status, body, _ = await api.call("POST", "/v1/proposals/p-paused/approve", OPERATOR)
     assert (status, body["status"]) == (200, "approved")
+
+
+async def test_campaign_stats_are_reported_periodically(settings: Settings) -> None:
+    often = build_worker(settings.with_(campaign_stats_interval_s=0.2,
+                                        consumer_group=settings.consumer_group + "-often"))
+    await often.start()
+    try:
+        await eventually(lambda: often.accounting.campaign_reports >= 8, 30,
+                         "two rounds of campaign reports")
+    finally:
+        await stop_or_explain(often.stop(), "the worker to stop")
 

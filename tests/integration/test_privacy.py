@@ -69,7 +69,8 @@ def rows_of(settings: Settings, customer_id: str) -> dict[str, int]:
     db = sqlite3.connect(settings.store_path)
     try:
         counts = {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE customer_id = ?",  # noqa: S608 - constant names
-                                    (customer_id,)).fetchone()[0] for table in CUSTOMER_TABLES}
+                                    (customer_id,)).fetchone()[0]
+                  for table in (*CUSTOMER_TABLES, "customer_decisions")}
         counts["event_ledger"] = db.execute(
             "SELECT COUNT(*) FROM event_ledger WHERE partition_key = ?",
             (customer_id,)).fetchone()[0]

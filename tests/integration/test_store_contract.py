@@ -42,7 +42,7 @@ from agents.core.customer import (
 )
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
-from streams.store import CampaignCounts, Store, StoredProposal, open_store
+from streams.store import CampaignCounts, Store, StoredDecision, StoredProposal, open_store
 from streams.store.codec import normalise
 from tests.customer_strategies import customer_states, ms_times
 
@@ -591,3 +591,20 @@ async def test_a_proposal_is_stored_once_and_resolved_once(
     assert not await store.resolve_proposal(first, "expired", later, None)
     assert [p.proposal_id for p in await store.proposals("proposed", limit=1000)
             if p.proposal_id in (first, second)] == [second]
+
+
+# -- decisions --------------------------------------------------------------------------
+
+
+async def test_decisions_are_kept_newest_first_until_they_expire_or_the_customer_goes(
+        store: Store, cid: Callable[[str], str]) -> None:
+    who = cid("decided")
+    made = [StoredDecision(who, NOW - timedelta(hours=h), f"d-{h}", bytes([h]))
+            for h in (5, 1, 3)]
+    await store.record_decisions(made, NOW, ttl_s=4 * 3600)  # d-5 is past its time: not kept
+    assert await store.recent_decisions(who, NOW) == [made[1], made[2]]
+    assert await store.recent_decisions(who, NOW, limit=1) == [made[1]]
+    assert await store.recent_decisions(who, NOW + timedelta(hours=2)) == [made[1]]
+    assert await store.recent_decisions(cid("nobody"), NOW) == []
+    await store.delete_customer(who)
+    assert await store.recent_decisions(who, NOW) == []

@@ -253,7 +253,8 @@ def test_ledger_and_erasure_batches_bind_their_values() -> None:
     assert all(v[3:] == [60, 7] for _, v in ledger)
     erasure = _decoded(erasure_batch(PREPARED, "c-1", 9))
     assert sorted(n for n, _ in erasure) == sorted(
-        [f"delete_{t}" for t in CUSTOMER_TABLES] + ["delete_event_ledger"])
+        [f"delete_{t}" for t in CUSTOMER_TABLES] + ["delete_event_ledger",
+                                                   "delete_customer_decisions"])
     assert all(v == [9, "c-1"] for _, v in erasure)
 
 

@@ -127,6 +127,13 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         control_id="campaign:spring", changed_at=AT, schema_version=1, paused=True,
         changed_by="operator:1f2e3d4c", campaign_id="spring", reason="wrong price in the mail",
     ),
+    ("campaign-stats", 1): r.CampaignStatsReported(
+        event_id="interest-follow-up:2026-03-01T12:00:00+01:00", campaign_id="interest-follow-up",
+        reported_at=AT, schema_version=1, sends_treated=622, clicks_treated=98,
+        conversions_treated=56, revenue_treated=7929.78, sends_holdout=72, clicks_holdout=8,
+        conversions_holdout=8, revenue_holdout=3700.83, click_uplift=0.046,
+        click_uplift_low=-0.05, click_uplift_high=0.108,
+    ),
     ("model-drift", 1): r.ModelDrifted(
         event_id="churn-60d:drift:4200", model_id="churn-60d", detected_at=AT,
         schema_version=1, examples=4200, error=0.0625, roc_auc=0.81, log_loss=0.42,

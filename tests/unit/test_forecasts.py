@@ -111,3 +111,13 @@ def test_a_drift_is_reported_and_becomes_a_valid_model_drift_event() -> None:
         assert topic == "model-drift"
         assert key == record.model_id.encode()
         assert build(TOPICS[topic].versions[1], decode(encode(record))) == record
+
+
+def test_the_deadline_heap_stays_bounded_by_the_open_examples() -> None:
+    forecaster = Forecaster()
+    state = CustomerState("c-1", last_event_at=MONDAY)
+    for i in range(20_000):  # every event resolves the churn example and opens the next
+        at = MONDAY + timedelta(minutes=i)
+        state, _ = forecaster.observe(replace(state, last_event_at=at), "other", at)
+    assert forecaster.open_examples == 2
+    assert len(forecaster._deadlines) <= 2 * 2 + 1024 + 1
