@@ -7,7 +7,9 @@ worker reads all content partitions itself, outside the consumer group, and
 keeps the latest valid item per id.  :meth:`Catalogue.start` returns once the
 reader has caught up with what the topic held, so a starting worker never
 processes clicks against a half-read catalogue.  Invalid items are skipped
-here; the ingest agent dead-letters them.
+here; the ingest agent dead-letters them.  The items are held in a
+:class:`~agents.core.catalogue.CatalogueIndex`, so a decision reads only the
+items of its channel and slot or topic.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.core.catalogue import CatalogueIndex
 from schemas.errors import InvalidEvent
 from schemas.records import ContentPublished
 from schemas.validation import Limits, parse_message
@@ -37,7 +40,7 @@ class Catalogue:
         self.settings = settings
         self.clock = clock
         self.limits = limits
-        self.items: dict[str, ContentPublished] = {}
+        self.items = CatalogueIndex()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -48,13 +51,11 @@ class Catalogue:
 
     def forget(self, content_id: str) -> None:
         """Drop an item (its tombstone was consumed)."""
-        self.items.pop(content_id, None)
+        self.items.forget(content_id)
 
     def learn(self, item: ContentPublished) -> None:
         """Take an item unless a newer version (by event time) is already known."""
-        known = self.items.get(item.content_id)
-        if known is None or known.occurred_at <= item.occurred_at:
-            self.items[item.content_id] = item
+        self.items.learn(item)
 
     async def start(self, timeout_s: float = 60.0) -> None:
         """Read the topic up to its current end, then keep following it."""
@@ -102,7 +103,7 @@ class Catalogue:
             for message in messages:
                 if message.value is None:  # a tombstone removes the item
                     if message.key is not None:
-                        self.items.pop(message.key.decode(errors="replace"), None)
+                        self.forget(message.key.decode(errors="replace"))
                     continue
                 try:
                     item = parse_message("content", message.key, message.value, now=now,

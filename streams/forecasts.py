@@ -80,7 +80,9 @@ class Forecaster:
         """
         cid = state.customer_id
         stored = state.predictions
-        hours = (HourProfile(dict(stored.hours), stored.hours_at) if stored is not None
+        # Hour profiles are never changed in place (a new engagement makes a new one), so
+        # the stored scores are shared, not copied, when no engagement changes them.
+        hours = (HourProfile(stored.hours, stored.hours_at) if stored is not None
                  else HourProfile())
         before = PredictionState(hours, self._open.pop(cid, ()))
         # The hour profile is kept in UTC hours of the week, so it does not depend on
@@ -101,7 +103,7 @@ class Forecaster:
                                  state.master.time_zone if state.master else None),
             # The newest event time seen, whatever order the topics interleaved in.
             at=at if stored is None else max(stored.at, at),
-            hours=dict(after.hours.scores), hours_at=after.hours.scored_at)
+            hours=_scores(after.hours), hours_at=after.hours.scored_at)
         return new, drifts
 
     def expire(self, watermark: datetime | None) -> list[DriftDetected]:
@@ -200,6 +202,11 @@ class Forecaster:
             await store.put_snapshot(model.model_id, version, blob, checksum, now)
             self._versions[model.model_id] = saved[model.model_id] = version
         return saved
+
+
+def _scores(hours: HourProfile) -> dict[int, float]:
+    """The profile's scores as a dict, the profile's own when it is one (read-only)."""
+    return hours.scores if isinstance(hours.scores, dict) else dict(hours.scores)
 
 
 def local_hour(utc_hour: int | None, on: datetime, time_zone: str | None) -> int | None:

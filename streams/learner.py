@@ -50,6 +50,7 @@ import structlog
 from river import drift, metrics
 
 from agents.core.candidates import Candidate, candidates, variant
+from agents.core.catalogue import CatalogueIndex
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
 from agents.core.engine import Chosen
@@ -70,6 +71,8 @@ from streams.store import Store
 log = structlog.get_logger(__name__)
 
 MODEL_ID = "content-policy"
+#: Candidates kept for follow-ups at most (about catalogue size x languages spoken).
+_VARIANTS_MAX = 100_000
 # River's constructors are untyped; named once here.
 _ADWIN: Any = drift.ADWIN
 
@@ -101,6 +104,14 @@ class Learner:
     _log_loss: Any = field(default_factory=metrics.LogLoss)
     _detector: Any = field(default_factory=lambda: _ADWIN(delta=0.002))
     _found: list[DriftDetected] = field(default_factory=list)
+    #: Candidates of ``decide`` per (channel, slot, language): catalogue version, the
+    #: decision times they hold for (from, until) and the list.
+    _offered: dict[tuple[str, str, str | None],
+                   tuple[int, datetime, datetime | None, list[Candidate]]] = field(
+        default_factory=dict)
+    #: Follow-up candidates per (content_id, language), with the item version they are of.
+    _variants: dict[tuple[str, str | None], tuple[ContentPublished, Candidate]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = ContentPolicy(self.config, MODEL_ID)
@@ -113,30 +124,28 @@ class Learner:
                items: Sequence[ContentPublished]) -> Chosen | None:
         """The policy's pick among ``items`` for ``state`` on ``channel`` (the engine's hook)."""
         language = state.master.language if state.master is not None else None
-        options = []
-        for item in items:
-            self._topics[item.content_id] = tuple(item.topics)
-            lang, fallback = variant(item, language)
-            options.append(Candidate(item.content_id, tuple(item.topics), lang, fallback,
-                                     item.campaign_id))
+        options = [self._candidate(item, language) for item in items]
         context = context_for(state, channel, "follow-up", at, self.interest_half_life)
         choice = self.policy.choose(context, options, self._rng)
         if choice is None:
             return None
+        self._topics[choice.content_id] = choice.topics
         return Chosen(choice.content_id, choice.language, choice.fallback is not None,
                       choice.policy, choice.score, tuple(explain(choice)), choice.features)
 
     def decide(self, state: CustomerState, channel: str, slot: str, at: datetime,
-               catalogue: Iterable[ContentPublished], consent: ConsentPolicy
+               catalogue: CatalogueIndex | Iterable[ContentPublished], consent: ConsentPolicy
                ) -> tuple[DecisionMade, Chosen] | None:
         """A decision for a touchpoint (``POST /v1/decide``), or None when nothing fits.
 
         Without consent to personalisation the answer is the non-personalised
         default (the most clicked candidate now), marked ``neutral``, and the
-        profile is not read.
+        profile is not read.  From a :class:`CatalogueIndex` the candidates
+        are kept per channel, slot and language until the catalogue changes
+        or an item's validity begins or ends.
         """
         language = state.master.language if state.master is not None else None
-        options = candidates(catalogue, channel, slot, at, language)
+        options = self._candidates(catalogue, channel, slot, at, language)
         if not options:
             return None
         cid = state.customer_id
@@ -150,14 +159,18 @@ class Learner:
                             choice.features)
             basis = "consent: personalisation and profiling granted"
         else:
-            ranked = self.policy.popularity.rank(options, at)
-            best = max(ranked, key=lambda c: (c.popularity, c.content_id))
+            counts = self.policy.popularity.counts(options, at)
+            top = max(counts)
+            shares = [n / top for n in counts] if top > 0.0 else [0.0] * len(counts)
+            at_best = max(range(len(options)),
+                          key=lambda i: (shares[i], options[i].content_id))
+            best = options[at_best]
             chosen = Chosen(best.content_id, best.language, best.fallback is not None,
-                            "neutral", best.popularity,
+                            "neutral", shares[at_best],
                             ("neutral: non-personalised default, the most clicked candidate now",))
             basis = "consent: no personalisation, so not personalised"
-        for option in options:
-            self._topics[option.content_id] = option.topics
+        self._topics[chosen.content_id] = next(
+            o.topics for o in options if o.content_id == chosen.content_id)
         decision = DecisionMade(
             decision_id=f"{cid}:{slot}:{at.isoformat()}:{self._rng.getrandbits(32):08x}",
             customer_id=cid, decided_at=at, schema_version=1, slot=slot, channel=channel,
@@ -165,6 +178,36 @@ class Learner:
             language_fallback=chosen.fell_back, policy=chosen.policy,
             reasons=[*chosen.reasons, basis], caused_by="POST /v1/decide", score=chosen.score)
         return decision, chosen
+
+    def _candidate(self, item: ContentPublished, language: str | None) -> Candidate:
+        """``item`` as a candidate for a customer speaking ``language`` (kept per item version)."""
+        key = (item.content_id, language)
+        kept = self._variants.get(key)
+        if kept is None or kept[0] is not item:
+            if len(self._variants) >= _VARIANTS_MAX:
+                self._variants.clear()  # items long gone would otherwise stay
+            lang, fallback = variant(item, language)
+            kept = self._variants[key] = (item, Candidate(
+                item.content_id, tuple(item.topics), lang, fallback, item.campaign_id))
+        return kept[1]
+
+    def _candidates(self, catalogue: CatalogueIndex | Iterable[ContentPublished], channel: str,
+                    slot: str, at: datetime, language: str | None) -> list[Candidate]:
+        """:func:`candidates`, kept while the index and every item's validity stay as they were."""
+        if not isinstance(catalogue, CatalogueIndex):
+            return candidates(catalogue, channel, slot, at, language)
+        key = (channel, slot, language)
+        kept = self._offered.get(key)
+        if kept is not None:
+            version, since, until, found = kept
+            if version == catalogue.version and since <= at and (until is None or at < until):
+                return found
+        found = candidates(catalogue, channel, slot, at, language)
+        # Until the next moment an item of this touchpoint becomes valid or expires.
+        bounds = [t for item in catalogue.offered(channel, slot)
+                  for t in (item.valid_from, item.valid_until) if t is not None and t > at]
+        self._offered[key] = (catalogue.version, at, min(bounds, default=None), found)
+        return found
 
     # -- rewards ---------------------------------------------------------------------
 

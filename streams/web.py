@@ -297,7 +297,7 @@ class OperatorApi:
             log.warning("decide_failed", error=str(exc))
             return _error(503, "the store is not reachable; try again")
         made = learner.decide(state, values["channel"], values["slot"], now,
-                              stage.catalogue.items.values(), stage.rules.consent)
+                              stage.catalogue.items, stage.rules.consent)
         if made is None:
             return _error(404, "no catalogue item fits this channel and slot now")
         decision, chosen = made

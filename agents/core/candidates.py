@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from agents.core.catalogue import CatalogueIndex
 from schemas.records import ContentPublished
 
 Fallback = Literal["campaign", "catalogue", "any"]
@@ -82,18 +83,22 @@ def is_valid(item: ContentPublished, at: datetime) -> bool:
             and (item.valid_until is None or at < item.valid_until))
 
 
-def candidates(catalogue: Iterable[ContentPublished], channel: str, slot: str, at: datetime,
-               language: str | None, campaign_languages: Mapping[str, str] | None = None
-               ) -> list[Candidate]:
+def candidates(catalogue: Iterable[ContentPublished] | CatalogueIndex, channel: str, slot: str,
+               at: datetime, language: str | None,
+               campaign_languages: Mapping[str, str] | None = None) -> list[Candidate]:
     """The items that may fill ``slot`` on ``channel`` at ``at``, by ``content_id``.
 
     An item qualifies when it is valid at ``at``, lists ``channel`` and lists
     ``slot``; each comes with its variant for ``language``
     (:func:`variant`; ``campaign_languages`` maps a campaign to its default).
+    ``catalogue`` is any collection of items, or a :class:`CatalogueIndex`,
+    of which only the items listing the channel and slot are read.
     """
     defaults = campaign_languages or {}
     found = []
-    for item in catalogue:
+    items = (catalogue.offered(channel, slot) if isinstance(catalogue, CatalogueIndex)
+             else catalogue)
+    for item in items:
         if channel not in item.channels or slot not in item.slots or not is_valid(item, at):
             continue
         campaign = defaults.get(item.campaign_id) if item.campaign_id else None

@@ -16,9 +16,11 @@ consent (profiling, personalisation and the channel).
 The content is chosen by a :data:`ChooseContent` function the caller passes
 in (the worker passes the learned policy, :mod:`agents.core.learning`);
 without one it is the newest valid item on the topic that the channel may
-show.  While a campaign is paused (the kill switch or its own pause) its
-decisions are still made and published as shadow decisions, but nothing is
-sent or proposed.
+show (read from the index when ``catalogue`` is a
+:class:`~agents.core.catalogue.CatalogueIndex`, as the worker's is, by a
+scan otherwise: the same items either way).  While a campaign is paused
+(the kill switch or its own pause) its decisions are still made and
+published as shadow decisions, but nothing is sent or proposed.
 
 Campaign statistics (:mod:`agents.core.uplift`) come back as
 :attr:`Effects.stats`: a send or holdout exposure counts when it is decided,
@@ -44,6 +46,7 @@ from agents.core.arbitration import (
     trigger_id,
 )
 from agents.core.campaigns import DEFAULT_BOOK, CampaignBook
+from agents.core.catalogue import on_topic
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy, cancel_pending, forget_behaviour, revocation
 from agents.core.customer import CustomerState, Interaction, PendingSend
@@ -397,10 +400,8 @@ def _pool(catalogue: Mapping[str, ContentPublished], candidate: SendCandidate, c
     if content:
         listed = [catalogue[c] for c in content if c in catalogue]
         return [i for i in listed if channel in i.channels and _valid(i, at)]
-    topic = candidate.topic
-    return [item for item in catalogue.values()
-            if (topic is None or topic in item.topics) and channel in item.channels
-            and _valid(item, at)]
+    # From the catalogue's index when it has one (the worker's): only the topic's items.
+    return [item for item in on_topic(catalogue, channel, candidate.topic) if _valid(item, at)]
 
 
 def newest_item(state: CustomerState, channel: str, at: datetime,

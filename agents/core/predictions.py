@@ -137,11 +137,21 @@ def customer_features(state: CustomerState, at: datetime) -> dict[str, float]:
     x = {"bias": 1.0, "orders": math.log1p(figures.orders),
          "revenue": math.log1p(max(figures.revenue, 0.0)) / 5.0}
     week, month = at - timedelta(days=7), at - timedelta(days=30)
-    clicks = [i.occurred_at for i in state.history if i.kind == "click" and i.occurred_at <= at]
-    x["clicks_7d"] = math.log1p(sum(1 for t in clicks if t > week))
-    x["clicks_30d"] = math.log1p(sum(1 for t in clicks if t > month))
+    # One pass, no lists: this runs after every event, over up to the whole history.
+    clicks = clicks_30d = clicks_7d = 0
+    for entry in state.history:
+        if entry.kind == "click":
+            t = entry.occurred_at
+            if t <= at:
+                clicks += 1
+                if t > month:
+                    clicks_30d += 1
+                    if t > week:
+                        clicks_7d += 1
+    x["clicks_7d"] = math.log1p(clicks_7d)
+    x["clicks_30d"] = math.log1p(clicks_30d)
     # Orders per engagement: how often this person's browsing ends in a purchase.
-    x["order_rate"] = figures.orders / (figures.orders + len(clicks)) if figures.orders else 0.0
+    x["order_rate"] = figures.orders / (figures.orders + clicks) if figures.orders else 0.0
     if state.last_event_at is not None:
         x["days_since_event"] = math.log1p(max((at - state.last_event_at).total_seconds(), 0)
                                            / 86400)
