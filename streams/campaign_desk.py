@@ -25,7 +25,7 @@ this module adds the store and the topics:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -33,7 +33,7 @@ import structlog
 from agents.core import proposals as law
 from agents.core.campaigns import CampaignBook
 from agents.core.customer import CustomerState
-from agents.core.uplift import CampaignStats, StatDelta
+from agents.core.uplift import CampaignCounters, CampaignStats, StatDelta
 from schemas.codec import decode, encode
 from schemas.records import (
     CampaignStatsReported,
@@ -101,10 +101,10 @@ async def campaign_report(worker: Worker, campaign_id: str | None = None
     """Each campaign of the book (or one) with its definition, pause state, counts and uplift."""
     book: CampaignBook = worker.campaigns
     rows = await worker.store.campaign_stats(campaign_id)
+    # The store's rows are the counters already added up: load them as they are.
     stats = CampaignStats()
-    epoch = datetime.fromtimestamp(0, UTC)
-    stats.add(StatDelta(r.campaign_id, r.variant, r.cohort, "", epoch, r.sends, r.clicks,
-                        r.conversions, r.revenue, r.revenue_sq) for r in rows)
+    stats.counters = {(r.campaign_id, r.variant, r.cohort): CampaignCounters(
+        r.sends, r.clicks, r.conversions, r.revenue, r.revenue_sq) for r in rows}
     report = stats.report()
     controls = worker.controls
     out = []
