@@ -9,8 +9,15 @@
 
 Each stage has a consumer group of its own, so each reads everything from the
 start, and counts from the first event it consumes to the last, so the group
-join is left out.  The worker has no batch hook yet, so :class:`BatchClock`
-observes ingest through the store's ``seen_events`` (a batch starts) and the
+join is left out.
+
+Processes: the synthetic traffic is generated and published by a process of
+its own (:class:`TrafficProcess`; at a million customers the generator holds
+gigabytes), and the pipeline runs in a process of its own
+(:func:`measure_pipeline_apart`), as one deployed worker would, so its peak
+RSS is the worker's alone.  The worker has no batch hook, so
+:class:`BatchClock` observes ingest through the store's ``seen_events`` (a
+batch starts), the stage's ``apply`` (the decisions a batch makes) and the
 worker's ``Accounting.count_batch`` (the batch is handled).
 """
 
@@ -19,22 +26,32 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import resource
+import sqlite3
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import click
+import msgpack
 from confluent_kafka import Consumer, KafkaException
 
 from agents.core.accounting import Accounting
+from agents.ingest import Output
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
+from schemas.records import DecisionMade, Record
 from schemas.topics import INPUT_TOPICS
+from streams import logs
 from streams.app import build_faust_app, build_worker
 from streams.errors import BrokerUnavailable, RelevanzError
 from streams.publish import Publisher
@@ -42,9 +59,20 @@ from streams.settings import Settings
 from streams.store import EventKey
 from streams.store.embedded import EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import Message
+from streams.traffic import Message, TrafficConfig, TrafficGenerator
 
 Progress = Callable[[str], None]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def _spawn_pool(**kwargs: Any) -> ProcessPoolExecutor:
+    """One fresh interpreter: a child that shares nothing with the bench's memory."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), **kwargs)
 
 
 class BenchStalled(RelevanzError):
@@ -105,17 +133,24 @@ class BatchClock:
         self.meter = meter
         #: event_id -> wall time its batch was handled, once :meth:`watch` is called.
         self.handled: dict[str, float] | None = None
+        #: event_id -> wall time the decision it caused was handed to the producer.
+        self.decided: dict[str, float] = {}
         self._batch: Sequence[EventKey] = ()
+        self._decisions: list[str] = []
 
-    def watch(self) -> dict[str, float]:
-        """Start noting handled times; returns the mapping being filled."""
-        self.handled = {}
-        return self.handled
+    def watch(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Start noting times; returns the handled and the decided mappings being filled."""
+        self.handled, self.decided = {}, {}
+        return self.handled, self.decided
 
     def started(self, keys: Sequence[EventKey]) -> None:
         """A batch with these valid events began."""
         self.meter.begin()
         self._batch = keys
+
+    def decisions(self, outputs: Sequence[Output]) -> None:
+        """The batch being applied emits these outputs; note what its decisions answer."""
+        self._decisions += [o.caused_by for _, _, o in outputs if isinstance(o, DecisionMade)]
 
     def counted(self) -> None:
         """The batch is handled: applied, recorded, its outputs and dead letters sent."""
@@ -123,7 +158,9 @@ class BatchClock:
             at = time.time()  # wall time: the publisher runs in another process
             for _, event_id in self._batch:
                 self.handled.setdefault(event_id, at)
-        self._batch = ()
+            for event_id in self._decisions:
+                self.decided.setdefault(event_id, at)
+        self._batch, self._decisions = (), []
 
     def attach(self, accounting: Accounting) -> None:
         """Call :meth:`counted` after every ``accounting.count_batch``."""
@@ -134,6 +171,18 @@ class BatchClock:
             self.counted()
 
         accounting.count_batch = count_and_stamp  # type: ignore[method-assign] # no batch hook yet
+
+    def attach_stage(self, stage: Any) -> None:
+        """Call :meth:`decisions` with what every ``stage.apply`` returns."""
+        apply = stage.apply
+
+        async def apply_and_note(records: Sequence[Record], now: datetime
+                                 ) -> tuple[list[Output], dict[int, str]]:
+            outputs, failed = await apply(records, now)
+            self.decisions(outputs)
+            return outputs, failed
+
+        stage.apply = apply_and_note  # no batch hook yet (see above)
 
 
 class TimedStore(EmbeddedStore):
@@ -158,6 +207,72 @@ def publish(settings: Settings, messages: Sequence[Message]) -> None:
     if report.failed:
         raise BrokerUnavailable(f"{report.failed} of {len(messages)} events were not "
                                 f"delivered to the embedded broker: {report.errors}")
+
+
+#: The traffic process's stream (set by its initializer, in that process only).
+_STREAM: Iterator[Message] | None = None
+
+
+def _open_stream(config: TrafficConfig, n: int, log_level: str) -> None:
+    global _STREAM  # one stream per traffic process, read in parts by the calls below
+    logs.configure(log_level, "console")
+    _STREAM = TrafficGenerator(config).messages(n)
+
+
+def _next(n: int) -> list[Message]:
+    assert _STREAM is not None, "the traffic process has no stream"
+    return list(islice(_STREAM, n))
+
+
+def _publish_next(settings: Settings, n: int) -> tuple[int, float]:
+    started = time.perf_counter()
+    messages = _next(n)
+    generated_s = time.perf_counter() - started
+    publish(settings, messages)
+    return len(messages), generated_s
+
+
+def _spool_next(path: Path, n: int) -> int:
+    messages = _next(n)
+    with path.open("wb") as f:
+        for m in messages:
+            f.write(msgpack.packb((m.topic, m.key, m.value)))
+    return len(messages)
+
+
+def read_spool(path: Path, n: int) -> list[Message]:
+    """The first ``n`` messages :meth:`TrafficProcess.spool` wrote to ``path``."""
+    with path.open("rb") as f:
+        unpacker = msgpack.Unpacker(f)
+        return [Message(topic, key, value) for topic, key, value in islice(unpacker, n)]
+
+
+class TrafficProcess:
+    """One seeded synthetic stream, generated in a process of its own and read in parts.
+
+    The generator keeps every synthetic customer (about 1.7 GB at a million),
+    which must not count as the benchmark's or the worker's memory.  Use as a
+    context manager; :meth:`publish` and :meth:`spool` continue the same stream.
+    """
+
+    def __init__(self, config: TrafficConfig, n: int, log_level: str = "warning") -> None:
+        self._pool = _spawn_pool(initializer=_open_stream, initargs=(config, n, log_level))
+
+    def __enter__(self) -> TrafficProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    async def publish(self, settings: Settings, n: int) -> tuple[int, float]:
+        """Publish the next ``n`` messages; returns how many and the seconds generating took."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, _publish_next, settings, n)
+
+    async def spool(self, path: Path, n: int) -> int:
+        """Write the next ``n`` messages to ``path`` for :func:`read_spool`; returns how many."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _spool_next, path, n)
 
 
 async def wait_for(label: str, count: Callable[[], int], target: int, progress: Progress,
@@ -260,24 +375,56 @@ async def measure_faust(settings: Settings, n: int, progress: Progress,
 
 
 @dataclass(frozen=True)
-class Latency:
-    """Event-to-applied latency at a fixed offered load."""
+class Quantiles:
+    """Latency percentiles of one set of samples, in milliseconds."""
 
-    offered_per_s: float
-    applied_per_s: float  # below offered_per_s: the pipeline fell behind
     events: int
     p50_ms: float
     p95_ms: float
     p99_ms: float
 
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Quantiles:
+        """Percentiles of latencies given in seconds (all zero without samples).
+
+        >>> Quantiles.of([0.001 * i for i in range(1, 101)]).p99_ms
+        99.01
+        """
+        if not samples:
+            return cls(0, 0.0, 0.0, 0.0)
+        ordered = sorted(samples)
+        cuts = (statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1
+                else [ordered[0]] * 99)
+        return cls(len(ordered), round(cuts[49] * 1000, 2), round(cuts[94] * 1000, 2),
+                   round(cuts[98] * 1000, 2))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency at a fixed offered load, from publishing an event.
+
+    ``decision``: to the decision it caused being handed to the producer (the
+    events that caused one); ``applied``: to its batch being handled (every
+    valid event: applied, stored, outputs sent).
+    """
+
+    offered_per_s: float
+    applied_per_s: float  # below offered_per_s: the pipeline fell behind
+    decision: Quantiles
+    applied: Quantiles
+
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """The full pipeline's throughput, what it ran, and its latency if measured."""
+    """The full pipeline's throughput, what it ran, its latency if measured, its memory."""
 
     throughput: Throughput
     agents: list[str]
     latency: Latency | None
+    #: Peak resident memory of the process the worker ran in (see measure_pipeline_apart).
+    peak_rss_mb: float = 0.0
+    #: Customers in the store at the end.
+    store_customers: int = 0
 
 
 async def measure_pipeline(settings: Settings, n: int, store_path: Path, progress: Progress,
@@ -297,6 +444,7 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
     clock = BatchClock(meter)
     worker = build_worker(settings, store=TimedStore(store_path, clock))
     clock.attach(worker.accounting)
+    clock.attach_stage(worker.stage)
     agents = sorted(agent.name.rsplit(".", 1)[-1] for agent in worker.app.agents.values())
     await worker.start()
     try:
@@ -304,6 +452,7 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
                                  stall_timeout_s)
         assert meter.first_at is not None
         throughput = Throughput(worker.accounting.events_in, done_at - meter.first_at)
+        progress(f"pipeline: {throughput.events_per_s:,.0f} events/s")
         latency = None
         if fresh is not None:
             offered = throughput.events_per_s / 2
@@ -314,29 +463,68 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
                                      n, progress, stall_timeout_s)
     finally:
         await worker.stop()
-    return PipelineResult(throughput, agents, latency)
+    return PipelineResult(throughput, agents, latency, peak_rss_mb(),
+                          _stored_customers(store_path))
+
+
+def _stored_customers(store_path: Path) -> int:
+    """How many customers the embedded store holds (read-only, after the worker stopped)."""
+    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
+        (count,) = db.execute("SELECT count(*) FROM customers").fetchone()
+    db.close()
+    return int(count)
+
+
+def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeout_s: float,
+                      spool: Path | None, latency_s: float, verbose: bool,
+                      log_level: str) -> PipelineResult:
+    """:func:`measure_pipeline` in a child process; progress goes to its stderr."""
+    logs.configure(log_level, "console")
+
+    def progress(message: str) -> None:
+        if verbose:
+            click.echo(message, err=True)
+
+    fresh = (lambda k: read_spool(spool, k)) if spool is not None else None
+    return asyncio.run(measure_pipeline(settings, n, store_path, progress, stall_timeout_s,
+                                        fresh, latency_s))
+
+
+async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *,
+                                 stall_timeout_s: float, verbose: bool, log_level: str,
+                                 spool: Path | None = None, latency_s: float = 10.0
+                                 ) -> PipelineResult:
+    """:func:`measure_pipeline` in a fresh process of its own: one worker, as deployed.
+
+    Its peak RSS is then the worker's, not the benchmark's (the raw and Faust
+    stages and the decide load run in the bench process). ``spool`` holds the
+    fresh events for the latency phase (:meth:`TrafficProcess.spool`).
+    """
+    with _spawn_pool() as pool:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, _pipeline_process, settings, n, store_path, stall_timeout_s, spool,
+            latency_s, verbose, log_level)
 
 
 async def _latency(settings: Settings, accounting: Accounting, clock: BatchClock,
                    messages: list[Message], rate: float, already: int, progress: Progress,
                    stall_timeout_s: float) -> Latency:
-    handled = clock.watch()
+    handled, decided = clock.watch()
     # Upstream systems publish from other processes; a thread here would take the
     # worker's interpreter lock and measure the benchmark, not the pipeline.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _spawn_pool() as pool:
         publishing = asyncio.get_running_loop().run_in_executor(
             pool, publish_paced, settings, messages, rate)
         await wait_for("latency", lambda: accounting.events_in - already, len(messages),
                        progress, stall_timeout_s, idle="starting the publisher")
         sent = await publishing
-    samples = sorted(handled[e] - t for e, t in sent.items() if e in handled)
-    if not samples:
+    applied = [handled[e] - t for e, t in sent.items() if e in handled]
+    if not applied:
         raise BenchStalled("latency: no fresh event was applied; nothing to measure")
-    cuts = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 \
-        else [samples[0]] * 99
     return Latency(offered_per_s=_rate(sent.values()), applied_per_s=_rate(handled.values()),
-                   events=len(samples), p50_ms=cuts[49] * 1000, p95_ms=cuts[94] * 1000,
-                   p99_ms=cuts[98] * 1000)
+                   decision=Quantiles.of([decided[e] - t for e, t in sent.items()
+                                          if e in decided]),
+                   applied=Quantiles.of(applied))
 
 
 def _rate(times: Iterable[float]) -> float:

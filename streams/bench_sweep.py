@@ -1,9 +1,11 @@
 """``relevanz bench --sweep``: the pipeline's cost curves over audience and catalogue size.
 
 For every (customers, catalogue) combination the sweep generates
-``events`` synthetic events into a topic set of its own on one embedded
-broker and measures the full pipeline on them with a fresh store.  The raw
-and bare-Faust references are measured once, on the first point's data.
+``events`` synthetic events (in a process of its own) into a topic set of
+its own on one embedded broker and measures the full pipeline on them with a
+fresh store, in a worker process of its own whose peak RSS the row reports.
+The raw and bare-Faust references are measured once, on the first point's
+data.
 Rows go to ``bench-sweep.csv`` as each point finishes (so an interrupted
 sweep keeps what it measured), and a plot to ``bench-sweep.png`` when
 matplotlib is installed.
@@ -17,26 +19,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streams.bench import BenchOptions, Traffic, bench_settings, peak_rss_mb
+from streams.bench import BenchOptions, bench_settings, traffic_config
 from streams.bench_stages import (
+    PipelineResult,
     Progress,
     Throughput,
+    TrafficProcess,
     measure_faust,
-    measure_pipeline,
+    measure_pipeline_apart,
     measure_raw,
-    publish,
 )
 from streams.settings import Settings
 
 COLUMNS = ("customers", "catalogue", "events", "pipeline_events_per_s", "pipeline_vs_faust",
            "pipeline_vs_raw", "faust_events_per_s", "raw_events_per_s", "generate_s",
-           "store_mb", "peak_rss_mb")
+           "store_mb", "store_customers", "peak_rss_mb")
 
 
 async def run_sweep(settings: Settings, options: BenchOptions, customers: list[int],
                     catalogues: list[int], progress: Progress) -> dict[str, Any]:
     """Measure every combination; returns the rows and where the CSV and PNG went."""
-    import asyncio
 
     from streams.broker import EmbeddedBroker
 
@@ -54,20 +56,21 @@ async def run_sweep(settings: Settings, options: BenchOptions, customers: list[i
             point = replace(options, customers=c, catalogue_size=k)
             stage = bench_settings(settings, broker.bootstrap_servers, options.partitions,
                                    prefix=f"bench-c{c}-k{k}.", group=f"relevanz-bench-{i}")
-            progress(f"{label}: generating {options.events} events")
+            progress(f"{label}: generating and publishing {options.events} events")
             started = time.perf_counter()
-            messages = Traffic(point, options.events).take(options.events)
-            generate_s = time.perf_counter() - started
-            progress(f"{label}: publishing")
-            await asyncio.to_thread(publish, stage, messages)
-            del messages
+            with TrafficProcess(traffic_config(point, options.events), options.events,
+                                options.log_level) as traffic:
+                _, generate_s = await traffic.publish(stage, options.events)
+            progress(f"{label}: published in {time.perf_counter() - started:.0f} s")
             n, stall = options.events, options.stall_timeout_s
             if raw is None or faust is None:
                 raw = await measure_raw(stage, n, progress, stall)
                 faust = await measure_faust(stage, n, progress, stall)
             store_path = out / f"sweep-store-{i}.db"
-            result = await measure_pipeline(stage, n, store_path, progress, stall)
-            rows.append(_row(c, k, n, result.throughput, faust, raw, generate_s, store_path))
+            result = await measure_pipeline_apart(
+                stage, n, store_path, stall_timeout_s=stall, verbose=options.verbose,
+                log_level=options.log_level)
+            rows.append(_row(c, k, n, result, faust, raw, generate_s, store_path))
             writer.writerow(rows[-1])
             f.flush()
             progress(f"{label}: {rows[-1]['pipeline_events_per_s']:,.0f} events/s")
@@ -75,9 +78,10 @@ async def run_sweep(settings: Settings, options: BenchOptions, customers: list[i
     return {"csv": str(csv_path), "png": str(png) if png else None, "rows": rows}
 
 
-def _row(customers: int, catalogue: int, events: int, pipeline: Throughput, faust: Throughput,
-         raw: Throughput, generate_s: float, store_path: Path) -> dict[str, Any]:
-    p = pipeline.events_per_s
+def _row(customers: int, catalogue: int, events: int, pipeline: PipelineResult,
+         faust: Throughput, raw: Throughput, generate_s: float, store_path: Path
+         ) -> dict[str, Any]:
+    p = pipeline.throughput.events_per_s
     store_bytes = sum(f.stat().st_size for f in store_path.parent.glob(f"{store_path.name}*"))
     return {
         "customers": customers, "catalogue": catalogue, "events": events,
@@ -88,7 +92,8 @@ def _row(customers: int, catalogue: int, events: int, pipeline: Throughput, faus
         "raw_events_per_s": round(raw.events_per_s, 1),
         "generate_s": round(generate_s, 1),
         "store_mb": round(store_bytes / 1e6, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "store_customers": pipeline.store_customers,
+        "peak_rss_mb": round(pipeline.peak_rss_mb, 1),
     }
 
 

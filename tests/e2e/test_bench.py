@@ -27,14 +27,21 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     rates = ("raw_events_per_s", "faust_events_per_s", "pipeline_events_per_s")
-    for key in (*rates, "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb",
-                "latency_offered_events_per_s", "latency_events"):
+    for key in (*rates, "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb", "applied_p99_ms",
+                "latency_offered_events_per_s", "latency_events", "applied_events",
+                "store_customers"):
         assert result[key] > 0, key
     raw, faust, pipeline = (result[k] for k in rates)
     assert result["pipeline_vs_faust"] == pytest.approx(pipeline / faust, abs=0.001)
     assert result["pipeline_vs_raw"] == pytest.approx(pipeline / raw, abs=0.001)
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
-    assert result["latency_measures"] == "event-to-applied"  # until decisions exist
+    assert result["applied_p50_ms"] <= result["applied_p95_ms"] <= result["applied_p99_ms"]
+    assert result["latency_measures"] == "event-to-decision"
+    # Decisions are a share of the applied events, which count every valid fresh event.
+    assert result["latency_events"] < result["applied_events"] <= 3000
+    # The worker ran in a process of its own: the generator's 500 customers and the
+    # bench's own stages are not in its peak RSS, the customers it stored are counted.
+    assert 0 < result["store_customers"] <= 500
     assert "ingest" in result["pipeline_agents"]
     assert (result["events"], result["customers"], result["catalogue"]) == (3000, 500, 20)
     assert result["store"] == "embedded"
@@ -65,6 +72,8 @@ def test_sweep_writes_one_csv_row_per_combination(tmp_path: Path) -> None:
     for row in rows:
         assert float(row["pipeline_events_per_s"]) > 0
         assert float(row["faust_events_per_s"]) > 0
+        assert float(row["peak_rss_mb"]) > 0
+        assert 0 < int(row["store_customers"]) <= int(row["customers"])
     assert len(outcome["rows"]) == 2
     if outcome["png"] is None:
         assert "matplotlib is not installed" in done.stderr
@@ -77,4 +86,4 @@ def test_a_store_that_cannot_be_benchmarked_is_one_readable_line(tmp_path: Path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "relevanz: error: --store: only embedded can be benchmarked in this version "
-        "(the Cassandra store has not landed yet), got 'cassandra'")
+        "(a Cassandra run would need a keyspace of its own per run), got 'cassandra'")
