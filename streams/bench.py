@@ -40,9 +40,12 @@ from streams.bench_stages import (
     Progress,
     Throughput,
     TrafficProcess,
+    fresh_count,
     measure_faust,
+    measure_faust_latency,
     measure_pipeline_apart,
     measure_raw,
+    read_spool,
 )
 from streams.errors import ConfigError
 from streams.settings import Settings
@@ -85,12 +88,13 @@ class BenchOptions:
 
 
 def traffic_config(options: BenchOptions, n: int) -> TrafficConfig:
-    """The seeded stream of a run: ``n`` measured events, then as many fresh ones.
+    """The seeded stream of a run: ``n`` measured events, then fresh ones.
 
-    Twice the events fit before "now", so the latency phase's fresh events
-    (at most as many again) are in the past too.
+    Three times the events fit before "now", so the latency phases' fresh
+    events (the pipeline's and the bare Faust agent's, at most ``n`` each) are
+    in the past too.
     """
-    return TrafficConfig.ending_at(utc_now(), 2 * n, seed=options.seed,
+    return TrafficConfig.ending_at(utc_now(), 3 * n, seed=options.seed,
                                    customers=options.customers,
                                    catalogue_size=options.catalogue_size)
 
@@ -117,7 +121,7 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
     options.out_dir.mkdir(parents=True, exist_ok=True)
     spool = options.out_dir / "fresh-events.msgpack"
     with EmbeddedBroker(options.out_dir / "broker.log") as broker, \
-            TrafficProcess(traffic_config(options, n), 2 * n,
+            TrafficProcess(traffic_config(options, n), 3 * n,
                            options.log_level) as traffic:
         settings = bench_settings(settings, broker.bootstrap_servers, options.partitions)
         progress(f"embedded broker on {broker.bootstrap_servers} "
@@ -126,7 +130,7 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
                  f"{options.customers} customers, {options.catalogue_size} content items, "
                  f"seed {options.seed}")
         await traffic.publish(settings, n)
-        await traffic.spool(spool, n)  # the latency phase's fresh events
+        await traffic.spool(spool, 2 * n)  # the latency phases' fresh events
         stall = options.stall_timeout_s
         raw = await measure_raw(settings, n, progress, stall)
         progress(f"raw: {raw.events_per_s:,.0f} events/s")
@@ -136,12 +140,22 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
             settings, n, options.out_dir / "store.db", stall_timeout_s=stall,
             verbose=options.verbose, log_level=options.log_level, spool=spool,
             latency_s=options.latency_s)
+        # The framework's latency floor: bare Faust at the same load, on the next fresh events.
+        rate = pipeline.throughput.events_per_s / 2
+        k = fresh_count(rate, n, options.latency_s)
+        progress(f"faust latency: {k} fresh events at {rate:,.0f} events/s")
+        floor = await measure_faust_latency(settings, k, read_spool(spool, k, skip=k), rate,
+                                            progress, stall)
         # POST /v1/decide on the store the pipeline filled, by the group that consumed it all.
         decide = await measure_decide(
             settings.with_(consumer_group=f"{settings.consumer_group}-pipeline"),
             options.out_dir / "store.db", progress, seconds=options.latency_s)
         progress(f"decide: p99 {decide.p99_ms:.1f} ms at {decide.rate:,.0f} requests/s")
     result = result_line(options, settings.partitions, raw, faust, pipeline)
+    result |= {"faust_p50_ms": round(floor.p50_ms, 1), "faust_p95_ms": round(floor.p95_ms, 1),
+               "faust_p99_ms": round(floor.p99_ms, 1),
+               "faust_latency_measures": "bare Faust agent at the same offered load, "
+                                         "batched like the worker: publish to batch decoded"}
     result |= {"decide_requests_per_s": decide.rate, "decide_requests": decide.requests,
                "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
                "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
@@ -218,6 +232,10 @@ def describe(result: dict[str, Any]) -> str:
             f"  event-to-applied ({result['applied_events']} events): "
             f"p50 {result['applied_p50_ms']:.0f} ms, p95 {result['applied_p95_ms']:.0f} ms, "
             f"p99 {result['applied_p99_ms']:.0f} ms"]
+    if "faust_p99_ms" in result:
+        lines.append(f"  bare Faust agent, same load (the floor): "
+                     f"p50 {result['faust_p50_ms']:.0f} ms, p95 {result['faust_p95_ms']:.0f} ms, "
+                     f"p99 {result['faust_p99_ms']:.0f} ms")
     lines += [f"peak RSS of the pipeline worker {result['peak_rss_mb']:,.0f} MB "
               f"(target {TARGET_RSS_MB:.0f} MB), {result['store_customers']:,} customers "
               f"in its store",

@@ -39,11 +39,13 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import click
 import msgpack
 from confluent_kafka import Consumer, KafkaException
+from faust.streams import Stream
+from faust.types import EventT
 
 from agents.core.accounting import Accounting
 from agents.ingest import Output
@@ -240,11 +242,12 @@ def _spool_next(path: Path, n: int) -> int:
     return len(messages)
 
 
-def read_spool(path: Path, n: int) -> list[Message]:
-    """The first ``n`` messages :meth:`TrafficProcess.spool` wrote to ``path``."""
+def read_spool(path: Path, n: int, skip: int = 0) -> list[Message]:
+    """``n`` messages :meth:`TrafficProcess.spool` wrote to ``path``, after the first ``skip``."""
     with path.open("rb") as f:
         unpacker = msgpack.Unpacker(f)
-        return [Message(topic, key, value) for topic, key, value in islice(unpacker, n)]
+        return [Message(topic, key, value)
+                for topic, key, value in islice(unpacker, skip, skip + n)]
 
 
 class TrafficProcess:
@@ -374,6 +377,51 @@ async def measure_faust(settings: Settings, n: int, progress: Progress,
     return meter.result()
 
 
+async def measure_faust_latency(settings: Settings, backlog: int, messages: list[Message],
+                                rate: float, progress: Progress, stall_timeout_s: float
+                                ) -> Quantiles:
+    """The framework's latency floor: a bare Faust agent at the pipeline's offered load.
+
+    The agent of :func:`measure_faust`'s consumer group comes back, reads the
+    ``backlog`` published since it stopped, then gets ``messages`` at
+    ``rate``, batched as the worker batches (up to 500, within
+    ``RELEVANZ_BATCH_WAIT_MS``); each valid event's latency runs from its
+    publishing to its batch being decoded.
+    """
+    app = build_faust_app(settings.with_(consumer_group=f"{settings.consumer_group}-faust"))
+    inputs = app.topic(*(settings.topic(t.name) for t in INPUT_TOPICS), key_type=bytes,
+                       value_type=bytes, key_serializer="raw", value_serializer="raw")
+    count, received = [0], dict[str, float]()
+
+    @app.agent(inputs, name="bench-floor")
+    async def decode_batches(stream: Any) -> None:
+        concrete = cast(Stream[bytes], stream)  # noack_take is not on the StreamT protocol
+        async for batch in concrete.noack_take(500, within=settings.batch_wait_ms / 1000):
+            events = cast(list[EventT[Any]], batch)
+            at = time.time()  # wall time: the publisher runs in another process
+            for event in events:
+                event_id = _event_id(Message("", None, event.message.value or b""))
+                if event_id is not None:
+                    received.setdefault(event_id, at)
+            count[0] += len(events)
+            for event in events:
+                await concrete.ack(event)
+
+    await app.start()
+    try:
+        await wait_for("faust latency: backlog", lambda: count[0], backlog, progress,
+                       stall_timeout_s)
+        with _spawn_pool() as pool:
+            publishing = asyncio.get_running_loop().run_in_executor(
+                pool, publish_paced, settings, messages, rate)
+            await wait_for("faust latency", lambda: count[0] - backlog, len(messages),
+                           progress, stall_timeout_s, idle="starting the publisher")
+            sent = await publishing
+    finally:
+        await app.stop()
+    return Quantiles.of([received[e] - t for e, t in sent.items() if e in received])
+
+
 @dataclass(frozen=True)
 class Quantiles:
     """Latency percentiles of one set of samples, in milliseconds."""
@@ -456,7 +504,7 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
         latency = None
         if fresh is not None:
             offered = throughput.events_per_s / 2
-            messages = fresh(max(1, min(n, math.ceil(offered * latency_s))))
+            messages = fresh(fresh_count(offered, n, latency_s))
             progress(f"latency: {len(messages)} fresh events at {offered:,.0f} events/s "
                      f"(half the pipeline's maximum)")
             latency = await _latency(settings, worker.accounting, clock, messages, offered,
@@ -465,6 +513,15 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
         await worker.stop()
     return PipelineResult(throughput, agents, latency, peak_rss_mb(),
                           _stored_customers(store_path))
+
+
+def fresh_count(rate: float, n: int, latency_s: float) -> int:
+    """How many fresh events the latency phase publishes: ``latency_s`` at ``rate``, at most n.
+
+    >>> fresh_count(1500.0, 100_000, 10.0), fresh_count(1500.0, 3000, 10.0)
+    (15000, 3000)
+    """
+    return max(1, min(n, math.ceil(rate * latency_s)))
 
 
 def _stored_customers(store_path: Path) -> int:

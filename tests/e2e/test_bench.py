@@ -36,6 +36,9 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert result["pipeline_vs_raw"] == pytest.approx(pipeline / raw, abs=0.001)
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["applied_p50_ms"] <= result["applied_p95_ms"] <= result["applied_p99_ms"]
+    # The framework's floor at the same load, measured in the same run.
+    assert 0 < result["faust_p50_ms"] <= result["faust_p95_ms"] <= result["faust_p99_ms"]
+    assert "faust latency:" in done.stderr
     assert result["latency_measures"] == "event-to-decision"
     # Decisions are a share of the applied events, which count every valid fresh event.
     assert result["latency_events"] < result["applied_events"] <= 3000
