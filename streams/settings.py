@@ -82,9 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_CAMPAIGN_STATS_INTERVAL_S", "60",
             "How often a worker publishes every campaign's statistics and uplift on "
             "`campaign-stats` and records proposals past their time as expired."),
-    Setting("RELEVANZ_FETCH_WAIT_MS", "100",
+    Setting("RELEVANZ_FETCH_WAIT_MS", "20",
             "Longest a worker's Kafka fetch waits for data before returning (Faust "
-            "itself fixes 1500): lower means lower latency when traffic is light."),
+            "itself fixes 1500): lower means lower latency when traffic is light, and "
+            "more CPU when idle (an idle worker: about 4% of a core at 100, 8% at 20)."),
     Setting("RELEVANZ_BATCH_WAIT_MS", "10",
             "Longest the ingest agent waits for a batch to fill (up to 500 events) before "
             "handling what it has: lower means lower latency under light load; under heavy "
@@ -283,7 +284,7 @@ class Settings:
     attribution_window_s: float = 86400.0
     snapshot_interval_s: float = 60.0
     campaign_stats_interval_s: float = 60.0
-    fetch_wait_ms: int = 100
+    fetch_wait_ms: int = 20
     batch_wait_ms: int = 10
     follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
