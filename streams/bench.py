@@ -139,7 +139,7 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         pipeline = await measure_pipeline_apart(
             settings, n, options.out_dir / "store.db", stall_timeout_s=stall,
             verbose=options.verbose, log_level=options.log_level, spool=spool,
-            latency_s=options.latency_s)
+            latency_s=options.latency_s, customers=options.customers)
         # The framework's latency floor: bare Faust at the same load, on the next fresh events.
         rate = pipeline.throughput.events_per_s / 2
         k = fresh_count(rate, n, options.latency_s)
@@ -258,7 +258,8 @@ def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]
 @click.option("--events", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Events generated and published once, then read by every stage.")
 @click.option("--customers", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Size of the synthetic audience.")
+              help="Size of the synthetic audience, all of it in the pipeline's store before "
+                   "it starts (a profile, consent and three interests each).")
 @click.option("--catalogue", "catalogue_size", type=click.IntRange(min=1), default=200,
               show_default=True, help="Content items in the catalogue.")
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,

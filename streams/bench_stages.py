@@ -48,20 +48,21 @@ from faust.streams import Stream
 from faust.types import EventT
 
 from agents.core.accounting import Accounting
+from agents.core.customer import ConsentEntry, CustomerState, MasterData, TopicInterest
 from agents.ingest import Output
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
-from schemas.records import DecisionMade, Record
+from schemas.records import PURPOSES, DecisionMade, Record
 from schemas.topics import INPUT_TOPICS
 from streams import logs
-from streams.app import build_faust_app, build_worker
+from streams.app import build_faust_app, build_worker, utc_now
 from streams.errors import BrokerUnavailable, RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.store import EventKey
 from streams.store.embedded import EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import Message, TrafficConfig, TrafficGenerator
+from streams.traffic import LOCALES, TOPICS, Message, TrafficConfig, TrafficGenerator
 
 Progress = Callable[[str], None]
 
@@ -478,14 +479,16 @@ class PipelineResult:
 async def measure_pipeline(settings: Settings, n: int, store_path: Path, progress: Progress,
                            stall_timeout_s: float,
                            fresh: Callable[[int], list[Message]] | None = None,
-                           latency_s: float = 10.0) -> PipelineResult:
-    """The worker as deployed, on a fresh embedded store.
+                           latency_s: float = 10.0, customers: int = 0) -> PipelineResult:
+    """The worker as deployed, on a fresh embedded store holding ``customers`` (:func:`preload`).
 
     With ``fresh`` (the next k unpublished messages of the same stream), the
     latency at half the measured maximum follows for ``latency_s`` seconds.
     """
     for stale in store_path.parent.glob(f"{store_path.name}*"):
         stale.unlink()  # a ledger of another run would turn events into duplicates
+    if customers:
+        await preload(store_path, customers, progress)
     settings = settings.with_(consumer_group=f"{settings.consumer_group}-pipeline",
                               store_url=f"embedded:{store_path}")
     meter = Meter(n)
@@ -515,6 +518,45 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
                           _stored_customers(store_path))
 
 
+#: Customers written per transaction when preloading the store.
+_PRELOAD_CHUNK = 20_000
+
+
+def preload_state(customer_id: str, i: int, at: datetime) -> CustomerState:
+    """A stored customer as a CRM import leaves one: profile, consent and three interests."""
+    locale = LOCALES[i % len(LOCALES)]
+    consent = ConsentEntry(granted=True, at=at, source="crm-import", legal_basis="consent")
+    return CustomerState(
+        customer_id=customer_id,
+        master=MasterData(locale=locale.tag, language=locale.language,
+                          time_zone=locale.time_zone, updated_at=at, country=locale.country),
+        consent=dict.fromkeys(PURPOSES, consent),
+        interests={TOPICS[(i + k * 5) % len(TOPICS)]: TopicInterest(1.0 / (k + 1), at, [at])
+                   for k in range(3)},
+        last_event_at=at)
+
+
+async def preload(store_path: Path, customers: int, progress: Progress) -> float:
+    """Write the whole synthetic audience to a fresh embedded store; returns the seconds.
+
+    The ids are the traffic generator's (``cust-000001``…), so the measured
+    events meet stored customers as a worker in production does, and the
+    store holds ``customers`` whatever share of them the events touch.
+    """
+    started, at = time.perf_counter(), utc_now()
+    store = EmbeddedStore(store_path)
+    await store.open()
+    try:
+        for first in range(0, customers, _PRELOAD_CHUNK):
+            states = [preload_state(f"cust-{i + 1:06d}", i, at)
+                      for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
+            await store.save_customers(states, [], at, 0.0, 0.0)
+            progress(f"preload: {first + len(states):,}/{customers:,} customers in the store")
+    finally:
+        await store.close()
+    return time.perf_counter() - started
+
+
 def fresh_count(rate: float, n: int, latency_s: float) -> int:
     """How many fresh events the latency phase publishes: ``latency_s`` at ``rate``, at most n.
 
@@ -534,7 +576,7 @@ def _stored_customers(store_path: Path) -> int:
 
 def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeout_s: float,
                       spool: Path | None, latency_s: float, verbose: bool,
-                      log_level: str) -> PipelineResult:
+                      log_level: str, customers: int) -> PipelineResult:
     """:func:`measure_pipeline` in a child process; progress goes to its stderr."""
     logs.configure(log_level, "console")
 
@@ -544,23 +586,24 @@ def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeou
 
     fresh = (lambda k: read_spool(spool, k)) if spool is not None else None
     return asyncio.run(measure_pipeline(settings, n, store_path, progress, stall_timeout_s,
-                                        fresh, latency_s))
+                                        fresh, latency_s, customers))
 
 
 async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *,
                                  stall_timeout_s: float, verbose: bool, log_level: str,
-                                 spool: Path | None = None, latency_s: float = 10.0
-                                 ) -> PipelineResult:
+                                 spool: Path | None = None, latency_s: float = 10.0,
+                                 customers: int = 0) -> PipelineResult:
     """:func:`measure_pipeline` in a fresh process of its own: one worker, as deployed.
 
     Its peak RSS is then the worker's, not the benchmark's (the raw and Faust
     stages and the decide load run in the bench process). ``spool`` holds the
-    fresh events for the latency phase (:meth:`TrafficProcess.spool`).
+    fresh events for the latency phase (:meth:`TrafficProcess.spool`);
+    ``customers`` are preloaded into the store first (:func:`preload`).
     """
     with _spawn_pool() as pool:
         return await asyncio.get_running_loop().run_in_executor(
             pool, _pipeline_process, settings, n, store_path, stall_timeout_s, spool,
-            latency_s, verbose, log_level)
+            latency_s, verbose, log_level, customers)
 
 
 async def _latency(settings: Settings, accounting: Accounting, clock: BatchClock,

@@ -69,7 +69,7 @@ async def run_sweep(settings: Settings, options: BenchOptions, customers: list[i
             store_path = out / f"sweep-store-{i}.db"
             result = await measure_pipeline_apart(
                 stage, n, store_path, stall_timeout_s=stall, verbose=options.verbose,
-                log_level=options.log_level)
+                log_level=options.log_level, customers=c)
             rows.append(_row(c, k, n, result, faust, raw, generate_s, store_path))
             writer.writerow(rows[-1])
             f.flush()
