@@ -46,7 +46,7 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     # are not in its peak RSS), on a store preloaded with the whole audience.
     # (An erasure in the stream deletes its customer.)
     assert 450 <= result["store_customers"] <= 500
-    assert "preload: 500/500 customers in the store" in done.stderr
+    assert "preload: the store holds 500 customers" in done.stderr
     assert "ingest" in result["pipeline_agents"]
     assert (result["events"], result["customers"], result["catalogue"]) == (3000, 500, 20)
     assert result["store"] == "embedded"
@@ -79,6 +79,7 @@ def test_sweep_writes_one_csv_row_per_combination(tmp_path: Path) -> None:
         assert float(row["faust_events_per_s"]) > 0
         assert float(row["peak_rss_mb"]) > 0
         # The audience, preloaded, less the customers the stream erased.
+        # (Each audience size is written once and copied for every catalogue size.)
         assert 0.9 * int(row["customers"]) <= int(row["store_customers"]) <= int(row["customers"])
     assert len(outcome["rows"]) == 2
     if outcome["png"] is None:
