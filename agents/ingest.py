@@ -175,10 +175,11 @@ class Ingest:
                 if deleted:
                     self.catalogue_removed(content_id)
         if self.emit:
-            for topic, key, output in emitted:
-                await self.outputs[topic].send(key=key, value=encode(output))
-        for letter in letters if self.emit else ():
-            await self.dead_letters.send(key=letter.original_key, value=encode(letter))
+            outgoing: list[tuple[TopicT, bytes | None, bytes]] = [
+                (self.outputs[topic], key, encode(output)) for topic, key, output in emitted]
+            outgoing += [(self.dead_letters, letter.original_key, encode(letter))
+                         for letter in letters]
+            await _publish(outgoing)
         self.accounting.count_batch(
             applied=len(new_records) - len(failed) + removals,
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
@@ -203,6 +204,29 @@ class Ingest:
             field=field,
             original_key=message.key,
         )
+
+
+async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]) -> None:
+    """Hand ``messages`` to the producer in order (delivered before the next offset commit).
+
+    Straight to the producer rather than ``Topic.send``: Faust reaches the
+    producer through a guard that yields to the event loop on every send, so
+    the producer shipped almost every message in a request of its own (about
+    80 µs of CPU per message against 11 µs, measured on the embedded broker).
+    """
+    if not messages:
+        return
+    producer = await messages[0][0].app.maybe_start_producer()
+    for topic, key, value in messages:
+        sent = await producer.send(topic.get_topic_name(), key, value, partition=None,
+                                   timestamp=None, headers=None)
+        cast(asyncio.Future[Any], sent).add_done_callback(_delivered)
+
+
+def _delivered(sent: asyncio.Future[Any]) -> None:
+    # Topic.send logged a failed delivery as a warning; so does this (and retrieves it).
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("output_delivery_failed", error=str(sent.exception()))
 
 
 def _partition_key(record: Record) -> str:

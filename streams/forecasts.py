@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -220,7 +221,13 @@ def local_hour(utc_hour: int | None, on: datetime, time_zone: str | None) -> int
     """
     if utc_hour is None:
         return None
-    moment = on.astimezone(UTC).replace(hour=utc_hour, minute=0, second=0, microsecond=0)
+    return _local_hour_on(utc_hour, on.astimezone(UTC).date(), time_zone)
+
+
+@lru_cache(maxsize=1 << 14)
+def _local_hour_on(utc_hour: int, day: date, time_zone: str | None) -> int:
+    # Asked after every event; customers share a handful of zones, hours and days.
+    moment = datetime.combine(day, time(utc_hour), UTC)
     try:
         zone = ZoneInfo(time_zone) if time_zone else UTC
     except (ZoneInfoNotFoundError, ValueError):

@@ -36,6 +36,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,15 @@ class CampaignBook:
 
     def with_trigger(self, trigger: str) -> tuple[Campaign, ...]:
         """The campaigns started by ``trigger``, in file order."""
-        return tuple(c for c in self.campaigns if c.trigger == trigger)
+        return self._by_trigger.get(trigger, ())
+
+    @cached_property
+    def _by_trigger(self) -> dict[str, tuple[Campaign, ...]]:
+        # Asked several times per event: grouped once per book (a book never changes).
+        grouped: dict[str, list[Campaign]] = {}
+        for campaign in self.campaigns:
+            grouped.setdefault(campaign.trigger, []).append(campaign)
+        return {trigger: tuple(campaigns) for trigger, campaigns in grouped.items()}
 
     @property
     def retention(self) -> timedelta:

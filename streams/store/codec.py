@@ -226,7 +226,11 @@ def rows_with_history_delta(before: CustomerState, state: CustomerState, now_ms:
         if expires > now_ms:
             added.append((cid, occurred, entry.event_id, entry.kind, entry.content_id,
                           entry.campaign_id, entry.amount, expires))
-    rows = rows_of(replace(state, history=[]), now_ms, history_ttl_ms)
+    # A shallow copy without history: dataclasses.replace costs five times as much here.
+    rest = CustomerState.__new__(CustomerState)
+    rest.__dict__.update(state.__dict__)
+    rest.history = []
+    rows = rows_of(rest, now_ms, history_ttl_ms)
     return rows, HistoryDelta(removed, added)
 
 
