@@ -25,10 +25,10 @@ import structlog
 
 from agents.core.accounting import Accounting
 from agents.core.cobuy import CoPurchases
-from agents.core.customer import CustomerState
+from agents.core.customer import CustomerPredictions, CustomerState
 from agents.core.engine import Chosen, EngineRules, handle
 from agents.core.interests import TagChange
-from agents.core.predictions import DriftDetected
+from agents.core.predictions import DriftDetected, HourProfile
 from agents.core.uplift import StatDelta
 from agents.ingest import Output
 from schemas.records import (
@@ -47,7 +47,7 @@ from streams.campaign_desk import counts as stat_counts
 from streams.campaign_desk import stored, stored_decision
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
-from streams.forecasts import Forecaster, kind_of
+from streams.forecasts import Forecaster, kind_of, local_hour
 from streams.learner import Learner
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
@@ -120,11 +120,12 @@ class CustomerStage:
                 continue
             content_id = getattr(record, "content_id", None)
             topics = self.catalogue.topics_of(content_id) if content_id else None
+            outlook = LocalOutlook.of(states[cid], record.occurred_at)
             try:
                 state, effects = handle(states[cid], record, self.rules, topics,
                                         self.catalogue.items, sends_paused=self.sends_paused(),
                                         choose=choose, campaign_paused=self.campaign_paused,
-                                        predictions=states[cid].predictions, cobuy=self.cobuy)
+                                        predictions=outlook, cobuy=self.cobuy)
             except Exception as exc:
                 log.exception("apply_failed", customer=customer_ref(cid),
                               event_id=record.event_id)
@@ -257,6 +258,41 @@ class CustomerStage:
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
+
+
+class LocalOutlook:
+    """A customer's stored predictions as the trigger rules read them, in the time zone now.
+
+    The stored ``best_hour`` is local to the time zone the customer had at
+    the last prediction; a profile that moved the customer since (or arrived
+    after their clicks, as topics interleave differently in a replay) would
+    shift every scheduled send by the difference.  The best hour is therefore
+    made local from the UTC hour profile when it is read, in the zone the
+    customer has when the send is planned.
+    """
+
+    __slots__ = ("_at", "_predictions", "_zone")
+
+    def __init__(self, predictions: CustomerPredictions, zone: str | None, at: datetime) -> None:
+        self._predictions, self._zone, self._at = predictions, zone, at
+
+    @classmethod
+    def of(cls, state: CustomerState, at: datetime) -> LocalOutlook | None:
+        """The outlook of ``state`` at ``at`` (None without predictions)."""
+        if state.predictions is None:
+            return None
+        return cls(state.predictions, state.master.time_zone if state.master else None, at)
+
+    @property
+    def churn(self) -> float:
+        """Chance of no event within the churn horizon."""
+        return self._predictions.churn
+
+    @property
+    def best_hour(self) -> int | None:
+        """Local hour of day the customer engages most, in their time zone now."""
+        p = self._predictions
+        return local_hour(HourProfile(p.hours, p.hours_at).best_hour(), self._at, self._zone)
 
 
 def _drift_messages(drifts: Sequence[DriftDetected]) -> list[Output]:
