@@ -262,7 +262,7 @@ def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]
               help="Events generated and published once, then read by every stage.")
 @click.option("--customers", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Size of the synthetic audience, all of it in the pipeline's store before "
-                   "it starts (a profile, consent and three interests each).")
+                   "it starts (master data each, as a CRM import leaves it).")
 @click.option("--catalogue", "catalogue_size", type=click.IntRange(min=1), default=200,
               show_default=True, help="Content items in the catalogue.")
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,

@@ -49,11 +49,11 @@ from faust.streams import Stream
 from faust.types import EventT
 
 from agents.core.accounting import Accounting
-from agents.core.customer import ConsentEntry, CustomerState, MasterData, TopicInterest
+from agents.core.customer import CustomerState, MasterData
 from agents.ingest import Output
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
-from schemas.records import PURPOSES, DecisionMade, Record
+from schemas.records import DecisionMade, Record
 from schemas.topics import INPUT_TOPICS
 from streams import logs
 from streams.app import build_faust_app, build_worker, utc_now
@@ -63,7 +63,7 @@ from streams.settings import Settings
 from streams.store import EventKey
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import LOCALES, TOPICS, Message, TrafficConfig, TrafficGenerator
+from streams.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 
 Progress = Callable[[str], None]
 
@@ -524,17 +524,17 @@ _PRELOAD_CHUNK = 20_000
 
 
 def preload_state(customer_id: str, i: int, at: datetime) -> CustomerState:
-    """A stored customer as a CRM import leaves one: profile, consent and three interests."""
+    """A stored customer as a CRM import leaves one: master data, nothing learnt.
+
+    Consent and behaviour come from the measured events, as they do without
+    a preload, so the work per event is the same and only the store's size
+    (and what a first read of a customer returns) differs.
+    """
     locale = LOCALES[i % len(LOCALES)]
-    consent = ConsentEntry(granted=True, at=at, source="crm-import", legal_basis="consent")
     return CustomerState(
         customer_id=customer_id,
         master=MasterData(locale=locale.tag, language=locale.language,
-                          time_zone=locale.time_zone, updated_at=at, country=locale.country),
-        consent=dict.fromkeys(PURPOSES, consent),
-        interests={TOPICS[(i + k * 5) % len(TOPICS)]: TopicInterest(1.0 / (k + 1), at, [at])
-                   for k in range(3)},
-        last_event_at=at)
+                          time_zone=locale.time_zone, updated_at=at, country=locale.country))
 
 
 async def preload(store_path: Path, customers: int, progress: Progress) -> float:
@@ -548,7 +548,7 @@ async def preload(store_path: Path, customers: int, progress: Progress) -> float
     writes each audience size once.
     """
     started = time.perf_counter()
-    template = store_path.parent / f"preloaded-{customers}-v{SCHEMA_VERSION}.db"
+    template = store_path.parent / f"preloaded-profiles-{customers}-v{SCHEMA_VERSION}.db"
     if not template.exists():
         building = template.with_suffix(".building")
         for stale in building.parent.glob(f"{building.name}*"):
