@@ -11,7 +11,7 @@ RSS it reports is that worker's.  Throughput counts from the first event a
 stage consumes to the last; consumer-group joins are left out.
 
 Then the still-running pipeline gets fresh events of the same stream at a
-fixed offered load, half its measured maximum, and the latency from
+fixed offered load, half its measured maximum (``--load``), and the latency from
 publishing each event to the batch holding it being handled (applied,
 stored, every decision and trigger it caused sent) is recorded: event-to-
 decision (``p50_ms``…) over every valid event, and (``decided_p50_ms``…)
@@ -74,6 +74,7 @@ class BenchOptions:
     store: str = "embedded"
     seed: int = 7
     latency_s: float = 10.0  # how long the fixed offered load lasts
+    load: float = 0.5  # the offered load, as a share of the pipeline's measured maximum
     out_dir: Path = Path("relevanz-bench")
     stall_timeout_s: float = 60.0
     verbose: bool = True  # progress on stderr, also from the pipeline's process
@@ -141,14 +142,14 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         pipeline = await measure_pipeline_apart(
             settings, n, options.out_dir / "store.db", stall_timeout_s=stall,
             verbose=options.verbose, log_level=options.log_level, spool=spool,
-            latency_s=options.latency_s, customers=options.customers)
+            latency_s=options.latency_s, customers=options.customers, load=options.load)
         # POST /v1/decide on the store the pipeline filled, by the group that consumed it
         # all (before anything more is published, so the worker has nothing to catch up on).
         decide = await measure_decide(
             settings.with_(consumer_group=f"{settings.consumer_group}-pipeline"),
             options.out_dir / "store.db", progress, seconds=options.latency_s)
         # The framework's latency floor: bare Faust at the same load, on the next fresh events.
-        rate = pipeline.throughput.events_per_s / 2
+        rate = pipeline.throughput.events_per_s * options.load
         k = fresh_count(rate, n, options.latency_s)
         progress(f"faust latency: {k} fresh events at {rate:,.0f} events/s")
         floor = await measure_faust_latency(settings, k, read_spool(spool, k, skip=k), rate,
@@ -203,6 +204,7 @@ def result_line(options: BenchOptions, partitions: int, raw: Throughput, faust: 
                    "decided_p95_ms": round(lat.decision.p95_ms, 1),
                    "decided_p99_ms": round(lat.decision.p99_ms, 1),
                    "decided_events": lat.decision.events,
+                   "latency_load": options.load,
                    "latency_offered_events_per_s": round(lat.offered_per_s, 1),
                    "latency_applied_events_per_s": round(lat.applied_per_s, 1)}
     return result
@@ -228,7 +230,7 @@ def describe(result: dict[str, Any]) -> str:
     if "p50_ms" in result:
         lines += [
             f"latency at {result['latency_offered_events_per_s']:,.0f} events/s offered "
-            f"(half the pipeline's maximum):",
+            f"({result['latency_load']:.0%} of the pipeline's maximum):",
             f"  event-to-decision, every event ({result['latency_events']} events): "
             f"p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
             f"p99 {result['p99_ms']:.0f} ms (target {TARGET_P99_MS:.0f} ms)",
@@ -273,6 +275,9 @@ def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]
               help="Seed of the synthetic traffic (same seed, same events).")
 @click.option("--latency-seconds", "latency_s", type=click.FloatRange(min=0.1), default=10.0,
               show_default=True, help="How long the fixed offered load for latency lasts.")
+@click.option("--load", type=click.FloatRange(min=0.01, max=1.0), default=0.5, show_default=True,
+              help="Offered load of the latency phase, as a share of the pipeline's measured "
+                   "maximum.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("relevanz-bench"), show_default=True,
@@ -295,7 +300,7 @@ def bench(**kwargs: Any) -> None:
     full worker (in a process of its own, whose peak RSS is reported), each
     from the start in its own consumer group. Throughput counts from the
     first event consumed to the last (group joins excluded). Latency is then
-    measured at half the pipeline's maximum, from publishing an event to its
+    measured at half the pipeline's maximum (--load), from publishing an event to its
     batch being handled: applied, stored and every decision and trigger it
     caused sent (event-to-decision), next to a bare Faust agent's at the same
     load. POST /v1/decide is measured at 200 requests/s. Progress goes to
@@ -308,7 +313,8 @@ def bench(**kwargs: Any) -> None:
 
 
 def _bench(events: int, customers: int, catalogue_size: int, partitions: int | None,
-           store: str, seed: int, latency_s: float, as_json: bool, out_dir: Path, sweep: bool,
+           store: str, seed: int, latency_s: float, load: float, as_json: bool, out_dir: Path,
+           sweep: bool,
            sweep_customers: list[int], sweep_catalogue: list[int], sweep_events: int,
            quiet: bool) -> None:
     settings = Settings.from_env()
@@ -317,7 +323,7 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
     progress: Progress = (lambda _: None) if quiet else (lambda m: click.echo(m, err=True))
     options = BenchOptions(events=sweep_events if sweep else events, customers=customers,
                            catalogue_size=catalogue_size, partitions=partitions, store=store,
-                           seed=seed, latency_s=latency_s, out_dir=out_dir,
+                           seed=seed, latency_s=latency_s, load=load, out_dir=out_dir,
                            verbose=not quiet, log_level=log_level)
     if sweep:
         from streams.bench_sweep import describe_sweep, run_sweep

@@ -480,11 +480,12 @@ class PipelineResult:
 async def measure_pipeline(settings: Settings, n: int, store_path: Path, progress: Progress,
                            stall_timeout_s: float,
                            fresh: Callable[[int], list[Message]] | None = None,
-                           latency_s: float = 10.0, customers: int = 0) -> PipelineResult:
+                           latency_s: float = 10.0, customers: int = 0, load: float = 0.5
+                           ) -> PipelineResult:
     """The worker as deployed, on a fresh embedded store holding ``customers`` (:func:`preload`).
 
     With ``fresh`` (the next k unpublished messages of the same stream), the
-    latency at half the measured maximum follows for ``latency_s`` seconds.
+    latency at ``load`` (a share) of the measured maximum follows for ``latency_s`` seconds.
     """
     for stale in store_path.parent.glob(f"{store_path.name}*"):
         stale.unlink()  # a ledger of another run would turn events into duplicates
@@ -507,10 +508,10 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
         progress(f"pipeline: {throughput.events_per_s:,.0f} events/s")
         latency = None
         if fresh is not None:
-            offered = throughput.events_per_s / 2
+            offered = throughput.events_per_s * load
             messages = fresh(fresh_count(offered, n, latency_s))
             progress(f"latency: {len(messages)} fresh events at {offered:,.0f} events/s "
-                     f"(half the pipeline's maximum)")
+                     f"({load:.0%} of the pipeline's maximum)")
             latency = await _latency(settings, worker.accounting, clock, messages, offered,
                                      n, progress, stall_timeout_s)
     finally:
@@ -590,7 +591,7 @@ def _stored_customers(store_path: Path) -> int:
 
 def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeout_s: float,
                       spool: Path | None, latency_s: float, verbose: bool,
-                      log_level: str, customers: int) -> PipelineResult:
+                      log_level: str, customers: int, load: float) -> PipelineResult:
     """:func:`measure_pipeline` in a child process; progress goes to its stderr."""
     logs.configure(log_level, "console")
 
@@ -600,13 +601,13 @@ def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeou
 
     fresh = (lambda k: read_spool(spool, k)) if spool is not None else None
     return asyncio.run(measure_pipeline(settings, n, store_path, progress, stall_timeout_s,
-                                        fresh, latency_s, customers))
+                                        fresh, latency_s, customers, load))
 
 
 async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *,
                                  stall_timeout_s: float, verbose: bool, log_level: str,
                                  spool: Path | None = None, latency_s: float = 10.0,
-                                 customers: int = 0) -> PipelineResult:
+                                 customers: int = 0, load: float = 0.5) -> PipelineResult:
     """:func:`measure_pipeline` in a fresh process of its own: one worker, as deployed.
 
     Its peak RSS is then the worker's, not the benchmark's (the raw and Faust
@@ -617,7 +618,7 @@ async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *
     with _spawn_pool() as pool:
         return await asyncio.get_running_loop().run_in_executor(
             pool, _pipeline_process, settings, n, store_path, stall_timeout_s, spool,
-            latency_s, verbose, log_level, customers)
+            latency_s, verbose, log_level, customers, load)
 
 
 async def _latency(settings: Settings, accounting: Accounting, clock: BatchClock,

@@ -23,7 +23,7 @@ def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> None:
     done = bench("--events", "3000", "--customers", "500", "--catalogue", "20",
-                 "--latency-seconds", "2", "--json", "--out-dir", str(tmp_path))
+                 "--latency-seconds", "2", "--load", "0.25", "--json", "--out-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     rates = ("raw_events_per_s", "faust_events_per_s", "pipeline_events_per_s")
@@ -40,6 +40,10 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert 0 < result["faust_p50_ms"] <= result["faust_p95_ms"] <= result["faust_p99_ms"]
     assert "faust latency:" in done.stderr
     assert result["latency_measures"].startswith("event-to-decision: publish to the batch")
+    # --load 0.25: a quarter of the measured maximum is offered (the publisher paces it).
+    assert result["latency_load"] == 0.25
+    offered = result["latency_offered_events_per_s"]
+    assert offered == pytest.approx(pipeline * 0.25, rel=0.2)
     # Events that caused a decision are a share of every valid fresh event.
     assert result["decided_events"] < result["latency_events"] <= 3000
     # The worker ran in a process of its own (the generator and the bench's own stages
