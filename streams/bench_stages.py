@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -402,7 +403,7 @@ async def measure_faust_latency(settings: Settings, backlog: int, messages: list
             events = cast(list[EventT[Any]], batch)
             at = time.time()  # wall time: the publisher runs in another process
             for event in events:
-                event_id = _event_id(Message("", None, event.message.value or b""))
+                event_id = _event_id(event.message.value or b"")
                 if event_id is not None:
                     received.setdefault(event_id, at)
             count[0] += len(events)
@@ -583,9 +584,8 @@ def fresh_count(rate: float, n: int, latency_s: float) -> int:
 
 def _stored_customers(store_path: Path) -> int:
     """How many customers the embedded store holds (read-only, after the worker stopped)."""
-    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
         (count,) = db.execute("SELECT count(*) FROM customers").fetchone()
-    db.close()
     return int(count)
 
 
@@ -666,7 +666,7 @@ def publish_paced(settings: Settings, messages: list[Message], rate: float
         delay = started + i / rate - time.perf_counter()
         if delay > 0.001:
             time.sleep(delay)
-        event_id = _event_id(m)
+        event_id = _event_id(m.value)
         if event_id is not None:
             sent.setdefault(event_id, time.time())
         publisher.send(m.topic, m.key, m.value)
@@ -674,10 +674,10 @@ def publish_paced(settings: Settings, messages: list[Message], rate: float
     return sent
 
 
-def _event_id(message: Message) -> str | None:
-    """The event_id a valid message carries (None for one that has none to read)."""
+def _event_id(value: bytes) -> str | None:
+    """The event_id a valid message's value carries (None for one that has none to read)."""
     try:
-        payload = decode(message.value)
+        payload = decode(value)
     except InvalidEvent:
         return None
     event_id = payload.get("event_id") if isinstance(payload, dict) else None
