@@ -7,9 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.core.customer import CustomerState, Interaction, MasterData, PurchaseFigures
+from agents.core.customer import (
+    CustomerPredictions,
+    CustomerState,
+    Interaction,
+    MasterData,
+    PurchaseFigures,
+)
 from agents.core.predictions import PredictionRules
-from agents.profiles import _drift_messages
+from agents.profiles import LocalOutlook, _drift_messages
 from schemas.codec import decode, encode
 from schemas.topics import TOPICS
 from schemas.validation import build
@@ -121,3 +127,25 @@ def test_the_deadline_heap_stays_bounded_by_the_open_examples() -> None:
         state, _ = forecaster.observe(replace(state, last_event_at=at), "other", at)
     assert forecaster.open_examples == 2
     assert len(forecaster._deadlines) <= 2 * 2 + 1024 + 1
+
+
+def test_sends_are_planned_with_the_best_hour_in_the_customers_zone_now() -> None:
+    # Engagement peaks at 07:00 UTC (hour of the week 7: Monday 07:00 UTC). The stored
+    # best hour was made local before the customer's time zone was known (7); a
+    # profile has since put them in Berlin, so their best hour is 08:00 local in winter.
+    winter, summer = datetime(2026, 11, 23, 12, tzinfo=UTC), datetime(2026, 7, 6, 12, tzinfo=UTC)
+    stored = CustomerPredictions(purchase=0.1, churn=0.3, best_hour=7, at=winter,
+                                 hours={7: 2.0, 7 + 24: 1.0, 15: 0.5}, hours_at=winter)
+    berlin = MasterData(locale="de-DE", language="de", time_zone="Europe/Berlin",
+                        updated_at=winter)
+    state = CustomerState("c-1", master=berlin, predictions=stored)
+    outlook = LocalOutlook.of(state, winter)
+    assert outlook is not None
+    assert (outlook.best_hour, outlook.churn) == (8, 0.3)
+    summer_outlook = LocalOutlook.of(state, summer)
+    assert summer_outlook is not None
+    assert summer_outlook.best_hour == 9
+    no_zone = LocalOutlook.of(replace(state, master=None), winter)
+    assert no_zone is not None
+    assert no_zone.best_hour == 7
+    assert LocalOutlook.of(replace(state, predictions=None), winter) is None
