@@ -32,9 +32,15 @@ campaign's **holdout** (:func:`in_holdout`) is checked against that log plus
 the customer's earlier holdout exposures, so both groups are rate-limited
 alike.
 
-:func:`rank` orders plans by priority, then expected value (the content's
-score times the candidate's strength); the engine sends the first that is
-neither paused nor held out and refuses the rest as ``arbitration``.
+:func:`rank` orders plans by priority, then the candidate's strength, then
+campaign id and key; the engine sends the first that is neither paused nor
+held out and refuses the rest as ``arbitration``.  The learned policy picks
+each plan's content but does not decide between plans: its scores depend on
+what the shared model had learnt from everyone else by then, so ranking by
+them would let a replay, or a worker that re-applies an event after a crash,
+choose a different send for the same occasion (another topic's follow-up,
+another channel, another idempotency key).  The expected value (the content's
+score times the strength) is reported with each decision.
 
 >>> from datetime import UTC, datetime, time
 >>> from agents.core.campaigns import QuietHours
@@ -248,8 +254,8 @@ def check_caps(log: Sequence[Contact], channel: str, campaign: Campaign, send_at
 
 
 def rank(plans: Sequence[Plan]) -> list[Plan]:
-    """Plans best first: priority, then expected value, then campaign id and key."""
-    return sorted(plans, key=lambda p: (-p.campaign.priority, -p.value,
+    """Plans best first: priority, then strength, then campaign id and key (see the module doc)."""
+    return sorted(plans, key=lambda p: (-p.campaign.priority, -p.candidate.strength,
                                         p.campaign.campaign_id, p.candidate.key))
 
 

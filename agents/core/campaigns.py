@@ -159,7 +159,7 @@ class Campaign:
     channels: tuple[str, ...]
     goal: str = "clicks"
     description: str = ""
-    #: Higher wins arbitration; expected value breaks ties.
+    #: Higher wins arbitration; the candidate's strength, then campaign id and key break ties.
     priority: int = 0
     #: Catalogue items the campaign may send (empty: any item on the trigger's topic).
     content: tuple[str, ...] = ()

@@ -237,8 +237,8 @@ def _contact(state: CustomerState, record: Record, topics: list[str], rules: Eng
         if winner is not None:
             effects.refused.append(Refusal(
                 campaign.campaign_id, key, "arbitration",
-                f"lost to {winner.campaign.campaign_id} (priority {winner.campaign.priority}, "
-                f"expected value {winner.value:.3f})"))
+                f"lost to {winner.campaign.campaign_id} {winner.candidate.key} (priority "
+                f"{winner.campaign.priority}, strength {winner.candidate.strength:.3f})"))
         elif paused(campaign.campaign_id):
             _decide(state, chosen_plan, policy, effects, "shadow decision: "
                     f"{campaign.campaign_id} is paused by an operator, no trigger")

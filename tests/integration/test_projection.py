@@ -56,25 +56,23 @@ SENDS = ("trigger", "holdout", "proposal")
 async def projection(settings: Settings) -> dict[str, CustomerState]:
     """The stored customers, each as far as the customer's events determine it.
 
-    Which follow-up sends are pending (trigger, channel, send time) follows
-    from the events; which item the learned policy put in them depends on
-    what the shared model had learnt from everyone else by then, so the
-    content id is left out of the comparison (of pending sends and of the
-    sends and holdout exposures in the history).  So is the send's id: when
-    two candidates of equal priority compete, the one with the higher
-    expected value (the policy's score for its content) wins arbitration,
-    and the id names the tag or topic that started it.  That a send went out,
-    on which campaign and channel and when, is compared.  So are the purchase and churn
-    probabilities, which come from models shared by all customers; the send
-    hour profile follows from the customer's own events and is compared.
+    Which follow-up sends are pending (trigger id, idempotency key, channel,
+    send time) follows from the events, since arbitration between candidates
+    does not use the learned policy's scores.  Which item the learned policy
+    put in them depends on what the shared model had learnt from everyone
+    else by then, so the content id is left out of the comparison (of pending
+    sends and of the sends and holdout exposures in the history).  So are the
+    purchase and churn probabilities, which come from models shared by all
+    customers; the send hour profile follows from the customer's own events
+    and is compared.
     """
     store = open_store(settings)
     await store.open()
     try:
         return {s.customer_id: replace(
-                    s, pending=[replace(p, trigger_id="", idempotency_key="", content_id="")
+                    s, pending=[replace(p, content_id="")
                                 for p in s.pending],
-                    history=[replace(h, event_id="", content_id="") if h.kind in SENDS else h
+                    history=[replace(h, content_id="") if h.kind in SENDS else h
                              for h in s.history],
                     predictions=s.predictions and replace(s.predictions, purchase=0.0,
                                                           churn=0.0))

@@ -32,7 +32,7 @@ from agents.core.campaigns import (
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
-from agents.core.engine import EngineRules, FollowUpRules, handle
+from agents.core.engine import Chosen, EngineRules, FollowUpRules, handle
 from agents.core.interests import InterestRules, TagRule
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.core.proposals import Proposal, approve
@@ -348,7 +348,41 @@ def test_arbitration_sends_the_higher_priority_and_refuses_the_other() -> None:
     assert trigger.campaign_id == "interest-follow-up"
     (refusal,) = e.refused  # type: ignore[attr-defined]
     assert (refusal.campaign_id, refusal.reason) == ("browse-abandonment", "arbitration")
-    assert refusal.detail.startswith("lost to interest-follow-up (priority 100")
+    assert refusal.detail.startswith("lost to interest-follow-up tag:golf-fans:")
+    assert refusal.detail.endswith("(priority 100, strength 1.000)")
+
+
+def test_the_learned_scores_pick_content_but_not_which_candidate_wins() -> None:
+    # Two clicks on golf and wine assign both tags at once: two follow-ups of equal
+    # priority and strength.  Whichever topic's items the policy scores higher, the
+    # same one is sent (the first key), so a replay or a re-applied event after a
+    # crash, with a model that learnt something else meanwhile, sends the same.
+    at = T0 + timedelta(hours=10)
+    clicks: list[Record] = [Clicked(event_id=f"gw{n}", customer_id="c-1",
+                                    occurred_at=at + timedelta(minutes=n), schema_version=1,
+                                    topics=["golf", "wine"]) for n in range(2)]
+
+    def favouring(topic: str) -> object:
+        def choose(state: CustomerState, channel: str, when: datetime,
+                   items: list[ContentPublished]) -> Chosen:
+            ids = sorted(i.content_id for i in items)
+            liked = topic in items[0].topics
+            return Chosen(ids[-1] if liked else ids[0], "en", False, "exploit",
+                          0.9 if liked else 0.1, ())
+        return choose
+
+    sent = []
+    for topic in TOPICS:
+        _, effects = _run(_consented("email"), clicks, choose=favouring(topic))
+        (trigger,) = [t for e in effects for t in e.triggers]  # type: ignore[attr-defined]
+        refused = [r for e in effects for r in e.refused]  # type: ignore[attr-defined]
+        assert [r.reason for r in refused] == ["arbitration"], refused
+        sent.append((trigger.idempotency_key, trigger.channel, trigger.content_id))
+    (golf_key, _, golf_item), (wine_key, _, wine_item) = sent
+    assert golf_key == wine_key
+    assert ":tag:golf-fans:" in golf_key
+    # The content is still the policy's pick.
+    assert (golf_item, wine_item) == ("golf-1", "golf-0")
 
 
 def test_an_order_withdraws_a_browse_abandonment_reminder_and_its_count() -> None:
