@@ -35,7 +35,8 @@ alike.
 :func:`rank` orders plans by priority, then the candidate's strength, then
 campaign id and key; the engine sends the first that is neither paused nor
 held out and refuses the rest as ``arbitration``.  The learned policy picks
-each plan's content but does not decide between plans: its scores depend on
+the content of the plans that go out (sent, held out or paused), after the
+ranking, and does not decide between plans: its scores depend on
 what the shared model had learnt from everyone else by then, so ranking by
 them would let a replay, or a worker that re-applies an event after a crash,
 choose a different send for the same occasion (another topic's follow-up,
@@ -54,19 +55,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents.core.campaigns import Campaign, CampaignBook, QuietHours, format_duration
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
 from agents.core.triggers import SendCandidate
-
-if TYPE_CHECKING:
-    from agents.core.engine import Chosen
 
 #: Every reason a candidate can be refused for, in the order of the checks.
 REFUSALS = ("schedule", "audience", "duplicate", "full", "quiet", "stale", "arbitration",
@@ -99,11 +97,16 @@ class Contact:
 
 @dataclass(frozen=True)
 class Plan:
-    """A candidate that passed every check: its channel, content and send time."""
+    """A candidate that passed every check: its channel, the items it may send, its time.
+
+    Which of the items goes out is the content policy's choice, asked only for
+    the plans that win (or are recorded as holdout or paused): see the module doc.
+    """
 
     candidate: SendCandidate
     channel: str
-    chosen: Chosen
+    #: The items the candidate may send on the channel (never empty).
+    items: Sequence[Any] = field(compare=False, repr=False)
     send_at: datetime
     #: The customer is in the campaign's holdout: an exposure, never a send.
     holdout: bool
@@ -115,14 +118,9 @@ class Plan:
         """The candidate's campaign."""
         return self.candidate.campaign
 
-    @property
-    def value(self) -> float:
-        """Expected value: the content's score times the candidate's strength."""
-        return self.chosen.score * self.candidate.strength
 
-
-#: Content for a candidate on a channel: the engine's pick, or None when nothing fits.
-PickContent = Callable[[SendCandidate, str], "Chosen | None"]
+#: The items a candidate may send on a channel (empty when none fits).
+FindContent = Callable[[SendCandidate, str], Sequence[Any]]
 
 
 def trigger_id(customer_id: str, campaign_id: str, key: str, channel: str) -> str:
@@ -168,7 +166,7 @@ def contact_log(state: CustomerState, *, holdout: bool = False) -> list[Contact]
 
 
 def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
-         consent: ConsentPolicy, pick: PickContent, *, latest: datetime,
+         consent: ConsentPolicy, find: FindContent, *, latest: datetime,
          best_hour: int | None = None) -> Plan | Refusal:
     """The plan for ``candidate``, or why it is refused (see the module doc).
 
@@ -214,16 +212,16 @@ def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
     for channel in campaign.channels:
         if not consent.may_send(state, channel):
             continue
-        # Caps before content: choosing content (a learned policy) is the costly step.
+        # Caps before content; the content itself is chosen only for a plan that wins.
         blocked, passed = check_caps(log, channel, campaign, send_at, book)
         if blocked is not None:
             furthest = _further(furthest, refused("capped", blocked))
             continue
-        chosen = pick(candidate, channel)
-        if chosen is None:
+        items = find(candidate, channel)
+        if not items:
             furthest = _further(furthest, refused("content", f"no item for {channel}"))
             continue
-        return Plan(candidate, channel, chosen, send_at, holdout,
+        return Plan(candidate, channel, items, send_at, holdout,
                     (f"audience of {campaign.campaign_id}: passed", *reasons, *passed))
     return furthest
 

@@ -220,13 +220,12 @@ def _contact(state: CustomerState, record: Record, topics: list[str], rules: Eng
     latest = state.last_event_at or found[0].at
     best_hour = predictions.best_hour if predictions is not None else None
 
-    def pick(candidate: SendCandidate, channel: str) -> Chosen | None:
-        items = _pool(catalogue, candidate, channel)
-        return choose(state, channel, candidate.at, items) if items else None
+    def find(candidate: SendCandidate, channel: str) -> list[ContentPublished]:
+        return _pool(catalogue, candidate, channel)
 
     plans: list[Plan] = []
     for candidate in found:
-        result = plan(candidate, state, book, policy, pick, latest=latest, best_hour=best_hour)
+        result = plan(candidate, state, book, policy, find, latest=latest, best_hour=best_hour)
         if isinstance(result, Plan):
             plans.append(result)
         else:
@@ -239,32 +238,38 @@ def _contact(state: CustomerState, record: Record, topics: list[str], rules: Eng
                 campaign.campaign_id, key, "arbitration",
                 f"lost to {winner.campaign.campaign_id} {winner.candidate.key} (priority "
                 f"{winner.campaign.priority}, strength {winner.candidate.strength:.3f})"))
+            continue
+        # The policy is asked only now, for a plan that goes out in some form.
+        chosen = choose(state, chosen_plan.channel, chosen_plan.candidate.at, chosen_plan.items)
+        if chosen is None:
+            effects.refused.append(Refusal(campaign.campaign_id, key, "content",
+                                           f"no item chosen for {chosen_plan.channel}"))
         elif paused(campaign.campaign_id):
-            _decide(state, chosen_plan, policy, effects, "shadow decision: "
+            _decide(state, chosen_plan, chosen, policy, effects, "shadow decision: "
                     f"{campaign.campaign_id} is paused by an operator, no trigger")
             effects.refused.append(Refusal(campaign.campaign_id, key, "paused",
                                            "paused by an operator"))
         elif chosen_plan.holdout:
-            state = _exposed(state, chosen_plan, "holdout", rules, effects)
+            state = _exposed(state, chosen_plan, chosen, "holdout", rules, effects)
             effects.refused.append(Refusal(
                 campaign.campaign_id, key, "holdout",
                 f"in the holdout group ({campaign.holdout_share:.0%}) of "
                 f"{campaign.campaign_id}: recorded, not sent"))
         else:
-            state = _send(state, chosen_plan, rules, effects)
+            state = _send(state, chosen_plan, chosen, rules, effects)
             winner = chosen_plan
     return state
 
 
-def _decide(state: CustomerState, chosen_plan: Plan, policy: ConsentPolicy, effects: Effects,
-            *extra: str) -> DecisionMade:
+def _decide(state: CustomerState, chosen_plan: Plan, chosen: Chosen, policy: ConsentPolicy,
+            effects: Effects, *extra: str) -> DecisionMade:
     """The decision behind a send (or a shadow decision), published with its reasons."""
-    candidate, chosen, campaign = chosen_plan.candidate, chosen_plan.chosen, chosen_plan.campaign
+    candidate, campaign = chosen_plan.candidate, chosen_plan.campaign
     cid = state.customer_id
     topic = f"on topic {candidate.topic}" if candidate.topic else "on any topic"
     reasons = [*candidate.reasons,
                f"campaign {campaign.campaign_id} ({campaign.trigger}), priority "
-               f"{campaign.priority}, expected value {chosen_plan.value:.3f}",
+               f"{campaign.priority}, expected value {chosen.score * candidate.strength:.3f}",
                f"send {topic} by {chosen_plan.channel} at {chosen_plan.send_at.isoformat()}",
                *chosen.reasons, *chosen_plan.reasons,
                "consent: " + ", ".join(policy.granted(state)), *extra]
@@ -280,13 +285,13 @@ def _decide(state: CustomerState, chosen_plan: Plan, policy: ConsentPolicy, effe
     return decision
 
 
-def _send(state: CustomerState, chosen_plan: Plan, rules: EngineRules, effects: Effects
-          ) -> CustomerState:
+def _send(state: CustomerState, chosen_plan: Plan, chosen: Chosen, rules: EngineRules,
+          effects: Effects) -> CustomerState:
     """The send trigger, or the proposal in approval mode; both enter the contact log."""
     campaign, candidate = chosen_plan.campaign, chosen_plan.candidate
     cid, send_at = state.customer_id, chosen_plan.send_at
     approval = campaign.approval
-    decision = _decide(state, chosen_plan, rules.consent, effects,
+    decision = _decide(state, chosen_plan, chosen, rules.consent, effects,
                        *(["approval mode: proposed to an operator"] if approval else []))
     key = idempotency_key(cid, campaign.campaign_id, candidate.key)
     if approval:
@@ -314,17 +319,17 @@ def _send(state: CustomerState, chosen_plan: Plan, rules: EngineRules, effects: 
     new = CustomerState.__new__(CustomerState)
     new.__dict__.update(state.__dict__)
     new.pending = log
-    return _exposed(new, chosen_plan, "proposal" if approval else "trigger", rules, effects)
+    return _exposed(new, chosen_plan, chosen, "proposal" if approval else "trigger", rules, effects)
 
 
-def _exposed(state: CustomerState, chosen_plan: Plan, kind: str, rules: EngineRules,
-             effects: Effects) -> CustomerState:
+def _exposed(state: CustomerState, chosen_plan: Plan, chosen: Chosen, kind: str,
+             rules: EngineRules, effects: Effects) -> CustomerState:
     """``state`` with the send (``trigger``, ``proposal``) or ``holdout`` exposure recorded."""
     campaign, candidate = chosen_plan.campaign, chosen_plan.candidate
     entry = Interaction(chosen_plan.send_at,
                         trigger_id(state.customer_id, campaign.campaign_id, candidate.key,
                                    chosen_plan.channel),
-                        kind, content_id=chosen_plan.chosen.content_id,
+                        kind, content_id=chosen.content_id,
                         campaign_id=campaign.campaign_id)
     if kind != "proposal":  # a proposal counts as a send once it is approved
         effects.stats.append(exposure(entry))
