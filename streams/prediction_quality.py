@@ -12,7 +12,7 @@ hour should often be within an hour of it (by chance: 3 in 24).
 
 The traffic spaces events ``mean_gap_s`` apart so that the stream covers
 days, and the horizons are scaled to it (by default a purchase within a
-day, churn as three days without an event).
+day, churn as three days without an event, examples an hour apart).
 
 >>> result = evaluate_predictions(seed=1, events=3_000, customers=100)
 >>> 0.0 <= result["send_hour_within_1h"] <= 1.0, "purchase_roc_auc" in result
@@ -44,7 +44,7 @@ def evaluate_predictions(seed: int, events: int = 30_000, customers: int = 1000,
     customer_rules = CustomerRules(load_rules(None), ProfileRules(200, timedelta(days=365)))
     predictors = Predictors(rules or PredictionRules(
         purchase_horizon=timedelta(days=1), churn_horizon=timedelta(days=3),
-        hour_half_life=timedelta(days=7)))
+        hour_half_life=timedelta(days=7), example_spacing=timedelta(hours=1)))
     consent = ConsentPolicy()
     catalogue: dict[str, ContentPublished] = {}
     states: dict[str, CustomerState] = {}

@@ -10,7 +10,12 @@ Updated event by event from the customer's own events:
   each customer has at most one open :class:`Example` per outcome: opened
   at an event with the prediction made then, resolved by a later event (an
   order: purchase yes; any event: churn no) or, by the timer, when the
-  horizon has passed (purchase no, churn yes).
+  horizon has passed (purchase no, churn yes).  A customer's examples of
+  an outcome are opened at least ``example_spacing`` (a day) apart: without
+  it, every event of an active customer would resolve the churn example
+  opened at the previous one, minutes before, and learn a near-copy of it,
+  so the model would learn mostly from the most active customers, and the
+  worker would pay for a River update on almost every event.
 - **Best send hour**: a decayed hour-of-week profile of the customer's
   clicks and purchases in their own time zone (:class:`HourProfile`); the
   best hour is the local hour of day with the most decayed engagement.
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,6 +64,8 @@ class PredictionRules:
     purchase_horizon: timedelta = timedelta(days=30)
     churn_horizon: timedelta = timedelta(days=60)
     hour_half_life: timedelta = timedelta(days=28)
+    #: A customer's examples of an outcome are opened at least this far apart.
+    example_spacing: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,8 @@ class Example:
     predicted: float
     opened_at: datetime
     deadline: datetime
+    #: Labelled and learnt already; kept only to space the next example of its outcome.
+    resolved: bool = False
 
 
 @dataclass(frozen=True)
@@ -290,7 +299,13 @@ class Predictors:
         """
         drifts: list[DriftDetected] = []
         keep: list[Example] = []
+        spacing = self.rules.example_spacing
         for example in pstate.open:
+            spaced = at >= example.opened_at + spacing
+            if example.resolved:
+                if not spaced:
+                    keep.append(example)
+                continue
             resolved = example.opened_at < at < example.deadline and (
                 example.outcome == "churn" or kind == "purchase")
             if resolved:
@@ -298,6 +313,8 @@ class Predictors:
                 found = self.model(example.outcome).observe(
                     example.features, example.outcome == "purchase", example.predicted, at)
                 drifts.extend([found] if found else [])
+                if not spaced:
+                    keep.append(replace(example, resolved=True))
             else:
                 keep.append(example)
         hours = pstate.hours
@@ -322,6 +339,8 @@ class Predictors:
         keep = []
         for example in pstate.open:
             if example.deadline <= now:
+                if example.resolved:
+                    continue
                 found = self.model(example.outcome).observe(
                     example.features, example.outcome == "churn", example.predicted,
                     example.deadline)

@@ -110,6 +110,27 @@ def test_an_order_resolves_the_open_purchase_example_as_yes_and_churn_as_no() ->
     assert {e.opened_at for e in pstate.open} == {later}
 
 
+def test_an_active_customer_gives_one_example_per_outcome_and_day() -> None:
+    models = Predictors(PredictionRules(example_spacing=timedelta(days=1)))
+    pstate = PredictionState()
+    # Twelve events two hours apart: the first opens the examples, the second resolves
+    # the churn example (no churn), and the rest of the day opens no new one.
+    for n in range(12):
+        at = MONDAY + timedelta(hours=2 * n)
+        pstate, _, _ = models.observe_event(pstate, customer(at=at), "click", at)
+    assert models.churn.examples == 1
+    assert [(e.outcome, e.resolved) for e in sorted(pstate.open, key=lambda e: e.outcome)] \
+        == [("churn", True), ("purchase", False)]
+    # A day after the first example the next one opens, and the one after resolves it.
+    for at in (MONDAY + timedelta(days=1), MONDAY + timedelta(days=1, hours=1)):
+        pstate, _, _ = models.observe_event(pstate, customer(at=at), "click", at)
+    assert models.churn.examples == 2
+    # An example already learnt is not labelled again when its horizon ends.
+    pstate, _ = models.expire(pstate, MONDAY + timedelta(days=200))
+    assert pstate.open == ()
+    assert (models.churn.examples, models.purchase.examples) == (2, 1)
+
+
 def test_the_timer_labels_expired_examples() -> None:
     models = Predictors()
     pstate, _, _ = models.observe_event(PredictionState(), customer(), "profile", MONDAY)
