@@ -242,13 +242,11 @@ class CustomerStage:
         # is stored must be there for an operator; a redelivery stores it once.
         if self._proposals:
             await store.put_proposals([stored(p) for p in self._proposals])
-        await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s)
-        # Counters after: a crash in between loses this batch's counts, never doubles them.
-        if self._stats:
-            await store.add_campaign_stats([stat_counts(d) for d in self._stats])
-        if self._decisions:
-            await store.record_decisions([stored_decision(d) for d in self._decisions], now,
-                                         self.history_ttl_s)
+        # Counters and decisions go with the states (one transaction in the embedded
+        # store; after the ledger in Cassandra: a crash loses counts, never doubles them).
+        await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s,
+                               [stat_counts(d) for d in self._stats],
+                               [stored_decision(d) for d in self._decisions])
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()

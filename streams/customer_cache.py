@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from agents.core.customer import CustomerState
-from streams.store import EventKey, Store
+from streams.store import CampaignCounts, EventKey, Store, StoredDecision
 
 
 class CustomerCache:
@@ -77,13 +77,17 @@ class CustomerCache:
         self._stored.pop(customer_id, None)
 
     async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
-                    history_ttl_s: float) -> int:
-        """Write changed states and ``events``' ledger entries; returns states written."""
+                    history_ttl_s: float, stats: Sequence[CampaignCounts] = (),
+                    decisions: Sequence[StoredDecision] = ()) -> int:
+        """Write changed states and ``events``' ledger entries; returns states written.
+
+        ``stats`` and ``decisions`` go with them (see ``Store.save_customers``).
+        """
         states = list(self._dirty.values())
-        if states or events:
+        if states or events or stats or decisions:
             previous = {cid: self._stored[cid] for cid in self._dirty if cid in self._stored}
             await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s,
-                                            previous)
+                                            previous, stats, decisions)
         self._stored.update(self._dirty)
         self._dirty.clear()
         self._dropped.clear()

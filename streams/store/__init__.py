@@ -146,6 +146,8 @@ class Store(Protocol):
         ledger_ttl_s: float,
         history_ttl_s: float,
         previous: Mapping[str, CustomerState] | None = None,
+        stats: Sequence[CampaignCounts] = (),
+        decisions: Sequence[StoredDecision] = (),
     ) -> None:
         """Replace the stored state of each of ``states``, then record ``events``.
 
@@ -159,6 +161,13 @@ class Store(Protocol):
         now (as it was loaded or last saved).  The store may then write only
         what changed in the history, the one part that grows; the result is
         the same.  It must be exact: pass nothing when unsure.
+
+        ``stats`` are added as :meth:`add_campaign_stats` adds them and
+        ``decisions`` kept as :meth:`record_decisions` keeps them (with
+        ``history_ttl_s``), after the states: with the same write where the
+        store has transactions (the embedded store: one round trip per batch,
+        and a crash loses or doubles nothing), else after the ledger entries
+        (a crash in between loses those counts, never doubles them).
         """
 
     async def delete_customer(self, customer_id: str) -> None:

@@ -471,6 +471,8 @@ class CassandraStore:
         ledger_ttl_s: float,
         history_ttl_s: float,
         previous: Mapping[str, CustomerState] | None = None,
+        stats: Sequence[CampaignCounts] = (),
+        decisions: Sequence[StoredDecision] = (),
     ) -> None:
         # ``previous`` is not used: each save is one single-partition batch that
         # replaces the customer, which Cassandra applies without reading.
@@ -484,6 +486,11 @@ class CassandraStore:
         # Only once every state is stored may its events count as seen.
         await self._all("save_customers (event ledger)",
                         self._ledger_batches(events, now_ms, duration_ms(ledger_ttl_s)))
+        # Counters after the ledger: a crash in between loses these counts, never doubles them.
+        if stats:
+            await self.add_campaign_stats(stats)
+        if decisions:
+            await self.record_decisions(decisions, now, history_ttl_s)
 
     async def delete_customer(self, customer_id: str) -> None:
         _, prepared = self._ready("delete_customer")

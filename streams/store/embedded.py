@@ -173,6 +173,27 @@ def _sql_interest(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:4], json.dumps(row[4]))
 
 
+_ADD_STATS = ("INSERT INTO campaign_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+              "ON CONFLICT (campaign_id, variant, cohort) DO UPDATE SET "
+              "sends = sends + excluded.sends, clicks = clicks + excluded.clicks, "
+              "conversions = conversions + excluded.conversions, "
+              "revenue_cents = revenue_cents + excluded.revenue_cents, "
+              "revenue_sq_cents = revenue_sq_cents + excluded.revenue_sq_cents")
+_INSERT_DECISION = "INSERT OR REPLACE INTO customer_decisions VALUES (?, ?, ?, ?, ?)"
+
+
+def _stat_rows(changes: Sequence[CampaignCounts]) -> list[tuple[Any, ...]]:
+    return [(*key, *values) for key, values in summed_stats(changes).items()]
+
+
+def _decision_rows(decisions: Sequence[StoredDecision], now_ms: int, ttl_ms: int
+                   ) -> list[tuple[Any, ...]]:
+    """Rows of the decisions still unexpired at ``now_ms`` with ``ttl_ms``."""
+    rows = [(d.customer_id, to_ms(d.decided_at), d.decision_id, d.payload,
+             to_ms(d.decided_at) + ttl_ms) for d in decisions]
+    return [row for row in rows if row[4] > now_ms]
+
+
 class EmbeddedStore:
     """The :class:`streams.store.Store` protocol on a SQLite file."""
 
@@ -311,6 +332,8 @@ class EmbeddedStore:
         ledger_ttl_s: float,
         history_ttl_s: float,
         previous: Mapping[str, CustomerState] | None = None,
+        stats: Sequence[CampaignCounts] = (),
+        decisions: Sequence[StoredDecision] = (),
     ) -> None:
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)
@@ -325,6 +348,8 @@ class EmbeddedStore:
                 deltas.append(rows_with_history_delta(before, state, now_ms, history_ttl_ms))
         expires = now_ms + duration_ms(ledger_ttl_s)
         ledger = [(pk, eid, expires) for pk, eid in events]
+        counters = _stat_rows(stats)
+        kept = _decision_rows(decisions, now_ms, history_ttl_ms)
 
         def write(db: sqlite3.Connection) -> None:
             with db:
@@ -332,8 +357,10 @@ class EmbeddedStore:
                 _replace_customers(db, full)
                 _update_customers(db, deltas)
                 db.executemany(_INSERT_LEDGER, ledger)
+                db.executemany(_ADD_STATS, counters)
+                db.executemany(_INSERT_DECISION, kept)
 
-        if full or deltas or ledger:
+        if full or deltas or ledger or counters or kept:
             await self._run("save_customers", write)
 
     async def delete_customer(self, customer_id: str) -> None:
@@ -444,17 +471,13 @@ class EmbeddedStore:
 
     async def record_decisions(self, decisions: Sequence[StoredDecision], now: datetime,
                                ttl_s: float) -> None:
-        ttl_ms, now_ms = duration_ms(ttl_s), to_ms(now)
-        rows = [(d.customer_id, to_ms(d.decided_at), d.decision_id, d.payload,
-                 to_ms(d.decided_at) + ttl_ms) for d in decisions]
-        rows = [row for row in rows if row[4] > now_ms]
+        rows = _decision_rows(decisions, to_ms(now), duration_ms(ttl_s))
         if not rows:
             return
 
         def write(db: sqlite3.Connection) -> None:
             with db:
-                db.executemany("INSERT OR REPLACE INTO customer_decisions VALUES "
-                               "(?, ?, ?, ?, ?)", rows)
+                db.executemany(_INSERT_DECISION, rows)
 
         await self._run("record_decisions", write)
 
@@ -475,19 +498,13 @@ class EmbeddedStore:
     # -- campaigns ----------------------------------------------------------------
 
     async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
-        rows = [(*key, *values) for key, values in summed_stats(changes).items()]
+        rows = _stat_rows(changes)
         if not rows:
             return
 
         def write(db: sqlite3.Connection) -> None:
             with db:
-                db.executemany(
-                    "INSERT INTO campaign_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (campaign_id, variant, cohort) DO UPDATE SET "
-                    "sends = sends + excluded.sends, clicks = clicks + excluded.clicks, "
-                    "conversions = conversions + excluded.conversions, "
-                    "revenue_cents = revenue_cents + excluded.revenue_cents, "
-                    "revenue_sq_cents = revenue_sq_cents + excluded.revenue_sq_cents", rows)
+                db.executemany(_ADD_STATS, rows)
 
         await self._run("add_campaign_stats", write)
 

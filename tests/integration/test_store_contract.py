@@ -380,6 +380,24 @@ async def test_saving_states_records_their_events(store: Store,
         (state.customer_id, "e-10")}
 
 
+async def test_a_save_adds_the_batchs_counters_and_keeps_its_decisions(
+        store: Store, cid: Callable[[str], str]) -> None:
+    state, campaign = full_state(cid("counted")), cid("summer")
+    made = [StoredDecision(state.customer_id, NOW - timedelta(hours=h), f"d-{h}", bytes([h]))
+            for h in (1, 5)]
+    for _ in range(2):
+        await store.save_customers(
+            [state], [(state.customer_id, "e-1")], NOW, LEDGER_TTL_S, 4 * 3600,
+            stats=[CampaignCounts(campaign, "boots", "treated", sends=1, revenue=1.5)],
+            decisions=made)
+    assert await store.campaign_stats(campaign) == [
+        CampaignCounts(campaign, "boots", "treated", 2, 0, 0, 3.0, 0.0)]
+    # Kept as record_decisions keeps them, with the history's time to live: d-5 is past it.
+    assert await store.recent_decisions(state.customer_id, NOW) == [made[0]]
+    assert await store.seen_events([(state.customer_id, "e-1")], NOW) == {
+        (state.customer_id, "e-1")}
+
+
 # -- erasure, listing, snapshots ------------------------------------------------------
 
 
