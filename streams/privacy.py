@@ -37,20 +37,31 @@ class Pseudonyms:
     (32, True)
     """
 
+    #: Pseudonyms remembered per instance (the forget-list asks for every event once
+    #: anyone is on it); the memo is emptied when it reaches this size.
+    MEMO_MAX = 100_000
+
     def __init__(self, key: bytes) -> None:
         self._key = key
-        # The key is hashed into the HMAC once; ref copies that state (the forget-list
-        # asks for every event of a batch once anyone is on it).
+        # The key is hashed into the HMAC once; ref copies that state.
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._memo: dict[str, str] = {}
 
     def ref(self, customer_id: str) -> str:
         """The customer's pseudonym: 128 bits of HMAC-SHA-256, hex.
 
         The same as :func:`streams.logs.customer_ref` with this key.
         """
+        known = self._memo.get(customer_id)
+        if known is not None:
+            return known
         mac = self._keyed.copy()
         mac.update(customer_id.encode())
-        return mac.hexdigest()[:32]
+        ref = mac.hexdigest()[:32]
+        if len(self._memo) >= self.MEMO_MAX:
+            self._memo.clear()
+        self._memo[customer_id] = ref
+        return ref
 
 
 class ForgetList:
