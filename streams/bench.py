@@ -291,6 +291,9 @@ def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]
               callback=_int_list, help="Catalogue sizes of the sweep.")
 @click.option("--sweep-events", type=click.IntRange(min=1), default=50_000, show_default=True,
               help="Events per sweep point (generating them for 1M customers takes ~1 min).")
+@click.option("--sweep-repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Pipeline runs per sweep point, on the same events: the CSV and plot give "
+                   "the median, with the slowest and fastest run beside it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def bench(**kwargs: Any) -> None:
     """Measure throughput and latency: raw Kafka limit, bare-Faust ceiling, full pipeline.
@@ -316,7 +319,7 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
            store: str, seed: int, latency_s: float, load: float, as_json: bool, out_dir: Path,
            sweep: bool,
            sweep_customers: list[int], sweep_catalogue: list[int], sweep_events: int,
-           quiet: bool) -> None:
+           sweep_repeats: int, quiet: bool) -> None:
     settings = Settings.from_env()
     log_level = "warning" if settings.log_level == "info" else settings.log_level
     logs.configure(log_level, "console")
@@ -329,7 +332,7 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
         from streams.bench_sweep import describe_sweep, run_sweep
 
         outcome = asyncio.run(run_sweep(settings, options, sweep_customers, sweep_catalogue,
-                                        progress))
+                                        progress, repeats=sweep_repeats))
         click.echo(json.dumps(outcome, sort_keys=True) if as_json else describe_sweep(outcome))
         return
     result = asyncio.run(run_bench(settings, options, progress))

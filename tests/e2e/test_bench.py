@@ -71,7 +71,8 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
 
 def test_sweep_writes_one_csv_row_per_combination(tmp_path: Path) -> None:
     done = bench("--sweep", "--sweep-customers", "100,200", "--sweep-catalogue", "5",
-                 "--sweep-events", "1000", "--json", "--out-dir", str(tmp_path))
+                 "--sweep-events", "1000", "--sweep-repeats", "2", "--json",
+                 "--out-dir", str(tmp_path), timeout=240)
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
     with (tmp_path / "bench-sweep.csv").open(newline="") as f:
@@ -80,12 +81,17 @@ def test_sweep_writes_one_csv_row_per_combination(tmp_path: Path) -> None:
         ("100", "5", "1000"), ("200", "5", "1000")]
     for row in rows:
         assert float(row["pipeline_events_per_s"]) > 0
+        # Two pipeline runs on the same events: the row is the median (here the faster).
+        assert row["repeats"] == "2"
+        low, high = float(row["pipeline_min_events_per_s"]), float(row["pipeline_max_events_per_s"])
+        assert 0 < low <= float(row["pipeline_events_per_s"]) == high
         assert float(row["faust_events_per_s"]) > 0
         assert float(row["peak_rss_mb"]) > 0
         # The audience, preloaded, less the customers the stream erased.
         # (Each audience size is written once and copied for every catalogue size.)
         assert 0.9 * int(row["customers"]) <= int(row["store_customers"]) <= int(row["customers"])
     assert len(outcome["rows"]) == 2
+    assert done.stderr.count(": run 2/2: ") == 2
     if outcome["png"] is None:
         assert "matplotlib is not installed" in done.stderr
     else:
