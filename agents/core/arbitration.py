@@ -38,10 +38,13 @@ held out and refuses the rest as ``arbitration``.  The learned policy picks
 the content of the plans that go out (sent, held out or paused), after the
 ranking, and does not decide between plans: its scores depend on
 what the shared model had learnt from everyone else by then, so ranking by
-them would let a replay, or a worker that re-applies an event after a crash,
-choose a different send for the same occasion (another topic's follow-up,
-another channel, another idempotency key).  The expected value (the content's
-score times the strength) is reported with each decision.
+them would let a replay (which has no live model) rebuild a different
+contact log than the sends that went out live (another topic's follow-up,
+on another channel, under another idempotency key), and a worker restarted
+after a crash (from the model's last snapshot) end with another projection
+than an uninterrupted run.  The candidate's strength is its own
+expected value; the expected value with the content (score times strength)
+is reported with each decision.
 
 >>> from datetime import UTC, datetime, time
 >>> from agents.core.campaigns import QuietHours

@@ -355,8 +355,8 @@ def test_arbitration_sends_the_higher_priority_and_refuses_the_other() -> None:
 def test_the_learned_scores_pick_content_but_not_which_candidate_wins() -> None:
     # Two clicks on golf and wine assign both tags at once: two follow-ups of equal
     # priority and strength.  Whichever topic's items the policy scores higher, the
-    # same one is sent (the first key), so a replay or a re-applied event after a
-    # crash, with a model that learnt something else meanwhile, sends the same.
+    # same one is sent (the first key), so a replay, or a worker restarted from an
+    # older model after a crash, rebuilds the same contact log.
     at = T0 + timedelta(hours=10)
     clicks: list[Record] = [Clicked(event_id=f"gw{n}", customer_id="c-1",
                                     occurred_at=at + timedelta(minutes=n), schema_version=1,
