@@ -8,22 +8,33 @@ after its ledger entries and dead letters are handed to the producer (which
 Faust flushes before every offset commit), so a crash leads to
 redelivery, never to loss; redelivered events are then recognised as
 duplicates.
+
+A batch's outputs (decisions, send triggers, cancellations...) are stored in
+the outbox with its states, under the ledger key of its first applied event
+(the *anchor*), and deleted with a later write once the producer has
+delivered them all.  A worker that dies after the write and before delivery
+leaves them there; its batch is redelivered (its offsets were not
+committed), the anchor is recognised as a duplicate, and the outputs are
+published from the outbox.  So outputs are delivered at least once: after
+a crash, downstream may see one twice (each carries its own id and
+idempotency key), never not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
+import msgpack
 import structlog
 from faust.streams import Stream
 from faust.types import AppT, EventT, StreamT, TopicT
 
 from agents.core.accounting import Accounting, first_occurrences
-from schemas.codec import encode
+from schemas.codec import encode, pack
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
@@ -37,6 +48,8 @@ _COMPACTED = frozenset(t.name for t in TOPICS.values() if t.compacted)
 
 #: (logical topic, message key, record) to publish.
 Output = tuple[str, bytes, Record]
+#: (logical topic, message key, encoded record): an output as the outbox keeps it.
+Encoded = tuple[str, bytes, bytes]
 
 
 class Stage(Protocol):
@@ -47,8 +60,12 @@ class Stage(Protocol):
         """Apply new, valid records in order; return messages to publish and, by
         position in ``records``, the reason for each record that could not be applied."""
 
-    async def commit(self, events: Sequence[EventKey], now: datetime) -> None:
-        """Persist what ``apply`` changed together with the ledger entries ``events``."""
+    async def commit(self, events: Sequence[EventKey], now: datetime,
+                     outbox: Mapping[EventKey, bytes] | None = None,
+                     published: Sequence[EventKey] = ()) -> None:
+        """Persist what ``apply`` changed together with the ledger entries ``events``,
+        the ``outbox`` entries and the deletion of the ``published`` ones
+        (as :meth:`streams.store.Store.save_customers` does)."""
 
     def rollback(self) -> None:
         """Forget what ``apply`` changed since the last commit; the batch is retried."""
@@ -76,6 +93,11 @@ class Ingest:
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
     in_flight: int = 0
+    #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
+    _published: list[EventKey] = field(default_factory=list)
+    #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
+    #: or delivered): a duplicate of one of them is not a reason to publish again.
+    _unsettled: set[EventKey] = field(default_factory=set)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         """Process one batch; retries store outages until the batch is written.
@@ -116,6 +138,15 @@ class Ingest:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while self.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        if self._published and not self.in_flight:
+            done = list(self._published)
+            try:
+                await self.store.mark_published(done)
+            except StoreUnavailable as exc:
+                # Harmless: a stale entry is only read again for a redelivered anchor.
+                log.warning("outbox_not_cleared", error=str(exc), entries=len(done))
+            else:
+                self._forget_settled(done)
         return not self.in_flight
 
     async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
@@ -155,12 +186,16 @@ class Ingest:
             sources.append(event)
 
         seen = await self.store.seen_events(keys, now)
+        # Outputs a crashed worker stored but may not have published: the batch is back.
+        stored = (await self.store.unpublished(sorted(seen - self._unsettled), now)
+                  if seen and self.emit and self.stage is not None else {})
         fresh = first_occurrences(keys, seen)
         new = [i for i, is_new in enumerate(fresh) if is_new]
         new_records = [records[i] for i in new]
+        encoded: list[Encoded] = []
+        anchor: EventKey | None = None
         if self.stage is None:
             await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
-            emitted: list[Output] = []
             failed: dict[int, str] = {}
         else:
             emitted, failed = await self.stage.apply(new_records, now)
@@ -168,18 +203,32 @@ class Ingest:
                 # A valid event the engine could not apply: a bug, not bad input.
                 # It is dead-lettered (and not recorded as seen), never lost.
                 letters.append(self._dead_letter(sources[new[position]], now, reason, None))
-            await self.stage.commit(
-                [keys[i] for n, i in enumerate(new) if n not in failed], now)
+            recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
+            outbox: dict[EventKey, bytes] = {}
+            if self.emit:
+                encoded = [(topic, key, encode(output)) for topic, key, output in emitted]
+                if encoded and recorded:
+                    anchor = recorded[0]
+                    outbox[anchor] = pack([list(message) for message in encoded])
+            published = list(self._published)
+            await self.stage.commit(recorded, now, outbox, published)
+            del self._published[:len(published)]
+            self._forget_settled(published)
         if self.catalogue_removed is not None:
             for content_id, deleted in deleted_last.items():
                 if deleted:
                     self.catalogue_removed(content_id)
         if self.emit:
-            outgoing: list[tuple[TopicT, bytes | None, bytes]] = [
-                (self.outputs[topic], key, encode(output)) for topic, key, output in emitted]
-            outgoing += [(self.dead_letters, letter.original_key, encode(letter))
-                         for letter in letters]
-            await _publish(outgoing)
+            for key, blob in stored.items():
+                log.warning("outbox_republished", anchor_event_id=key[1])
+                await self._publish_tracked(key, _unpacked(blob))
+            if anchor is not None:
+                await self._publish_tracked(anchor, encoded)
+            else:
+                # No applied event to anchor them (rare: only batch-level messages).
+                await _publish([(self.outputs[t], k, v) for t, k, v in encoded])
+            await _publish([(self.dead_letters, letter.original_key, encode(letter))
+                            for letter in letters])
         self.accounting.count_batch(
             applied=len(new_records) - len(failed) + removals,
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
@@ -188,6 +237,36 @@ class Ingest:
             reason_kind = letter.field or "message"
             counts = self.accounting.dead_letters_by_field
             counts[reason_kind] = counts.get(reason_kind, 0) + 1
+
+    async def _publish_tracked(self, anchor: EventKey, messages: Sequence[Encoded]) -> None:
+        """Publish the outputs stored under ``anchor``; once every one is delivered,
+        its outbox entry is deleted with the next write."""
+        self._unsettled.add(anchor)
+        sent = await _publish([(self.outputs[t], k, v) for t, k, v in messages])
+        remaining = len(sent)
+        failed = False
+
+        def settled(future: asyncio.Future[Any]) -> None:
+            nonlocal remaining, failed
+            remaining -= 1
+            failed = failed or future.cancelled() or future.exception() is not None
+            if remaining:
+                return
+            if failed:
+                # Left in the outbox: published again if the anchor is redelivered.
+                self._unsettled.discard(anchor)
+                log.error("outputs_not_delivered", anchor_event_id=anchor[1],
+                          outputs=len(sent))
+            else:
+                self._published.append(anchor)
+
+        if not sent:
+            self._published.append(anchor)
+        for future in sent:
+            future.add_done_callback(settled)
+
+    def _forget_settled(self, anchors: Sequence[EventKey]) -> None:
+        self._unsettled.difference_update(anchors)
 
     def _dead_letter(self, event: EventT[Any], now: datetime, reason: str,
                      field: str | None) -> DeadLetter:
@@ -206,7 +285,8 @@ class Ingest:
         )
 
 
-async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]) -> None:
+async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
+                   ) -> list[asyncio.Future[Any]]:
     """Hand ``messages`` to the producer in order (delivered before the next offset commit).
 
     Straight to the producer rather than ``Topic.send``: Faust reaches the
@@ -215,18 +295,27 @@ async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]) -> No
     80 µs of CPU per message against 11 µs, measured on the embedded broker).
     """
     if not messages:
-        return
+        return []
     producer = await messages[0][0].app.maybe_start_producer()
+    futures: list[asyncio.Future[Any]] = []
     for topic, key, value in messages:
-        sent = await producer.send(topic.get_topic_name(), key, value, partition=None,
-                                   timestamp=None, headers=None)
-        cast(asyncio.Future[Any], sent).add_done_callback(_delivered)
+        sent = cast(asyncio.Future[Any], await producer.send(
+            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=None))
+        sent.add_done_callback(_delivered)
+        futures.append(sent)
+    return futures
 
 
 def _delivered(sent: asyncio.Future[Any]) -> None:
     # Topic.send logged a failed delivery as a warning; so does this (and retrieves it).
     if not sent.cancelled() and sent.exception() is not None:
         log.warning("output_delivery_failed", error=str(sent.exception()))
+
+
+def _unpacked(blob: bytes) -> list[Encoded]:
+    """The messages of an outbox entry."""
+    return [(str(topic), bytes(key), bytes(value))
+            for topic, key, value in msgpack.unpackb(blob, raw=False)]
 
 
 def _partition_key(record: Record) -> str:

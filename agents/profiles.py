@@ -17,7 +17,7 @@ customer back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -230,8 +230,10 @@ class CustomerStage:
         self._unrecorded.clear()
         self._applied.clear()
 
-    async def commit(self, events: Sequence[EventKey], now: datetime) -> None:
-        """Carry out the batch's erasures, then write its states and ledger entries."""
+    async def commit(self, events: Sequence[EventKey], now: datetime,
+                     outbox: Mapping[EventKey, bytes] | None = None,
+                     published: Sequence[EventKey] = ()) -> None:
+        """Carry out the batch's erasures, then write its states, ledger entries and outbox."""
         store = self.cache.store
         for cid, (requested_at, _) in self._erasures.items():
             ref = self.forget_list.pseudonyms.ref(cid)
@@ -242,11 +244,12 @@ class CustomerStage:
         # is stored must be there for an operator; a redelivery stores it once.
         if self._proposals:
             await store.put_proposals([stored(p) for p in self._proposals])
-        # Counters and decisions go with the states (one transaction in the embedded
-        # store; after the ledger in Cassandra: a crash loses counts, never doubles them).
+        # Counters, decisions and the outbox go with the states (one transaction in the
+        # embedded store; see Store.save_customers for Cassandra's order).
         await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s,
                                [stat_counts(d) for d in self._stats],
-                               [stored_decision(d) for d in self._decisions])
+                               [stored_decision(d) for d in self._decisions],
+                               outbox, published)
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()

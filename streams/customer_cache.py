@@ -12,7 +12,7 @@ event; the cache is dropped when partitions move to another worker.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from agents.core.customer import CustomerState
@@ -78,16 +78,19 @@ class CustomerCache:
 
     async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
                     history_ttl_s: float, stats: Sequence[CampaignCounts] = (),
-                    decisions: Sequence[StoredDecision] = ()) -> int:
+                    decisions: Sequence[StoredDecision] = (),
+                    outbox: Mapping[EventKey, bytes] | None = None,
+                    published: Sequence[EventKey] = ()) -> int:
         """Write changed states and ``events``' ledger entries; returns states written.
 
-        ``stats`` and ``decisions`` go with them (see ``Store.save_customers``).
+        ``stats``, ``decisions``, ``outbox`` and ``published`` go with them (see
+        ``Store.save_customers``).
         """
         states = list(self._dirty.values())
-        if states or events or stats or decisions:
+        if states or events or stats or decisions or outbox or published:
             previous = {cid: self._stored[cid] for cid in self._dirty if cid in self._stored}
             await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s,
-                                            previous, stats, decisions)
+                                            previous, stats, decisions, outbox, published)
         self._stored.update(self._dirty)
         self._dirty.clear()
         self._dropped.clear()

@@ -94,3 +94,28 @@ def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 6
         consumer.close()
     assert len(got) == n, f"expected {n} messages on {topic}, got {len(got)}"
     return got
+
+
+def consume_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
+    """Every message of logical ``topic`` up to its end as it is now (the high watermarks)."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.broker_servers,
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+    })
+    name = settings.topic(topic)
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in partitions}
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while sum(ends.values()) > len(got):
+            assert time.monotonic() < deadline, f"{topic}: {len(got)} of {sum(ends.values())}"
+            for message in consumer.consume(500, 0.5):
+                assert message.error() is None, message.error()
+                got.append(message)
+    finally:
+        consumer.close()
+    return got

@@ -22,6 +22,11 @@ test_store_contract.py``), so the semantics below hold for both:
   rows by comparing with the ``now`` they are given (so time stays a
   parameter), and the expired rows are physically removed by Cassandra's TTL or
   by the embedded store's :meth:`Store.purge_expired`.
+- **The outbox.** A batch's outputs are stored with its states, under one of
+  its ledger keys, until the producer has delivered them
+  (:meth:`Store.mark_published`).  A worker that dies in between leaves them
+  there; when the batch is redelivered, that key is seen again and
+  :meth:`Store.unpublished` gives them back to publish.
 - **Errors** are :class:`streams.errors.StoreUnavailable` with a message
   naming the store and the operation.
 
@@ -148,6 +153,8 @@ class Store(Protocol):
         previous: Mapping[str, CustomerState] | None = None,
         stats: Sequence[CampaignCounts] = (),
         decisions: Sequence[StoredDecision] = (),
+        outbox: Mapping[EventKey, bytes] | None = None,
+        published: Sequence[EventKey] = (),
     ) -> None:
         """Replace the stored state of each of ``states``, then record ``events``.
 
@@ -168,7 +175,21 @@ class Store(Protocol):
         store has transactions (the embedded store: one round trip per batch,
         and a crash loses or doubles nothing), else after the ledger entries
         (a crash in between loses those counts, never doubles them).
+
+        ``outbox`` maps ledger keys (of ``events``) to the outputs of the batch,
+        opaque bytes, kept until ``now + ledger_ttl_s`` or until they are marked
+        published; they are written before the ledger entries (in the same
+        transaction where the store has them), so an event is never marked seen
+        without the outputs it caused.  ``published`` is passed on to
+        :meth:`mark_published` (after the ledger entries).
         """
+
+    async def unpublished(self, keys: Sequence[EventKey], now: datetime
+                          ) -> dict[EventKey, bytes]:
+        """The outbox entries stored under any of ``keys``, unexpired at ``now``."""
+
+    async def mark_published(self, keys: Sequence[EventKey]) -> None:
+        """Delete the outbox entries stored under ``keys`` (absent ones are ignored)."""
 
     async def delete_customer(self, customer_id: str) -> None:
         """Erase every row of one customer, ledger entries included."""
@@ -194,7 +215,7 @@ class Store(Protocol):
         """
 
     async def reset(self) -> None:
-        """Remove every customer and every ledger entry, so that replay starts empty.
+        """Remove every customer, ledger and outbox entry, so that replay starts empty.
 
         Model snapshots, the forget-list and the pseudonym key are kept.  On
         Cassandra this truncates the tables, which needs every node up.

@@ -400,9 +400,11 @@ class CassandraStore:
 
     # -- event ledger -------------------------------------------------------------
 
-    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
-        _, prepared = self._ready("seen_events")
-        cutoff = to_ms(now)
+    async def _by_key(self, operation: str, statement: str, keys: Sequence[EventKey]
+                      ) -> list[tuple[str, Any]]:
+        """``(partition key, row)`` of the rows ``statement`` (``partition_key = ? AND
+        event_id IN ?``) finds for ``keys``: one request per partition and chunk."""
+        _, prepared = self._ready(operation)
         by_partition: dict[str, list[str]] = {}
         for pk, eid in dict.fromkeys(keys):
             by_partition.setdefault(pk, []).append(eid)
@@ -410,11 +412,27 @@ class CassandraStore:
                    for pk, eids in by_partition.items()
                    for i in range(0, len(eids), LEDGER_IN_CHUNK)]
         pages = await asyncio.gather(*(
-            self._rows("seen_events", prepared["select_event_ledger"], (pk, eids))
-            for pk, eids in lookups))
-        return {(pk, eid)
-                for (pk, _), rows in zip(lookups, pages, strict=True)
-                for eid, expires in rows if (driver_ms(expires) or 0) > cutoff}
+            self._rows(operation, prepared[statement], (pk, eids)) for pk, eids in lookups))
+        return [(pk, row) for (pk, _), rows in zip(lookups, pages, strict=True) for row in rows]
+
+    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
+        cutoff = to_ms(now)
+        return {(pk, eid) for pk, (eid, expires) in
+                await self._by_key("seen_events", "select_event_ledger", keys)
+                if (driver_ms(expires) or 0) > cutoff}
+
+    async def unpublished(self, keys: Sequence[EventKey], now: datetime
+                          ) -> dict[EventKey, bytes]:
+        cutoff = to_ms(now)
+        return {(pk, eid): bytes(outputs) for pk, (eid, outputs, expires) in
+                await self._by_key("unpublished", "select_outbox", keys)
+                if (driver_ms(expires) or 0) > cutoff}
+
+    async def mark_published(self, keys: Sequence[EventKey]) -> None:
+        _, prepared = self._ready("mark_published")
+        await asyncio.gather(*(self._rows("mark_published", prepared["delete_outbox"],
+                                          (self._clock(), pk, eid))
+                               for pk, eid in dict.fromkeys(keys)))
 
     def _ledger_batches(self, keys: Sequence[EventKey], now_ms: int, ttl_ms: int
                         ) -> list[Callable[[], Any]]:
@@ -473,6 +491,8 @@ class CassandraStore:
         previous: Mapping[str, CustomerState] | None = None,
         stats: Sequence[CampaignCounts] = (),
         decisions: Sequence[StoredDecision] = (),
+        outbox: Mapping[EventKey, bytes] | None = None,
+        published: Sequence[EventKey] = (),
     ) -> None:
         # ``previous`` is not used: each save is one single-partition batch that
         # replaces the customer, which Cassandra applies without reading.
@@ -483,9 +503,18 @@ class CassandraStore:
         rows = [rows_of(state, now_ms, history_ttl_ms) for state in latest_per_customer(states)]
         await self._all("save_customers",
                         [partial(self._stamped_batch, prepared, r, now_ms) for r in rows])
+        # The outbox before the ledger: an event seen has its outputs stored.
+        ledger_ttl_ms = duration_ms(ledger_ttl_s)
+        expires, ttl = now_ms + ledger_ttl_ms, ttl_seconds(ledger_ttl_ms)
+        await asyncio.gather(*(
+            self._rows("save_customers (outbox)", prepared["insert_outbox"],
+                       (pk, eid, blob, expires, ttl, self._clock()))
+            for (pk, eid), blob in (outbox or {}).items()))
         # Only once every state is stored may its events count as seen.
         await self._all("save_customers (event ledger)",
-                        self._ledger_batches(events, now_ms, duration_ms(ledger_ttl_s)))
+                        self._ledger_batches(events, now_ms, ledger_ttl_ms))
+        if published:
+            await self.mark_published(published)
         # Counters after the ledger: a crash in between loses these counts, never doubles them.
         if stats:
             await self.add_campaign_stats(stats)
@@ -525,7 +554,7 @@ class CassandraStore:
     async def reset(self) -> None:
         _, prepared = self._ready("reset")
         # One table after the other: a truncation involves every node.
-        for table in (*CUSTOMER_TABLES, "event_ledger"):
+        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
 
     async def iter_customers(self, now: datetime, batch: int = 500

@@ -39,6 +39,7 @@ TIME_COLUMNS = frozenset({
     "decided_at", "scored_at", "assigned_at", "occurred_at", "expires_at", "created_at",
     "send_at", "requested_at", "resolved_at",
 })
+OUTBOX_COLUMNS = ("partition_key", "event_id", "outputs", "expires_at")
 DECISION_COLUMNS = ("customer_id", "decided_at", "decision_id", "payload", "expires_at")
 STATS_COLUMNS = ("campaign_id", "variant", "cohort", "sends", "clicks", "conversions",
                  "revenue_cents", "revenue_sq_cents")
@@ -65,13 +66,18 @@ def _statements() -> dict[str, str]:
             f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
         statements[f"select_{table}"] = (
             f"SELECT {', '.join(columns)} FROM {table} WHERE customer_id = ?")  # noqa: S608 - constant names
-    for table in (*CUSTOMER_TABLES, "event_ledger"):
+    for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
         statements[f"truncate_{table}"] = f"TRUNCATE {table}"
     statements.update({
         "insert_event_ledger": _insert("event_ledger", LEDGER_COLUMNS, ttl=True),
         "delete_event_ledger": "DELETE FROM event_ledger USING TIMESTAMP ? WHERE partition_key = ?",
         "select_event_ledger": ("SELECT event_id, expires_at FROM event_ledger "
                                 "WHERE partition_key = ? AND event_id IN ?"),
+        "insert_outbox": _insert("outbox", OUTBOX_COLUMNS, ttl=True),
+        "select_outbox": ("SELECT event_id, outputs, expires_at FROM outbox "
+                          "WHERE partition_key = ? AND event_id IN ?"),
+        "delete_outbox": ("DELETE FROM outbox USING TIMESTAMP ? "
+                          "WHERE partition_key = ? AND event_id = ?"),
         "scan_customers": "SELECT customer_id FROM customers",
         "select_customer_ledger": ("SELECT event_id, expires_at FROM event_ledger "
                                    "WHERE partition_key = ?"),

@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -109,6 +109,11 @@ _TABLES = (
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS event_ledger (
         partition_key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (partition_key, event_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        partition_key TEXT NOT NULL, event_id TEXT NOT NULL,
+        outputs BLOB NOT NULL, expires_at INTEGER NOT NULL,
         PRIMARY KEY (partition_key, event_id)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS customer_decisions (
@@ -159,6 +164,8 @@ _INSERT_CHILD = {
     "customer_pending_sends": _insert("customer_pending_sends", PENDING_COLUMNS),
 }
 _INSERT_LEDGER = "INSERT OR REPLACE INTO event_ledger VALUES (?, ?, ?)"
+_INSERT_OUTBOX = "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)"
+_DELETE_OUTBOX = "DELETE FROM outbox WHERE partition_key = ? AND event_id = ?"
 _DELETE_INTERACTION = ("DELETE FROM interactions "
                        "WHERE customer_id = ? AND occurred_at = ? AND event_id = ?")
 _UPSERT_INTERACTION = _insert("interactions", INTERACTION_COLUMNS, "INSERT OR REPLACE")
@@ -275,23 +282,7 @@ class EmbeddedStore:
         cutoff = to_ms(now)
 
         def query(db: sqlite3.Connection) -> set[EventKey]:
-            found: set[EventKey] = set()
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
-                rows = ",".join("(?,?)" for _ in chunk)
-                params = [part for key in chunk for part in key]
-                # The batch's keys drive the loop and each is a primary-key search;
-                # "(partition_key, event_id) IN (VALUES ...)" made SQLite scan the
-                # whole ledger once per batch (cost growing with the ledger).
-                # CROSS JOIN keeps that order fixed.
-                found.update(db.execute(
-                    f"WITH batch(pk, eid) AS (VALUES {rows}) "  # noqa: S608 - only placeholders are interpolated
-                    "SELECT e.partition_key, e.event_id FROM batch CROSS JOIN event_ledger AS e "
-                    "ON e.partition_key = batch.pk AND e.event_id = batch.eid "
-                    "WHERE e.expires_at > ?",
-                    [*params, cutoff],
-                ))
-            return found
+            return {(pk, eid) for pk, eid in _keyed(db, "event_ledger", "", keys, cutoff)}
 
         return await self._run("seen_events", query) if keys else set()
 
@@ -307,6 +298,28 @@ class EmbeddedStore:
 
         if keys:
             await self._run("record_events", upsert)
+
+    # -- outbox -------------------------------------------------------------------
+
+    async def unpublished(self, keys: Sequence[EventKey], now: datetime
+                          ) -> dict[EventKey, bytes]:
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> dict[EventKey, bytes]:
+            return {(pk, eid): bytes(outputs)
+                    for pk, eid, outputs in _keyed(db, "outbox", ", e.outputs", keys, cutoff)}
+
+        return await self._run("unpublished", query) if keys else {}
+
+    async def mark_published(self, keys: Sequence[EventKey]) -> None:
+        rows = list(keys)
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(_DELETE_OUTBOX, rows)
+
+        if rows:
+            await self._run("mark_published", delete)
 
     # -- customers ----------------------------------------------------------------
 
@@ -334,6 +347,8 @@ class EmbeddedStore:
         previous: Mapping[str, CustomerState] | None = None,
         stats: Sequence[CampaignCounts] = (),
         decisions: Sequence[StoredDecision] = (),
+        outbox: Mapping[EventKey, bytes] | None = None,
+        published: Sequence[EventKey] = (),
     ) -> None:
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)
@@ -348,6 +363,8 @@ class EmbeddedStore:
                 deltas.append(rows_with_history_delta(before, state, now_ms, history_ttl_ms))
         expires = now_ms + duration_ms(ledger_ttl_s)
         ledger = [(pk, eid, expires) for pk, eid in events]
+        outputs = [(pk, eid, blob, expires) for (pk, eid), blob in (outbox or {}).items()]
+        delivered = list(published)
         counters = _stat_rows(stats)
         kept = _decision_rows(decisions, now_ms, history_ttl_ms)
 
@@ -356,11 +373,13 @@ class EmbeddedStore:
                 db.execute("BEGIN")
                 _replace_customers(db, full)
                 _update_customers(db, deltas)
+                db.executemany(_INSERT_OUTBOX, outputs)
                 db.executemany(_INSERT_LEDGER, ledger)
+                db.executemany(_DELETE_OUTBOX, delivered)
                 db.executemany(_ADD_STATS, counters)
                 db.executemany(_INSERT_DECISION, kept)
 
-        if full or deltas or ledger or counters or kept:
+        if full or deltas or ledger or outputs or delivered or counters or kept:
             await self._run("save_customers", write)
 
     async def delete_customer(self, customer_id: str) -> None:
@@ -419,7 +438,7 @@ class EmbeddedStore:
         def clear(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
-                for table in (*CUSTOMER_TABLES, "event_ledger"):
+                for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
                     db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant names
 
         await self._run("reset", clear)
@@ -573,7 +592,8 @@ class EmbeddedStore:
                 return sum(
                     db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",  # noqa: S608 - constant names
                                (cutoff,)).rowcount
-                    for table in ("event_ledger", "interactions", "customer_decisions"))
+                    for table in ("event_ledger", "outbox", "interactions",
+                                  "customer_decisions"))
 
         return await self._run("purge_expired", purge)
 
@@ -593,7 +613,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         # while this one waited for the write lock.
         if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             return
-        # Versions 1 and 2 lack tables, which CREATE ... IF NOT EXISTS adds, and
+        # Versions 1 to 3 lack tables, which CREATE ... IF NOT EXISTS adds, and
         # version 2 the predictions column.
         old_ledger = version == 0 and db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ledger'"
@@ -650,6 +670,29 @@ def _update_customers(db: sqlite3.Connection,
                    [p for r, _ in deltas for p in r.pending])
     db.executemany(_DELETE_INTERACTION, [k for _, d in deltas for k in d.removed])
     db.executemany(_UPSERT_INTERACTION, [h for _, d in deltas for h in d.added])
+
+
+def _keyed(db: sqlite3.Connection, table: str, columns: str, keys: Sequence[EventKey],
+           cutoff: int) -> list[tuple[Any, ...]]:
+    """``(partition_key, event_id{columns})`` of the rows of ``table`` (the ledger or
+    the outbox) stored under ``keys`` and unexpired at ``cutoff``."""
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start:start + _CHUNK]
+        rows = ",".join("(?,?)" for _ in chunk)
+        params = [part for key in chunk for part in key]
+        # The batch's keys drive the loop and each is a primary-key search;
+        # "(partition_key, event_id) IN (VALUES ...)" made SQLite scan the
+        # whole ledger once per batch (cost growing with the ledger).
+        # CROSS JOIN keeps that order fixed.
+        found += db.execute(
+            f"WITH batch(pk, eid) AS (VALUES {rows}) "  # noqa: S608 - constants and placeholders
+            f"SELECT e.partition_key, e.event_id{columns} FROM batch CROSS JOIN {table} AS e "
+            "ON e.partition_key = batch.pk AND e.event_id = batch.eid "
+            "WHERE e.expires_at > ?",
+            [*params, cutoff],
+        )
+    return found
 
 
 def _load_chunk(db: sqlite3.Connection, ids: list[str], cutoff: int

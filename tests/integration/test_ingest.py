@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents import profiles
+from agents import ingest, profiles
 from schemas.codec import decode, pack
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.store import open_store
 from streams.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
-from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
+from tests.faults import ledger
+from tests.harness import (
+    consume_all,
+    consume_exactly,
+    eventually,
+    isolated_settings,
+    produce_raw,
+)
 
 
 def click(event_id: str, customer: str = "c1", **extra: object) -> dict[str, object]:
@@ -157,3 +167,61 @@ async def test_a_catalogue_tombstone_is_applied_not_dead_lettered(
     catalogue = worker.catalogue
     assert catalogue is not None
     await eventually(lambda: "n1" not in catalogue.items, 30, "the item to be forgotten")
+
+
+async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_redelivery(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrafficConfig.ending_at(datetime.now(UTC), 300, customers=10, catalogue_size=5,
+                                     malformed_share=0.0, duplicate_share=0.0, seed=5)
+    produce_raw(settings, [(m.topic, m.key, m.value) for m in
+                           TrafficGenerator(config).messages(300)])
+
+    # The first worker stores a batch with outputs, then stops dead before the
+    # producer gets them: what a crash between the two looks like to the broker.
+    stranded: list[tuple[str, bytes]] = []
+    real_publish = ingest._publish
+
+    async def dies_before_delivery(messages: Any) -> Any:
+        if not messages:
+            return await real_publish(messages)
+        stranded.extend((topic.get_topic_name(), value) for topic, _, value in messages)
+        await asyncio.Future()  # never returns: the batch is never acknowledged
+
+    monkeypatch.setattr(ingest, "_publish", dies_before_delivery)
+    first = build_worker(settings.with_(shutdown_timeout_s=2.0))  # it waits for the hung batch
+    await first.start()
+    try:
+        await eventually(lambda: bool(stranded), 60, "a batch with outputs")
+    finally:
+        await first.stop()
+    monkeypatch.setattr(ingest, "_publish", real_publish)
+    store = open_store(settings)
+    await store.open()
+    try:
+        anchors = await store.unpublished(sorted(ledger(settings)), datetime.now(UTC))
+    finally:
+        await store.close()
+    assert len(anchors) == 1, "the batch's outputs wait in the outbox"
+
+    # Its events come again (a fresh group re-reads the topics, as after a crash):
+    # they are duplicates now, and the stranded outputs are published from the outbox.
+    second = build_worker(settings.with_(consumer_group=settings.consumer_group + "-again"))
+    await second.start()
+    try:
+        await eventually(lambda: second.accounting.events_in == 300, 60, "the redelivery")
+        assert second.accounting.duplicates > 0
+    finally:
+        await second.stop()
+    published = Counter((m.topic(), m.value()) for topic in {"decisions", "send-triggers",
+                                                             "send-cancellations",
+                                                             "interest-tags", "send-proposals",
+                                                             "customer-erased", "model-drift"}
+                        for m in consume_all(settings, topic))
+    assert {message: published[message] for message in stranded} == dict.fromkeys(stranded, 1)
+    # Delivered, so deleted from the outbox (at the latest as the worker stopped).
+    await store.open()
+    try:
+        assert await store.unpublished(list(anchors), datetime.now(UTC)) == {}
+    finally:
+        await store.close()

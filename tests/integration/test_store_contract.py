@@ -398,6 +398,36 @@ async def test_a_save_adds_the_batchs_counters_and_keeps_its_decisions(
         (state.customer_id, "e-1")}
 
 
+async def test_a_batchs_outputs_wait_in_the_outbox_until_marked_published(
+        store: Store, cid: Callable[[str], str]) -> None:
+    state = full_state(cid("outbox"))
+    anchor, other = (state.customer_id, "e-1"), (state.customer_id, "e-2")
+    await store.save_customers([state], [anchor, other], NOW, 60.0, FOREVER_S,
+                               outbox={anchor: b"\x93outputs"})
+    assert await store.seen_events([anchor, other], NOW) == {anchor, other}
+    assert await store.unpublished([anchor, other], NOW) == {anchor: b"\x93outputs"}
+    # Kept as long as the ledger entry: a redelivery after that is new, not a duplicate.
+    assert await store.unpublished([anchor], NOW + timedelta(seconds=59.999)) == {
+        anchor: b"\x93outputs"}
+    assert await store.unpublished([anchor], NOW + timedelta(seconds=60)) == {}
+    await store.mark_published([anchor, (cid("never-stored"), "e-9")])
+    assert await store.unpublished([anchor], NOW) == {}
+    assert await store.unpublished([], NOW) == {}
+
+
+async def test_a_save_deletes_the_outbox_entries_published_since_the_last(
+        store: Store, cid: Callable[[str], str]) -> None:
+    first, second = (cid("pub"), "e-1"), (cid("pub"), "e-2")
+    await store.save_customers([], [first], NOW, LEDGER_TTL_S, FOREVER_S,
+                               outbox={first: b"one"})
+    await store.save_customers([], [second], NOW, LEDGER_TTL_S, FOREVER_S,
+                               outbox={second: b"two"}, published=[first])
+    assert await store.unpublished([first, second], NOW) == {second: b"two"}
+    # Nothing but a deletion is a write too (a batch of duplicates only).
+    await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S, published=[second])
+    assert await store.unpublished([first, second], NOW) == {}
+
+
 # -- erasure, listing, snapshots ------------------------------------------------------
 
 
@@ -483,7 +513,7 @@ async def test_the_latest_snapshot_is_the_highest_version(
     assert latest.created_at == NOW + timedelta(hours=1, milliseconds=1)
 
 
-async def test_reset_empties_customers_and_ledger_but_keeps_snapshots(
+async def test_reset_empties_customers_ledger_and_outbox_but_keeps_snapshots(
         fresh_store: Callable[[], Store], cid: Callable[[str], str]) -> None:
     store = fresh_store()  # a keyspace of its own: reset clears everything in it
     await store.migrate()
@@ -492,10 +522,13 @@ async def test_reset_empties_customers_and_ledger_but_keeps_snapshots(
         state = full_state(cid("before-replay"))
         events = ((state.customer_id, "e-1"), (cid("content"), "e-2"))
         await _save(store, state, events=events)
+        await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S,
+                                   outbox={events[0]: b"outputs"})
         await store.put_snapshot("affinity", 1, b"model", "sha", NOW)
         await store.reset()
         assert await _load(store, state.customer_id) is None
         assert await store.seen_events(list(events), NOW) == set()
+        assert await store.unpublished(list(events), NOW) == {}
         assert [s async for s in store.iter_customers(NOW)] == []
         snapshot = await store.latest_snapshot("affinity")
         assert snapshot is not None

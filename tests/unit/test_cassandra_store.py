@@ -76,9 +76,9 @@ def _statement_parts(cql: str) -> tuple[str, list[str]]:
         assert found, cql
         return found.group(1), [c.strip() for c in found.group(2).split(",")]
     if cql.startswith("DELETE"):
-        found = re.fullmatch(r"DELETE FROM (\w+) USING TIMESTAMP \? WHERE (\w+) = \?", cql)
+        found = re.fullmatch(r"DELETE FROM (\w+) USING TIMESTAMP \? WHERE (.*)", cql)
         assert found, cql
-        return found.group(1), [found.group(2)]
+        return found.group(1), re.findall(r"(\w+) = \?", found.group(2))
     if cql.startswith("UPDATE"):
         found = re.fullmatch(r"UPDATE (\w+) SET (.*) WHERE (.*?)(?: IF (.*))?", cql)
         assert found, cql
