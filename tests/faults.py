@@ -15,18 +15,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS
 from streams.settings import Settings
 from streams.traffic import Message
+from tests.harness import consume_all
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 INPUTS = tuple(t.name for t in INPUT_TOPICS)
@@ -85,35 +85,34 @@ def committed(settings: Settings) -> int:
         consumer.close()
 
 
-def consume_all(settings: Settings, topic: str, at_least: int, timeout_s: float = 60.0,
-                idle_s: float = 1.5) -> list[dict[str, Any]]:
-    """Decoded messages of logical ``topic``: at least ``at_least``, then until it is quiet."""
-    consumer = Consumer({"bootstrap.servers": settings.broker_servers,
-                         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
-    name = settings.topic(topic)
-    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            batch = [m for m in consumer.consume(500, 0.2) if m.error() is None]
-            got.extend(decode(m.value()) for m in batch)
-            if batch:
-                quiet_since = time.monotonic()
-            elif len(got) >= at_least and time.monotonic() - quiet_since > idle_s:
-                break
-    finally:
-        consumer.close()
-    assert len(got) >= at_least, f"expected at least {at_least} messages on {topic}, got {len(got)}"
-    return got
+def consume_decoded(settings: Settings, topic: str, at_least: int = 0) -> list[dict[str, Any]]:
+    """Decoded messages of logical ``topic``, up to its end as it is now: at least ``at_least``."""
+    return [decode(m.value()) for m in consume_all(settings, topic, at_least)]
+
+
+def stored_output_ids(settings: Settings) -> dict[str, set[str]]:
+    """Ids of the decisions and pending send triggers in the embedded store: each was an
+    output of a stored batch, so each must have been published."""
+    with sqlite3.connect(settings.store_path, timeout=10) as db:
+        return {
+            "decisions": {d for (d,) in db.execute("SELECT decision_id FROM customer_decisions")},
+            "send-triggers": {t for (t,) in db.execute(
+                "SELECT trigger_id FROM customer_pending_sends")},
+        }
+
+
+def check_outputs_published(settings: Settings) -> None:
+    """Every decision and pending send the store holds is on its topic (the outbox's promise)."""
+    for topic, ids in stored_output_ids(settings).items():
+        assert ids, f"the stream stored no {topic}: nothing to check"
+        field = "decision_id" if topic == "decisions" else "trigger_id"
+        published = {m[field] for m in consume_decoded(settings, topic)}
+        assert not ids - published, f"{len(ids - published)} stored {topic} never published"
 
 
 def check_dead_letters(settings: Settings, want: Expected) -> list[dict[str, Any]]:
     """Every malformed message is dead-lettered; a repeat only as a redelivery (same offset)."""
-    letters = consume_all(settings, "dead-letters", sum(want.malformed.values()))
+    letters = consume_decoded(settings, "dead-letters", sum(want.malformed.values()))
     by_id: dict[str, dict[str, Any]] = {}
     for letter in letters:
         first = by_id.setdefault(letter["dead_letter_id"], letter)

@@ -96,26 +96,33 @@ def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 6
     return got
 
 
-def consume_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
-    """Every message of logical ``topic`` up to its end as it is now (the high watermarks)."""
+def consume_all(settings: Settings, topic: str, at_least: int = 0, timeout_s: float = 60.0
+                ) -> list[Message]:
+    """Every message of logical ``topic`` up to its end (its high watermarks), once it
+    holds at least ``at_least``: no waiting for silence, nothing missed before the end."""
     consumer = Consumer({
         "bootstrap.servers": settings.broker_servers,
         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
     })
     name = settings.topic(topic)
+    deadline = time.monotonic() + timeout_s
     try:
         partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                for p in partitions}
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
         got: list[Message] = []
-        deadline = time.monotonic() + timeout_s
-        while sum(ends.values()) > len(got):
-            assert time.monotonic() < deadline, f"{topic}: {len(got)} of {sum(ends.values())}"
-            for message in consumer.consume(500, 0.5):
-                assert message.error() is None, message.error()
-                got.append(message)
+        while True:
+            end = sum(consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                      for p in partitions)
+            while len(got) < end:
+                assert time.monotonic() < deadline, f"{topic}: read {len(got)} of {end}"
+                for message in consumer.consume(500, 0.5):
+                    assert message.error() is None, message.error()
+                    got.append(message)
+            if len(got) >= at_least:
+                return got
+            assert time.monotonic() < deadline, (
+                f"expected at least {at_least} messages on {topic}, got {len(got)}")
+            time.sleep(0.2)
     finally:
         consumer.close()
-    return got

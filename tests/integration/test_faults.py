@@ -23,7 +23,7 @@ from schemas.codec import pack
 from schemas.topics import INPUT_TOPICS
 from streams.app import build_worker
 from streams.broker import EmbeddedBroker
-from tests.faults import committed, consume_all, ledger
+from tests.faults import committed, consume_decoded, ledger
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 from tests.strategies import key_of, payloads_for
 
@@ -224,7 +224,7 @@ async def test_a_flood_of_fuzzed_messages_never_stops_the_worker_and_all_are_dea
         counts = worker.accounting
         assert (counts.applied, counts.duplicates, counts.dead_letters) == (
             len(valid), 0, len(fuzzed))
-        letters = consume_all(settings, "dead-letters", len(fuzzed))
+        letters = consume_decoded(settings, "dead-letters", len(fuzzed))
         assert len(letters) == len(fuzzed)
         assert Counter(letter["original"] for letter in letters) == Counter(
             value for _, _, value in fuzzed)

@@ -22,6 +22,7 @@ from tests.faults import (
     WorkerProcess,
     balanced,
     check_dead_letters,
+    check_outputs_published,
     committed,
     expected,
     ledger,
@@ -100,6 +101,9 @@ async def test_a_killed_worker_s_partitions_move_to_the_survivor_and_nothing_is_
     assert counts["applied"] >= len(want.ledger) - stored_at_kill
     assert ledger(settings) == want.ledger
     check_dead_letters(settings, want)
+    # Every decision and pending send stored was published. (Whether the kill fell
+    # between a batch's write and its delivery is luck; test_ingest.py makes sure.)
+    check_outputs_published(settings)
 
 
 async def _equals(value: int, target: int) -> bool:
