@@ -41,17 +41,15 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import click
 import msgpack
 from confluent_kafka import Consumer, KafkaException
-from faust.streams import Stream
-from faust.types import EventT
 
 from agents.core.accounting import Accounting
 from agents.core.customer import CustomerState, MasterData
-from agents.ingest import Output
+from agents.ingest import Output, batches
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
 from schemas.records import DecisionMade, Record
@@ -398,9 +396,7 @@ async def measure_faust_latency(settings: Settings, backlog: int, messages: list
 
     @app.agent(inputs, name="bench-floor")
     async def decode_batches(stream: Any) -> None:
-        concrete = cast(Stream[bytes], stream)  # noack_take is not on the StreamT protocol
-        async for batch in concrete.noack_take(500, within=settings.batch_wait_ms / 1000):
-            events = cast(list[EventT[Any]], batch)
+        async for events in batches(stream, 500, settings.batch_wait_ms / 1000):
             at = time.time()  # wall time: the publisher runs in another process
             for event in events:
                 event_id = _event_id(event.message.value or b"")
@@ -408,7 +404,7 @@ async def measure_faust_latency(settings: Settings, backlog: int, messages: list
                     received.setdefault(event_id, at)
             count[0] += len(events)
             for event in events:
-                await concrete.ack(event)
+                await stream.ack(event)
 
     await app.start()
     try:

@@ -88,9 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
             "against 100: about half, see Performance) and more CPU when idle (an idle "
             "worker: about 8% of a core at 20, 4% at 100)."),
     Setting("RELEVANZ_BATCH_WAIT_MS", "10",
-            "Longest the ingest agent waits for a batch to fill (up to 500 events) before "
-            "handling what it has: lower means lower latency under light load; under heavy "
-            "load batches fill anyway."),
+            "Longest the ingest agent collects one batch (up to 500 events). A batch goes "
+            "as soon as it holds every event delivered so far, so this bounds the wait "
+            "only while events keep arriving; under heavy load batches fill anyway."),
     Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
             "How often cached customer state is written behind to the store."),
     Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
