@@ -2,8 +2,9 @@
 
 Errors from the platform (:class:`streams.errors.RelevanzError`) end the
 command with one readable line on stderr and the error's exit code, never a
-traceback.  Human progress goes to stderr; machine output (``--json``) to
-stdout.
+traceback; so does a bad argument or option (exit code 2), which click would
+otherwise report in four lines.  Human progress goes to stderr; machine
+output (``--json``) to stdout.
 """
 
 from __future__ import annotations
@@ -70,7 +71,34 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
     return asyncio.run(runner())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The command group, reporting a usage error in one line instead of click's four."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:  # a caller (a test runner) handles errors itself
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # a group called without a command: its help, as click shows it
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "relevanz"
+            click.echo(f"{where}: error: {exc.format_message()} "
+                       f"(see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"relevanz: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("relevanz: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relevanz")
 def main() -> None:
     """Relevanz: event-sourced, real-time personalisation for marketing.
