@@ -91,8 +91,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest the ingest agent collects one batch (up to 500 events). A batch goes "
             "as soon as it holds every event delivered so far, so this bounds the wait "
             "only while events keep arriving; under heavy load batches fill anyway."),
-    Setting("RELEVANZ_FLUSH_INTERVAL_S", "1.0",
-            "How often cached customer state is written behind to the store."),
     Setting("RELEVANZ_CACHE_CUSTOMERS", "100000",
             "Most customers whose state a worker keeps cached in memory."),
     Setting("RELEVANZ_TOPIC_PREFIX", "relevanz.",
@@ -278,7 +276,6 @@ class Settings:
     history_max: int = 200
     tag_rules_path: str = ""
     campaigns_path: str = ""
-    flush_interval_s: float = 1.0
     consent_default: frozenset[str] = frozenset()
     explore: float = 0.05
     holdout_share: float = 0.05
@@ -331,7 +328,6 @@ class Settings:
             history_max=get("RELEVANZ_HISTORY_MAX", _int(1, 10000)),
             tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
             campaigns_path=get("RELEVANZ_CAMPAIGNS", _optional_path),
-            flush_interval_s=get("RELEVANZ_FLUSH_INTERVAL_S", _float(0.05, 300)),
             consent_default=get("RELEVANZ_CONSENT_DEFAULT", _purposes),
             explore=get("RELEVANZ_EXPLORE", _float(0, 0.5)),
             holdout_share=get("RELEVANZ_HOLDOUT_SHARE", _float(0, 0.99)),
