@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-import msgpack
 import structlog
 from faust.streams import Stream
 from faust.types import AppT, ChannelT, EventT, StreamT, TopicT
 
 from agents.core.accounting import Accounting, first_occurrences
-from schemas.codec import encode, pack
+from schemas.codec import decode, encode, pack
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
@@ -146,7 +145,7 @@ class Ingest:
                 # Harmless: a stale entry is only read again for a redelivered anchor.
                 log.warning("outbox_not_cleared", error=str(exc), entries=len(done))
             else:
-                self._forget_settled(done)
+                self._unsettled.difference_update(done)
         return not self.in_flight
 
     async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
@@ -209,11 +208,11 @@ class Ingest:
                 encoded = [(topic, key, encode(output)) for topic, key, output in emitted]
                 if encoded and recorded:
                     anchor = recorded[0]
-                    outbox[anchor] = pack([list(message) for message in encoded])
+                    outbox[anchor] = pack(encoded)
             published = list(self._published)
             await self.stage.commit(recorded, now, outbox, published)
             del self._published[:len(published)]
-            self._forget_settled(published)
+            self._unsettled.difference_update(published)
         if self.catalogue_removed is not None:
             for content_id, deleted in deleted_last.items():
                 if deleted:
@@ -265,9 +264,6 @@ class Ingest:
         for future in sent:
             future.add_done_callback(settled)
 
-    def _forget_settled(self, anchors: Sequence[EventKey]) -> None:
-        self._unsettled.difference_update(anchors)
-
     def _dead_letter(self, event: EventT[Any], now: datetime, reason: str,
                      field: str | None) -> DeadLetter:
         message = event.message
@@ -315,7 +311,7 @@ def _delivered(sent: asyncio.Future[Any]) -> None:
 def _unpacked(blob: bytes) -> list[Encoded]:
     """The messages of an outbox entry."""
     return [(str(topic), bytes(key), bytes(value))
-            for topic, key, value in msgpack.unpackb(blob, raw=False)]
+            for topic, key, value in decode(blob)]
 
 
 def _partition_key(record: Record) -> str:
