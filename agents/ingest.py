@@ -17,7 +17,10 @@ leaves them there; its batch is redelivered (its offsets were not
 committed), the anchor is recognised as a duplicate, and the outputs are
 published from the outbox.  So outputs are delivered at least once: after
 a crash, downstream may see one twice (each carries its own id and
-idempotency key), never not at all.
+idempotency key), never not at all.  Outputs the producer reports as not
+delivered (the broker unreachable beyond its timeouts) are published from
+the outbox again with the next batch: their batch's offsets may be
+committed by then, so redelivery would not bring them back.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class Ingest:
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
     #: or delivered): a duplicate of one of them is not a reason to publish again.
     _unsettled: set[EventKey] = field(default_factory=set)
+    #: Anchors whose outputs the producer failed to deliver: published again next batch.
+    _undelivered: set[EventKey] = field(default_factory=set)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         """Process one batch; retries store outages until the batch is written.
@@ -185,9 +190,12 @@ class Ingest:
             sources.append(event)
 
         seen = await self.store.seen_events(keys, now)
-        # Outputs a crashed worker stored but may not have published: the batch is back.
-        stored = (await self.store.unpublished(sorted(seen - self._unsettled), now)
-                  if seen and self.emit and self.stage is not None else {})
+        # Outputs a crashed worker stored but may not have published (the batch is
+        # back), and those the producer failed to deliver.
+        retry = set(self._undelivered)
+        wanted = (seen - self._unsettled) | retry
+        stored = (await self.store.unpublished(sorted(wanted), now)
+                  if wanted and self.emit and self.stage is not None else {})
         fresh = first_occurrences(keys, seen)
         new = [i for i, is_new in enumerate(fresh) if is_new]
         new_records = [records[i] for i in new]
@@ -218,8 +226,10 @@ class Ingest:
                 if deleted:
                     self.catalogue_removed(content_id)
         if self.emit:
+            self._undelivered.difference_update(retry)
             for key, blob in stored.items():
-                log.warning("outbox_republished", anchor_event_id=key[1])
+                log.warning("outbox_republished", anchor_event_id=key[1],
+                            reason="not delivered" if key in retry else "batch redelivered")
                 await self._publish_tracked(key, _unpacked(blob))
             if anchor is not None:
                 await self._publish_tracked(anchor, encoded)
@@ -252,10 +262,11 @@ class Ingest:
             if remaining:
                 return
             if failed:
-                # Left in the outbox: published again if the anchor is redelivered.
+                # Left in the outbox: published from there again with the next batch.
                 self._unsettled.discard(anchor)
+                self._undelivered.add(anchor)
                 log.error("outputs_not_delivered", anchor_event_id=anchor[1],
-                          outputs=len(sent))
+                          outputs=len(sent), retry="with the next batch")
             else:
                 self._published.append(anchor)
 

@@ -169,6 +169,55 @@ async def test_a_catalogue_tombstone_is_applied_not_dead_lettered(
     await eventually(lambda: "n1" not in catalogue.items, 30, "the item to be forgotten")
 
 
+async def test_outputs_the_producer_failed_to_deliver_are_published_with_the_next_batch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their batch is acknowledged (Faust may commit its offsets), so only the
+    outbox can bring them back, without waiting for a redelivery."""
+    config = TrafficConfig.ending_at(datetime.now(UTC), 600, customers=10, catalogue_size=5,
+                                     malformed_share=0.0, duplicate_share=0.0, seed=5)
+    messages = [(m.topic, m.key, m.value) for m in TrafficGenerator(config).messages(600)]
+    produce_raw(settings, messages[:300])
+
+    # The producer reports the first batch of outputs as not delivered (as when the
+    # broker stays unreachable beyond the producer's timeouts); they never reach a topic.
+    lost: list[tuple[str, bytes]] = []
+    real_publish = ingest._publish
+
+    async def first_delivery_fails(sent: Any) -> Any:
+        if lost or not sent:
+            return await real_publish(sent)
+        lost.extend((topic.get_topic_name(), value) for topic, _, value in sent)
+        futures: list[asyncio.Future[Any]] = []
+        for _ in sent:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker unreachable"))
+            futures.append(failed)
+        return futures
+
+    monkeypatch.setattr(ingest, "_publish", first_delivery_fails)
+    worker = build_worker(settings)
+    await worker.start()
+    try:
+        await eventually(lambda: bool(lost), 60, "a batch with outputs")
+        produce_raw(settings, messages[300:])  # the batches that come next
+        await eventually(lambda: worker.accounting.events_in == 600, 60, "every event")
+    finally:
+        await worker.stop()
+    published = Counter((m.topic(), m.value()) for topic in {"decisions", "send-triggers",
+                                                             "send-cancellations",
+                                                             "interest-tags", "send-proposals",
+                                                             "customer-erased", "model-drift"}
+                        for m in consume_all(settings, topic))
+    assert {message: published[message] for message in lost} == dict.fromkeys(lost, 1)
+    store = open_store(settings)
+    await store.open()
+    try:  # delivered the second time, so deleted from the outbox
+        assert await store.unpublished(sorted(ledger(settings)), datetime.now(UTC)) == {}
+    finally:
+        await store.close()
+
+
 async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_redelivery(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
