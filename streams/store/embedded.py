@@ -9,9 +9,7 @@ rows clustered by it).  Times are whole milliseconds since the epoch, as in
 Cassandra.  SQLite calls block, so they run on one dedicated thread: SQLite
 connections must stay on the thread that made them, and one writer is all
 SQLite allows anyway.  Each public call is one round trip to that thread and
-at most one transaction.  Checkpoints (copying the write-ahead log into the
-database file) run on a second thread (:class:`_Checkpointer`), so a write
-does not wait for them.
+at most one transaction.
 """
 
 from __future__ import annotations
@@ -20,14 +18,11 @@ import asyncio
 import json
 import secrets
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-
-import structlog
 
 from agents.core.customer import CustomerState
 from streams.errors import StoreUnavailable
@@ -63,7 +58,6 @@ from streams.store.codec import (
 )
 
 T = TypeVar("T")
-log = structlog.get_logger(__name__)
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
@@ -207,64 +201,6 @@ def _decision_rows(decisions: Sequence[StoredDecision], now_ms: int, ttl_ms: int
     return [row for row in rows if row[4] > now_ms]
 
 
-#: Write-ahead log pages after which a write checkpoints by itself: only a
-#: backstop, for when the checkpointer's thread falls behind (SQLite's default is 1,000).
-_WAL_BACKSTOP_PAGES = 10_000
-#: The log file is cut back to this size once a checkpoint has emptied it.
-_WAL_LIMIT_BYTES = 64 * 1024 * 1024
-
-
-class _Checkpointer:
-    """Copies the write-ahead log into the database file, on a thread of its own.
-
-    With SQLite's automatic checkpoints the writer copies the log itself,
-    inside the commit that passes 1,000 pages; a batch of 500 events dirties
-    about that many, so nearly every commit paid for one (10 ms of a 23 ms
-    write at the median, 26 ms at the 99th percentile, without broker).
-    Here a write only wakes this thread, whose connection checkpoints
-    (``PASSIVE``: never blocking the writer) while the next batch is handled.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.runs = 0
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="relevanz-checkpoint",
-                                        daemon=True)
-        self._thread.start()
-
-    def written(self) -> None:
-        """Something was committed: checkpoint soon."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            log.warning("store_checkpointer_not_started", path=str(self.path), error=str(exc))
-            return
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping:
-                    return
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:
-                    # Harmless: the next write wakes us again, and the backstop remains.
-                    log.warning("store_checkpoint_failed", path=str(self.path), error=str(exc))
-                self.runs += 1
-        finally:
-            db.close()
-
-
 class EmbeddedStore:
     """The :class:`streams.store.Store` protocol on a SQLite file."""
 
@@ -272,7 +208,6 @@ class EmbeddedStore:
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._checkpointer: _Checkpointer | None = None
 
     # -- plumbing -----------------------------------------------------------
 
@@ -287,18 +222,13 @@ class EmbeddedStore:
 
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
-            db = self._db
-            if db is None:
+            if self._db is None:
                 raise StoreUnavailable(f"embedded store {self.path} is not open ({operation})")
-            changes = db.total_changes
             try:
-                return fn(db)
+                return fn(self._db)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(
                     f"embedded store {self.path}: {operation} failed: {exc}") from exc
-            finally:
-                if self._checkpointer is not None and db.total_changes != changes:
-                    self._checkpointer.written()
 
         return await self._call(call)
 
@@ -318,16 +248,7 @@ class EmbeddedStore:
     async def open(self) -> None:
         def connect() -> None:
             if self._db is None:
-                db = self._connect()
-                try:
-                    db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BACKSTOP_PAGES}")
-                    db.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
-                except sqlite3.Error as exc:
-                    db.close()
-                    raise StoreUnavailable(
-                        f"cannot open embedded store {self.path}: {exc}") from exc
-                self._db = db
-                self._checkpointer = _Checkpointer(self.path)
+                self._db = self._connect()
 
         await self._call(connect)
 
@@ -336,9 +257,6 @@ class EmbeddedStore:
             return
 
         def disconnect() -> None:
-            if self._checkpointer is not None:
-                self._checkpointer.stop()  # first: the last connection closed removes the log
-                self._checkpointer = None
             if self._db is not None:
                 self._db.close()
                 self._db = None

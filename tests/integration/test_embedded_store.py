@@ -5,9 +5,7 @@ Everything the two stores share is in ``test_store_contract.py``.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -100,49 +98,3 @@ async def test_purge_deletes_exactly_the_expired_rows(tmp_path: Path) -> None:
         assert await store.seen_events([("c-1", "e-1")], NOW) == set()
     finally:
         await store.close()
-
-
-async def test_the_log_reaches_the_database_file_without_a_write_waiting_for_it(
-        tmp_path: Path) -> None:
-    """Checkpoints run on the checkpointer's thread, not in the writer's commit.
-
-    The write below is far below SQLite's own checkpoint threshold (and the
-    store's backstop), so its rows are in the database file itself (read
-    here from a copy without the write-ahead log) only if that thread
-    copied them there.
-    """
-    path = tmp_path / "store.db"
-    store = EmbeddedStore(path)
-    await store.open()
-    try:
-        await store.save_customers([CustomerState("c-1", last_event_at=NOW)], [("c-1", "e-1")],
-                                   NOW, 60, 60)
-        assert (tmp_path / "store.db-wal").exists()
-        copy = tmp_path / "copy.db"
-        for _ in range(100):
-            copy.write_bytes(path.read_bytes())
-            with sqlite3.connect(copy) as db:
-                try:
-                    found = db.execute("SELECT customer_id FROM customers").fetchall()
-                except sqlite3.OperationalError:  # not even the tables copied yet
-                    found = []
-            copy.unlink()
-            if found:
-                break
-            await asyncio.sleep(0.05)
-        assert found == [("c-1",)]
-    finally:
-        await store.close()
-
-
-async def test_closing_stops_the_checkpointer_and_removes_the_log(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    store = EmbeddedStore(path)
-    await store.open()
-    await store.save_customers([CustomerState("c-1")], [("c-1", "e-1")], NOW, 60, 60)
-    assert "relevanz-checkpoint" in {t.name for t in threading.enumerate()}
-    await store.close()
-    assert "relevanz-checkpoint" not in {t.name for t in threading.enumerate()}
-    assert not (tmp_path / "store.db-wal").exists()
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT customer_id FROM customers").fetchall() == [("c-1",)]
