@@ -36,6 +36,15 @@ def click(event_id: str, customer: str = "c1", **extra: object) -> dict[str, obj
     }
 
 
+def published_outputs(settings: Settings) -> Counter[tuple[str, bytes]]:
+    """How often each (topic, value) was published on the topics the worker emits to."""
+    return Counter((m.topic(), m.value()) for topic in ("decisions", "send-triggers",
+                                                        "send-cancellations", "interest-tags",
+                                                        "send-proposals", "customer-erased",
+                                                        "model-drift")
+                   for m in consume_all(settings, topic))
+
+
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     return isolated_settings(broker.bootstrap_servers, tmp_path)
@@ -204,11 +213,7 @@ async def test_outputs_the_producer_failed_to_deliver_are_published_with_the_nex
         await eventually(lambda: worker.accounting.events_in == 600, 60, "every event")
     finally:
         await worker.stop()
-    published = Counter((m.topic(), m.value()) for topic in {"decisions", "send-triggers",
-                                                             "send-cancellations",
-                                                             "interest-tags", "send-proposals",
-                                                             "customer-erased", "model-drift"}
-                        for m in consume_all(settings, topic))
+    published = published_outputs(settings)
     assert {message: published[message] for message in lost} == dict.fromkeys(lost, 1)
     store = open_store(settings)
     await store.open()
@@ -262,11 +267,7 @@ async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_rede
         assert second.accounting.duplicates > 0
     finally:
         await second.stop()
-    published = Counter((m.topic(), m.value()) for topic in {"decisions", "send-triggers",
-                                                             "send-cancellations",
-                                                             "interest-tags", "send-proposals",
-                                                             "customer-erased", "model-drift"}
-                        for m in consume_all(settings, topic))
+    published = published_outputs(settings)
     assert {message: published[message] for message in stranded} == dict.fromkeys(stranded, 1)
     # Delivered, so deleted from the outbox (at the latest as the worker stopped).
     await store.open()
