@@ -13,6 +13,7 @@ import pytest
 
 from agents import ingest, profiles
 from schemas.codec import decode, pack
+from schemas.topics import OUTPUT_TOPICS
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
@@ -38,11 +39,8 @@ def click(event_id: str, customer: str = "c1", **extra: object) -> dict[str, obj
 
 def published_outputs(settings: Settings) -> Counter[tuple[str, bytes]]:
     """How often each (topic, value) was published on the topics the worker emits to."""
-    return Counter((m.topic(), m.value()) for topic in ("decisions", "send-triggers",
-                                                        "send-cancellations", "interest-tags",
-                                                        "send-proposals", "customer-erased",
-                                                        "model-drift")
-                   for m in consume_all(settings, topic))
+    return Counter((m.topic(), m.value()) for topic in OUTPUT_TOPICS
+                   for m in consume_all(settings, topic.name))
 
 
 @pytest.fixture
