@@ -108,86 +108,100 @@ class CustomerStage:
         counts = self.accounting
         learner = self.learner
         choose = learner.choose if learner is not None else None
-        for position, record in enumerate(records):
-            if isinstance(record, ContentPublished):
+        for position, incoming in enumerate(records):
+            if isinstance(incoming, ContentPublished):
                 continue
-            cid: str = record.customer_id
-            erased_at = self._erased_at(cid)
-            if erased_at is not None and record.occurred_at <= erased_at:
-                # The customer was erased after this event: leave no trace of it.
-                counts.forgotten += 1
-                self._unrecorded.add((cid, record.event_id))
-                continue
-            content_id = getattr(record, "content_id", None)
-            topics = self.catalogue.topics_of(content_id) if content_id else None
-            outlook = LocalOutlook.of(states[cid], record.occurred_at)
-            try:
-                state, effects = handle(states[cid], record, self.rules, topics,
-                                        self.catalogue.items, sends_paused=self.sends_paused(),
-                                        choose=choose, campaign_paused=self.campaign_paused,
-                                        predictions=outlook, cobuy=self.cobuy)
-            except Exception as exc:
-                log.exception("apply_failed", customer=customer_ref(cid),
-                              event_id=record.event_id)
-                failed[position] = (f"could not be applied ({type(exc).__name__}: {exc}); "
-                                    "please report this message to the Relevanz maintainers")
-                continue
-            key = cid.encode()
-            outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
-            counts.cancellations += len(effects.cancellations)
-            if self.count_campaigns:
-                self._stats.extend(effects.stats)
-            if effects.erase:
-                self._erasures[cid] = (record.occurred_at, record.event_id)
-                self._unrecorded.add((cid, record.event_id))
-                # Earlier events of this batch are erased too: no ledger rows for them.
-                self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
-                                        if at <= record.occurred_at)
-                states[cid] = CustomerState(cid)
-                self.cache.drop(cid)
-                outputs.append(("customer-erased", key, CustomerErased(
-                    event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
-                    requested_at=record.occurred_at, erased_at=now, schema_version=1,
-                    caused_by=record.event_id)))
-                counts.erasures += 1
+            # A consent change may release parked events: they are applied next, as
+            # though they arrived now (in event-time order among themselves).
+            queue: list[Record] = [incoming]
+            while queue:
+                record = queue.pop(0)
+                cid: str = record.customer_id
+                erased_at = self._erased_at(cid)
+                if erased_at is not None and record.occurred_at <= erased_at:
+                    # The customer was erased after this event: leave no trace of it.
+                    counts.forgotten += 1
+                    self._unrecorded.add((cid, record.event_id))
+                    continue
+                content_id = getattr(record, "content_id", None)
+                topics = self.catalogue.topics_of(content_id) if content_id else None
+                outlook = LocalOutlook.of(states[cid], record.occurred_at)
+                try:
+                    state, effects = handle(
+                        states[cid], record, self.rules, topics, self.catalogue.items,
+                        sends_paused=self.sends_paused(), choose=choose,
+                        campaign_paused=self.campaign_paused, predictions=outlook,
+                        cobuy=self.cobuy)
+                except Exception as exc:
+                    log.exception("apply_failed", customer=customer_ref(cid),
+                                  event_id=record.event_id)
+                    if record is incoming:
+                        failed[position] = (
+                            f"could not be applied ({type(exc).__name__}: {exc}); "
+                            "please report this message to the Relevanz maintainers")
+                    continue
+                key = cid.encode()
+                outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
+                counts.cancellations += len(effects.cancellations)
+                if self.count_campaigns:
+                    self._stats.extend(effects.stats)
+                if effects.erase:
+                    self._erasures[cid] = (record.occurred_at, record.event_id)
+                    self._unrecorded.add((cid, record.event_id))
+                    # Earlier events of this batch are erased too: no ledger rows for them.
+                    self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
+                                            if at <= record.occurred_at)
+                    states[cid] = CustomerState(cid)
+                    self.cache.drop(cid)
+                    outputs.append(("customer-erased", key, CustomerErased(
+                        event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
+                        requested_at=record.occurred_at, erased_at=now, schema_version=1,
+                        caused_by=record.event_id)))
+                    counts.erasures += 1
+                    if learner is not None:
+                        learner.forget(cid)
+                    if self.forecaster is not None:
+                        self.forecaster.forget(cid)
+                    continue
+                self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
+                self._tick(record.occurred_at)
+                if effects.skipped:
+                    counts.skipped_without_consent += 1
+                    states[cid] = state  # the event is parked in it
+                    self.cache.put(state)
+                    if learner is not None:
+                        learner.observe_time(record.occurred_at)
+                    continue
+                if effects.released:
+                    queue.extend(effects.released)
+                    counts.skipped_without_consent -= len(effects.released)
+                    counts.released_after_consent += len(effects.released)
+                forecaster = self.forecaster
+                if forecaster is not None:
+                    if self.rules.consent.may_profile(state):
+                        state, drifts = forecaster.observe(state, kind_of(record),
+                                                           record.occurred_at)
+                        outputs.extend(_drift_messages(drifts))
+                    else:
+                        forecaster.forget(cid)
+                states[cid] = state
+                self.cache.put(state)
+                tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
+                self.tag_changes += len(tags)
+                outputs.extend(tags)
+                outputs.extend(("decisions", key, d) for d in effects.decisions)
+                outputs.extend(("send-triggers", key, t) for t in effects.triggers)
+                outputs.extend(("send-proposals", key, p) for p in effects.proposals)
+                counts.decisions += len(effects.decisions)
+                counts.send_triggers += len(effects.triggers)
+                counts.proposals += len(effects.proposals)
+                for refusal in effects.refused:
+                    counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
+                if self.count_campaigns:
+                    self._proposals.extend(effects.proposals)
+                    self._decisions.extend(effects.decisions)
                 if learner is not None:
-                    learner.forget(cid)
-                if self.forecaster is not None:
-                    self.forecaster.forget(cid)
-                continue
-            self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
-            self._tick(record.occurred_at)
-            if effects.skipped:
-                counts.skipped_without_consent += 1
-                if learner is not None:
-                    learner.observe_time(record.occurred_at)
-                continue
-            forecaster = self.forecaster
-            if forecaster is not None:
-                if self.rules.consent.may_profile(state):
-                    state, drifts = forecaster.observe(state, kind_of(record),
-                                                       record.occurred_at)
-                    outputs.extend(_drift_messages(drifts))
-                else:
-                    forecaster.forget(cid)
-            states[cid] = state
-            self.cache.put(state)
-            tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
-            self.tag_changes += len(tags)
-            outputs.extend(tags)
-            outputs.extend(("decisions", key, d) for d in effects.decisions)
-            outputs.extend(("send-triggers", key, t) for t in effects.triggers)
-            outputs.extend(("send-proposals", key, p) for p in effects.proposals)
-            counts.decisions += len(effects.decisions)
-            counts.send_triggers += len(effects.triggers)
-            counts.proposals += len(effects.proposals)
-            for refusal in effects.refused:
-                counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
-            if self.count_campaigns:
-                self._proposals.extend(effects.proposals)
-                self._decisions.extend(effects.decisions)
-            if learner is not None:
-                self._learn(learner, record, state, effects.chosen)
+                    self._learn(learner, record, state, effects.chosen)
         if learner is not None:
             learner.expire()
             outputs.extend(_drift_messages(learner.take_drifts()))

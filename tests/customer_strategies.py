@@ -24,6 +24,7 @@ from agents.core.customer import (
     PurchaseFigures,
     TopicInterest,
 )
+from schemas.records import Clicked
 
 # Naive on purpose: hypothesis bounds st.datetimes with naive values and adds zones itself.
 EARLIEST = datetime(1990, 1, 1)  # noqa: DTZ001
@@ -61,7 +62,9 @@ def customer_states(customer_ids: SearchStrategy[str] | None = None,
         country=st.none() | _text(), birth_year=st.none() | st.integers(1900, 2030),
         gender=st.none() | _text(),
         attributes=st.dictionaries(_text(), _text(), max_size=3))
-    consent = st.builds(ConsentEntry, st.booleans(), when, _text(), _text())
+    earlier = st.lists(st.tuples(when, st.booleans()), max_size=3).map(
+        lambda decisions: tuple(sorted(decisions, key=lambda d: d[0])))
+    consent = st.builds(ConsentEntry, st.booleans(), when, _text(), _text(), earlier)
     interest = st.builds(TopicInterest, _floats(), when, st.lists(when, max_size=4))
     tag = st.builds(AssignedTag, _text(), when, _text())
     purchases = st.builds(PurchaseFigures, orders=st.integers(0, 10**6), revenue=_floats(),
@@ -76,6 +79,10 @@ def customer_states(customer_ids: SearchStrategy[str] | None = None,
     send = st.builds(PendingSend, trigger_id=_text(1), idempotency_key=_text(1),
                      channel=st.sampled_from(("email", "push", "sms")), send_at=when,
                      campaign_id=_text(1), content_id=_text(1))
+    click = st.builds(Clicked, event_id=_text(1), customer_id=_text(1),
+                      schema_version=st.just(1), occurred_at=when,
+                      content_id=st.none() | _text(1))
+    parked = st.lists(click, max_size=2, unique_by=lambda c: c.event_id)
     pending = st.lists(send, max_size=3, unique_by=lambda p: p.trigger_id).map(
         lambda sends: sorted(sends, key=lambda p: (p.send_at, p.trigger_id)))
     return st.builds(
@@ -89,4 +96,5 @@ def customer_states(customer_ids: SearchStrategy[str] | None = None,
         history=history,
         last_event_at=st.none() | when,
         pending=pending,
+        parked=parked,
     )

@@ -34,8 +34,12 @@ class Accounting:
     dead_letters: int = 0
     decisions: int = 0
     send_triggers: int = 0
-    #: Of ``applied``: valid events consent did not allow using (no profiling).
+    #: Of ``applied``: valid events consent did not allow using (no profiling at
+    #: their event time), less those applied later (``released_after_consent``).
     skipped_without_consent: int = 0
+    #: Events first skipped, then applied when a consent decision dated before them
+    #: was read (they count in ``applied`` once, and no longer as skipped).
+    released_after_consent: int = 0
     #: Of ``applied``: events of erased customers up to their erasure, left out.
     forgotten: int = 0
     erasures: int = 0

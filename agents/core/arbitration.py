@@ -213,7 +213,7 @@ def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
         reasons.append(f"arbitration: no other send within {format_duration(window)}")
     furthest = refused("consent", "no consent for " + ", ".join(campaign.channels))
     for channel in campaign.channels:
-        if not consent.may_send(state, channel):
+        if not consent.may_send(state, channel, candidate.at):
             continue
         # Caps before content; the content itself is chosen only for a plan that wins.
         blocked, passed = check_caps(log, channel, campaign, send_at, book)

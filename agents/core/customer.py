@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from schemas.records import Clicked, Purchased
+
 
 @dataclass
 class MasterData:
@@ -38,12 +40,19 @@ class MasterData:
 
 @dataclass
 class ConsentEntry:
-    """The customer's latest decision about one purpose."""
+    """The customer's latest decision about one purpose, and the decisions before it.
+
+    ``earlier`` lets the consent gate answer "was this allowed at ``t``" for
+    an event read after a later-dated decision (see :mod:`agents.core.consent`).
+    """
 
     granted: bool
     at: datetime
     source: str
     legal_basis: str
+    #: Earlier decisions as ``(event time, granted)``, oldest first; bounded
+    #: (:data:`agents.core.consent.CONSENT_LOG_MAX`).
+    earlier: tuple[tuple[datetime, bool], ...] = ()
 
 
 @dataclass
@@ -152,6 +161,9 @@ class CustomerState:
     pending: list[PendingSend] = field(default_factory=list)
     #: Latest predictions (None before any, or without consent to profiling).
     predictions: CustomerPredictions | None = None
+    #: Clicks and purchases consent did not allow at their event time, oldest first,
+    #: kept (bounded) in case a consent decision dated before them arrives late.
+    parked: list[Clicked | Purchased] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:

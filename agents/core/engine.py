@@ -13,6 +13,11 @@ customer) and a send trigger, or a proposal in approval mode.  Every
 decision and trigger is built here, after the gate, so none can leave without
 consent (profiling, personalisation and the channel).
 
+Consent is decided as of each event's own time
+(:meth:`~agents.core.consent.ConsentPolicy.allows_since`); a click or
+purchase it does not allow is parked, and a consent change returns the parked
+events it now allows in :attr:`Effects.released` for the caller to apply.
+
 The content is chosen by a :data:`ChooseContent` function the caller passes
 in (the worker passes the learned policy, :mod:`agents.core.learning`);
 without one it is the newest valid item on the topic that the channel may
@@ -48,7 +53,14 @@ from agents.core.arbitration import (
 from agents.core.campaigns import DEFAULT_BOOK, CampaignBook
 from agents.core.catalogue import on_topic
 from agents.core.cobuy import CoPurchases
-from agents.core.consent import ConsentPolicy, cancel_pending, forget_behaviour, revocation
+from agents.core.consent import (
+    ConsentPolicy,
+    cancel_pending,
+    forget_behaviour,
+    park,
+    release,
+    revocation,
+)
 from agents.core.customer import CustomerState, Interaction, PendingSend
 from agents.core.interests import TagChange, click_topics
 from agents.core.profile import CustomerRules, apply_event, record_interaction, requests_erasure
@@ -129,8 +141,10 @@ class Effects:
     refused: list[Refusal] = field(default_factory=list)
     #: Changes to the campaign statistics.
     stats: list[StatDelta] = field(default_factory=list)
-    #: The event was valid but consent did not allow using it.
+    #: The event was valid but consent did not allow using it (at its event time).
     skipped: bool = False
+    #: Parked events a consent change allows now: the caller applies them next, in order.
+    released: list[Clicked | Purchased] = field(default_factory=list)
     #: The event asks for the customer to be erased (the caller does it).
     erase: bool = False
 
@@ -166,13 +180,16 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
         effects.stats = _taken_back(before, cancelled, at, lambda channel: True)[1]
         effects.erase = True
         return state, effects
-    if isinstance(record, Clicked | Purchased) and not policy.may_profile(state):
+    if isinstance(record, Clicked | Purchased) and not policy.may_profile(
+            state, record.occurred_at):
+        # Consent as of the event's own time; kept in case an earlier-dated grant
+        # is read later (topics interleave in any order).
         effects.skipped = True
-        return state, effects
+        return park(state, record, rules.customer.profile.history_retention), effects
     before = state
     state, effects.tag_changes = apply_event(state, record, rules.customer, content_topics)
     if isinstance(record, ConsentChanged):
-        revoked = revocation(policy, before, state)
+        revoked = revocation(policy, before, state, record.occurred_at)
         if revoked.purposes:
             at = record.occurred_at
             if revoked.profiling:
@@ -186,6 +203,7 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
                 before, cancelled, at, lambda channel: revoked.cancels(
                     PendingSend("", "", channel, at, "", "")))
             state = _without(state, gone)
+        state, effects.released = release(policy, state)
         return state, effects
     book = rules.book
     if isinstance(record, Clicked | Purchased) and _may_follow_exposure(before, record, book):
@@ -210,7 +228,8 @@ def _contact(state: CustomerState, record: Record, topics: list[str], rules: Eng
              predictions: Outlook | None, cobuy: CoPurchases | None) -> CustomerState:
     """At most one campaign send (or proposal), shadow decisions and holdout exposures."""
     policy, book = rules.consent, rules.book
-    if not (policy.may_profile(state) and policy.may_personalise(state)):
+    at = record.occurred_at
+    if not (policy.may_profile(state, at) and policy.may_personalise(state, at)):
         return state
     found = send_candidates(state, record, topics, effects.tag_changes, book,
                             follow_up_delay=rules.follow_up.delay, predictions=predictions,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from agents.core.consent import decided
 from agents.core.customer import (
-    ConsentEntry,
     CustomerState,
     Interaction,
     MasterData,
@@ -103,10 +103,11 @@ def apply_profile(state: CustomerState, update: ProfileUpdated) -> CustomerState
 def apply_consent(state: CustomerState, change: ConsentChanged) -> tuple[CustomerState, bool]:
     """The state with ``change``'s consent decisions, and whether erasure was requested.
 
-    For each purpose the decision with the latest event time is kept.  An
-    erasure request returns the state unchanged together with ``True``: the
-    caller erases the customer everywhere (a later issue), the core does not
-    pretend to.
+    For each purpose the decision with the latest event time is in force; the
+    earlier ones are kept too (bounded), so that consent can be asked as of
+    an event's own time (:func:`agents.core.consent.decided`).  An erasure
+    request returns the state unchanged together with ``True``: the caller
+    erases the customer everywhere, the core does not pretend to.
 
     >>> from datetime import UTC, datetime
     >>> def consent(day: int, action: str, *purposes: str) -> ConsentChanged:
@@ -126,10 +127,8 @@ def apply_consent(state: CustomerState, change: ConsentChanged) -> tuple[Custome
     new = _touched(state, change.occurred_at)
     granted, consent = change.action == "granted", dict(state.consent)
     for purpose in change.purposes:
-        known = consent.get(purpose)
-        if known is None or known.at <= change.occurred_at:
-            consent[purpose] = ConsentEntry(granted, change.occurred_at, change.source,
-                                            change.legal_basis)
+        consent[purpose] = decided(consent.get(purpose), granted, change.occurred_at,
+                                   change.source, change.legal_basis)
     new.consent = consent
     return new, False
 

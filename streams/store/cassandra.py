@@ -109,7 +109,8 @@ LEDGER_IN_CHUNK = 100
 LEDGER_BATCH = 500
 #: Columns added to tables after their first release: (table, column, CQL type).
 #: ``migrate`` adds them to keyspaces created before (CREATE ... IF NOT EXISTS does not).
-ADDED_COLUMNS = (("customers", "predictions", "blob"),)
+ADDED_COLUMNS = (("customers", "predictions", "blob"), ("customers", "parked", "blob"),
+                 ("customer_consent", "earlier", "blob"))
 #: DDL waits for the nodes to agree on the schema, which takes longer than a read.
 DDL_TIMEOUT_S = 60.0
 _DRIVER_ERRORS = (DriverException, NoHostAvailable, ErrorMessage, OSError)
@@ -310,7 +311,7 @@ class CassandraStore:
                             f"cassandra {self._where}: migrate: the nodes did not agree on "
                             "the schema in time; check that every node is up, then run "
                             "`relevanz store migrate` again")
-                # Keyspaces created before the predictions column: add it.
+                # Keyspaces created before a column was added: add it.
                 for table, column, cql_type in ADDED_COLUMNS:
                     rows = session.execute(
                         "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "

@@ -37,6 +37,9 @@ from agents.core.customer import (
     PurchaseFigures,
     TopicInterest,
 )
+from schemas.codec import to_wire
+from schemas.records import Clicked, Purchased
+from schemas.validation import build
 from streams.store import CampaignCounts, StoredProposal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,9 +49,10 @@ _MS = timedelta(milliseconds=1)
 CUSTOMER_COLUMNS = (
     "customer_id", "locale", "language", "time_zone", "master_updated_at", "country",
     "birth_year", "gender", "attributes", "orders", "revenue", "first_purchase_at",
-    "last_purchase_at", "last_event_at", "predictions",
+    "last_purchase_at", "last_event_at", "predictions", "parked",
 )
-CONSENT_COLUMNS = ("customer_id", "purpose", "granted", "decided_at", "source", "legal_basis")
+CONSENT_COLUMNS = ("customer_id", "purpose", "granted", "decided_at", "source", "legal_basis",
+                   "earlier")
 INTEREST_COLUMNS = ("customer_id", "topic", "score", "scored_at", "recent")
 TAG_COLUMNS = ("customer_id", "tag", "topic", "assigned_at", "caused_by")
 INTERACTION_COLUMNS = (
@@ -84,9 +88,9 @@ SNAPSHOT_COLUMNS = ("model_id", "version", "payload", "checksum", "created_at")
 # ms; the embedded store stores those two as JSON text.
 CustomerRow = tuple[
     str, str | None, str | None, str | None, int | None, str | None, int | None, str | None,
-    dict[str, str], int, float, int | None, int | None, int | None, bytes | None,
+    dict[str, str], int, float, int | None, int | None, int | None, bytes | None, bytes | None,
 ]
-ConsentRow = tuple[str, str, bool, int, str, str]
+ConsentRow = tuple[str, str, bool, int, str, str, bytes | None]
 InterestRow = tuple[str, str, float, int, list[int]]
 TagRow = tuple[str, str, str, int, str]
 InteractionRow = tuple[str, int, str, str, str | None, str | None, float | None, int]
@@ -165,9 +169,10 @@ def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerR
         _opt_ms(purchases.last_at),
         _opt_ms(state.last_event_at),
         predictions_blob(state.predictions),
+        parked_blob(state.parked),
     )
-    consent = [(cid, purpose, c.granted, to_ms(c.at), c.source, c.legal_basis)
-               for purpose, c in state.consent.items()]
+    consent = [(cid, purpose, c.granted, to_ms(c.at), c.source, c.legal_basis,
+                earlier_blob(c.earlier)) for purpose, c in state.consent.items()]
     interests = [(cid, topic, i.score, to_ms(i.scored_at), [to_ms(t) for t in i.recent])
                  for topic, i in state.interests.items()]
     tags = [(cid, tag, t.topic, to_ms(t.assigned_at), t.caused_by)
@@ -254,7 +259,8 @@ def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
     return CustomerState(
         customer_id=cid,
         master=master,
-        consent={row[1]: ConsentEntry(bool(row[2]), from_ms(row[3]), row[4], row[5])
+        consent={row[1]: ConsentEntry(bool(row[2]), from_ms(row[3]), row[4], row[5],
+                                      earlier_of(row[6] if len(row) > 6 else None))
                  for row in consent},
         interests={row[1]: TopicInterest(row[2], from_ms(row[3]),
                                          [from_ms(t) for t in row[4] or ()])
@@ -268,7 +274,60 @@ def state_of(customer: Sequence[Any], consent: Iterable[Sequence[Any]],
         pending=sorted((PendingSend(row[1], row[2], row[3], from_ms(row[4]), row[5], row[6])
                         for row in pending), key=_pending_key),
         predictions=predictions_of(rest[0] if rest else None),
+        parked=parked_of(rest[1] if len(rest) > 1 else None),
     )
+
+
+def earlier_blob(earlier: Sequence[tuple[datetime, bool]]) -> bytes | None:
+    """A consent entry's earlier decisions as the column value (msgpack ``[ms, granted]``).
+
+    >>> at = datetime(2026, 3, 1, tzinfo=UTC)
+    >>> earlier_of(earlier_blob([(at, True)])) == ((at, True),), earlier_blob(())
+    (True, None)
+    """
+    if not earlier:
+        return None
+    blob: bytes = msgpack.packb([[to_ms(at), granted] for at, granted in earlier])
+    return blob
+
+
+def earlier_of(blob: bytes | None) -> tuple[tuple[datetime, bool], ...]:
+    """The earlier decisions stored as ``blob`` (see :func:`earlier_blob`)."""
+    if not blob:
+        return ()
+    return tuple((from_ms(ms), bool(granted)) for ms, granted in msgpack.unpackb(blob))
+
+
+#: Parked event types by the tag they are stored under.
+_PARKED_TYPES: dict[str, type[Clicked] | type[Purchased]] = {
+    "click": Clicked, "purchase": Purchased}
+
+
+def parked_blob(parked: Sequence[Clicked | Purchased]) -> bytes | None:
+    """Parked events as the column value: msgpack ``[kind, wire map]``, oldest first.
+
+    >>> click = Clicked(event_id="e1", customer_id="c-1", schema_version=1,
+    ...                 occurred_at=datetime(2026, 3, 1, tzinfo=UTC), content_id="n-1")
+    >>> parked_of(parked_blob([click])) == [click], parked_blob([])
+    (True, None)
+    """
+    if not parked:
+        return None
+    blob: bytes = msgpack.packb([["click" if isinstance(e, Clicked) else "purchase",
+                                  to_wire(e)] for e in parked])
+    return blob
+
+
+def parked_of(blob: bytes | None) -> list[Clicked | Purchased]:
+    """The parked events stored as ``blob`` (see :func:`parked_blob`)."""
+    if not blob:
+        return []
+    events: list[Clicked | Purchased] = []
+    for kind, wire in msgpack.unpackb(blob):
+        event = build(_PARKED_TYPES[kind], wire)
+        assert isinstance(event, Clicked | Purchased)
+        events.append(event)
+    return events
 
 
 def predictions_blob(predictions: CustomerPredictions | None) -> bytes | None:
@@ -328,7 +387,9 @@ def normalise(state: CustomerState) -> CustomerState:
         customer_id=state.customer_id,
         master=None if master is None else replace(
             master, updated_at=_floor(master.updated_at), attributes=dict(master.attributes)),
-        consent={k: replace(c, at=_floor(c.at)) for k, c in state.consent.items()},
+        consent={k: replace(c, at=_floor(c.at),
+                            earlier=tuple((_floor(at), g) for at, g in c.earlier))
+                 for k, c in state.consent.items()},
         interests={k: replace(i, scored_at=_floor(i.scored_at),
                               recent=[_floor(t) for t in i.recent])
                    for k, i in state.interests.items()},
@@ -344,6 +405,7 @@ def normalise(state: CustomerState) -> CustomerState:
         pending=sorted({p.trigger_id: replace(p, send_at=_floor(p.send_at))
                         for p in state.pending}.values(), key=_pending_key),
         predictions=predictions_of(predictions_blob(state.predictions)),
+        parked=parked_of(parked_blob(state.parked)),
     )
 
 

@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -70,12 +70,14 @@ _TABLES = (
         attributes TEXT,  -- JSON object; NULL when empty
         orders INTEGER NOT NULL, revenue REAL NOT NULL,
         first_purchase_at INTEGER, last_purchase_at INTEGER, last_event_at INTEGER,
-        predictions BLOB  -- msgpack (streams.store.codec.predictions_blob); NULL when none
+        predictions BLOB,  -- msgpack (streams.store.codec.predictions_blob); NULL when none
+        parked BLOB  -- msgpack (streams.store.codec.parked_blob); NULL when none
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS customer_consent (
         customer_id TEXT NOT NULL, purpose TEXT NOT NULL,
         granted INTEGER NOT NULL, decided_at INTEGER NOT NULL,
         source TEXT NOT NULL, legal_basis TEXT NOT NULL,
+        earlier BLOB,  -- msgpack (streams.store.codec.earlier_blob); NULL when none
         PRIMARY KEY (customer_id, purpose)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS customer_interests (
@@ -625,6 +627,11 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         columns = {row[1] for row in db.execute("PRAGMA table_info(customers)")}
         if "predictions" not in columns:  # versions before 3
             db.execute("ALTER TABLE customers ADD COLUMN predictions BLOB")
+        if "parked" not in columns:  # versions before 5
+            db.execute("ALTER TABLE customers ADD COLUMN parked BLOB")
+        consent = {row[1] for row in db.execute("PRAGMA table_info(customer_consent)")}
+        if "earlier" not in consent:  # versions before 5
+            db.execute("ALTER TABLE customer_consent ADD COLUMN earlier BLOB")
         if old_ledger:
             db.execute("INSERT INTO event_ledger SELECT partition_key, event_id, "
                        "CAST(expires_at * 1000 AS INTEGER) FROM event_ledger_v0")

@@ -3,8 +3,10 @@
 The property test runs random interleavings of consent, click, purchase and
 erasure events for a few customers (event times deliberately out of order)
 through :func:`agents.core.engine.handle`, and checks every output against
-an oracle that only knows the law: the latest decision per purpose by event
-time, strict default, and an erasure wiping the slate.
+an oracle that only knows the law: consent as of each event's own time (the
+decision in force then, and no revocation after it), strict default, and an
+erasure wiping the slate.  Events the gate parks and a later consent change
+releases are applied as the stage applies them, and checked the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.campaigns import DEFAULT_BOOK
-from agents.core.consent import CHANNEL_PURPOSE, ConsentPolicy, forget_behaviour, revocation
+from agents.core.consent import (
+    CHANNEL_PURPOSE,
+    CONSENT_LOG_MAX,
+    PARKED_MAX,
+    ConsentPolicy,
+    decided,
+    forget_behaviour,
+    park,
+    revocation,
+)
 from agents.core.customer import ConsentEntry, CustomerState
 from agents.core.engine import EngineRules, FollowUpRules, handle
 from agents.core.interests import InterestRules, TagRule
@@ -70,7 +81,8 @@ CATALOGUE = {
 class Oracle:
     """What one customer has allowed, as far as the consumed events say."""
 
-    decided: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
+    #: Every decision per purpose: event time -> granted (the one read last wins a tie).
+    decided: dict[str, dict[datetime, bool]] = field(default_factory=dict)
     erased_at: datetime | None = None
     latest: datetime | None = None  # newest event time consumed
     #: Triggers emitted and not cancelled: trigger_id -> (channel, send_at).
@@ -78,7 +90,16 @@ class Oracle:
 
     def allows(self, purpose: str) -> bool:
         known = self.decided.get(purpose)
-        return known is not None and known[1]
+        return bool(known) and known[max(known)]
+
+    def allows_at(self, purpose: str, at: datetime) -> bool:
+        known = self.decided.get(purpose, {})
+        before = [t for t in known if t <= at]
+        return bool(before) and known[max(before)]
+
+    def allows_since(self, purpose: str, at: datetime) -> bool:
+        known = self.decided.get(purpose, {})
+        return self.allows_at(purpose, at) and all(g for t, g in known.items() if t > at)
 
 
 def _events(draw: st.DrawFn) -> list[Record]:
@@ -121,7 +142,9 @@ def test_no_output_without_consent_and_every_revoked_pending_send_is_cancelled(
         records: list[Record]) -> None:
     states: dict[str, CustomerState] = {}
     oracles: dict[str, Oracle] = {}
-    for record in records:
+    queue = list(records)
+    while queue:
+        record = queue.pop(0)
         cid = record.customer_id
         oracle = oracles.setdefault(cid, Oracle())
         state = states.get(cid, CustomerState(cid))
@@ -129,11 +152,14 @@ def test_no_output_without_consent_and_every_revoked_pending_send_is_cancelled(
         # As the stage does: an erased customer's events up to the erasure are left out.
         if oracle.erased_at is not None and at <= oracle.erased_at:
             continue
-        before_allows = {p: oracle.allows(p) for p in PURPOSES}
+        before_may_profile = oracle.allows_since("profiling", at)
+        before_at = {p: oracle.allows_at(p, at) for p in PURPOSES}
         now_before = oracle.latest
         oracle.latest = at if now_before is None else max(now_before, at)
 
         state, effects = handle(state, record, RULES, None, CATALOGUE)
+        # As the stage does: released events are applied next, before anything else.
+        queue[:0] = effects.released
 
         # The oracle's view of the consent change.
         erased = isinstance(record, ConsentChanged) and record.action == "erasure_requested"
@@ -142,21 +168,22 @@ def test_no_output_without_consent_and_every_revoked_pending_send_is_cancelled(
             oracle.decided.clear()
         elif isinstance(record, ConsentChanged):
             for purpose in record.purposes:
-                known = oracle.decided.get(purpose)
-                if known is None or known[0] <= at:
-                    oracle.decided[purpose] = (at, record.action == "granted")
-        revoked = {p for p in PURPOSES if before_allows[p] and not oracle.allows(p)}
+                oracle.decided.setdefault(purpose, {})[at] = record.action == "granted"
+        # Revoked as of the change's own time, even when read after a later grant.
+        revoked = {p for p in PURPOSES if before_at[p] and not oracle.allows_at(p, at)}
 
-        # 1. Clicks and purchases are used only with consent to profiling.
+        # 1. Clicks and purchases are used only with consent to profiling as of their time.
         if isinstance(record, Clicked | Purchased):
-            assert effects.skipped == (not before_allows["profiling"])
-        # 2. No decision without personalisation (and profiling), no send without the channel.
+            assert effects.skipped == (not before_may_profile)
+        # 2. No decision without personalisation (and profiling), no send without the
+        # channel, each granted at the event's time and not revoked since.
         for decision in effects.decisions:
-            assert oracle.allows("personalisation"), decision
-            assert oracle.allows("profiling"), decision
+            assert oracle.allows_since("personalisation", decision.decided_at), decision
+            assert oracle.allows_since("profiling", decision.decided_at), decision
         for trigger in effects.triggers:
-            assert oracle.allows("personalisation"), trigger
-            assert oracle.allows(CHANNEL_PURPOSE[trigger.channel]), trigger
+            assert oracle.allows_since("personalisation", trigger.created_at), trigger
+            assert oracle.allows_since(CHANNEL_PURPOSE[trigger.channel],
+                                       trigger.created_at), trigger
             assert trigger.trigger_id not in oracle.outstanding
         # 3. Every pending send a revocation or erasure no longer allows is cancelled.
         cancelled = {c.trigger_id for c in effects.cancellations}
@@ -198,7 +225,102 @@ def test_a_click_without_profiling_consent_is_skipped_not_used() -> None:
                     topics=["golf"])
     state, effects = handle(CustomerState("c-1"), click, RULES, None, CATALOGUE)
     assert effects.skipped
-    assert state == CustomerState("c-1")
+    # Parked, nothing else: it is used only if a consent dated before it arrives.
+    assert state == CustomerState("c-1", parked=[click])
+
+
+def _click(minute: int, topic: str = "golf") -> Clicked:
+    return Clicked(event_id=f"c{minute}", customer_id="c-1",
+                   occurred_at=T0 + timedelta(minutes=minute), schema_version=1, topics=[topic])
+
+
+def _changed(action: str, minute: int, *purposes: str) -> ConsentChanged:
+    return ConsentChanged(event_id=f"k{action}{minute}", customer_id="c-1",
+                          occurred_at=T0 + timedelta(minutes=minute), schema_version=1,
+                          action=action, purposes=list(purposes), source="banner")
+
+
+def test_a_click_before_the_grant_is_not_profiled_though_the_grant_was_read_first() -> None:
+    state, _ = handle(CustomerState("c-1"), _changed("granted", 10, "profiling"), RULES, None,
+                      CATALOGUE)
+    state, effects = handle(state, _click(5), RULES, None, CATALOGUE)
+    assert effects.skipped
+    assert not state.interests
+    assert not state.history
+
+
+def test_a_click_read_before_its_earlier_dated_grant_is_released_by_the_grant() -> None:
+    state, effects = handle(CustomerState("c-1"), _click(5), RULES, None, CATALOGUE)
+    assert effects.skipped
+    state, effects = handle(state, _changed("granted", 1, "profiling"), RULES, None, CATALOGUE)
+    assert [e.event_id for e in effects.released] == ["c5"]
+    assert state.parked == []
+    state, effects = handle(state, effects.released[0], RULES, None, CATALOGUE)
+    assert not effects.skipped
+    assert [h.event_id for h in state.history] == ["c5"]
+
+
+def test_a_click_before_a_later_revocation_stays_skipped_and_is_not_parked() -> None:
+    state = CustomerState("c-1")
+    for change in (_changed("granted", 1, "profiling"), _changed("revoked", 9, "profiling")):
+        state, _ = handle(state, change, RULES, None, CATALOGUE)
+    state, effects = handle(state, _click(5), RULES, None, CATALOGUE)
+    # Read in event-time order it would have been forgotten at minute 9.
+    assert effects.skipped
+    assert state.parked == []
+
+
+def test_a_revocation_read_after_a_later_grant_still_forgets_the_profile() -> None:
+    state = CustomerState("c-1")
+    for record in (_changed("granted", 1, "profiling"), _click(2), _click(3),
+                   _changed("granted", 20, "profiling")):
+        state, _ = handle(state, record, RULES, None, CATALOGUE)
+    assert state.history
+    state, _ = handle(state, _changed("revoked", 10, "profiling"), RULES, None, CATALOGUE)
+    assert not state.history
+    assert not state.interests
+    assert state.consent["profiling"].granted  # the grant at minute 20 is in force now
+
+
+def test_no_send_from_an_event_read_after_a_later_revocation_of_its_channel() -> None:
+    state = CustomerState("c-1")
+    for record in (_changed("granted", 0, "profiling", "personalisation", "email"),
+                   _changed("revoked", 100, "email"), _changed("granted", 110, "email")):
+        state, _ = handle(state, record, RULES, None, CATALOGUE)
+    outputs: list[object] = []
+    for minute in (1, 2):
+        state, effects = handle(state, _click(minute), RULES, None, CATALOGUE)
+        outputs += effects.triggers
+    # Email is granted now, but the follow-up of minute 2 (due at minute 122) was
+    # caused while a revocation was still to come: read in event-time order it would
+    # have been cancelled at minute 100.
+    assert outputs == []
+    assert state.history  # the clicks themselves are profiled (profiling was never revoked)
+
+
+def test_parked_events_are_bounded_by_count_and_age() -> None:
+    state = CustomerState("c-1")
+    for minute in range(PARKED_MAX + 5):
+        state = park(state, _click(minute), timedelta(days=365))
+    assert len(state.parked) == PARKED_MAX
+    assert state.parked[0].event_id == "c5"
+    state = park(state, _click(3 * 24 * 60), timedelta(days=1))
+    assert [e.event_id for e in state.parked] == [f"c{3 * 24 * 60}"]
+
+
+def test_consent_history_is_bounded_and_merges_conservatively() -> None:
+    entry = None
+    for minute in range(CONSENT_LOG_MAX + 3):
+        entry = decided(entry, minute % 2 == 0, T0 + timedelta(minutes=minute), "b", "consent")
+    assert entry is not None
+    assert len(entry.earlier) + 1 == CONSENT_LOG_MAX
+    state = CustomerState("c-1", consent={"email": entry})
+    policy = ConsentPolicy()
+    # Minute 0 granted, minute 1 revoked...: the merged oldest span grants nothing.
+    assert not any(policy.allows_at(state, "email", T0 + timedelta(minutes=m))
+                   for m in range(4))
+    last = T0 + timedelta(minutes=CONSENT_LOG_MAX + 2)
+    assert policy.allows_at(state, "email", last) == ((CONSENT_LOG_MAX + 2) % 2 == 0)
 
 
 def _granted(*purposes: str, at: datetime = T0) -> ConsentChanged:

@@ -101,15 +101,15 @@ def test_a_later_update_replaces_field_by_field_and_an_older_one_is_ignored() ->
 # --- consent --------------------------------------------------------------------------------
 
 
-def test_consent_keeps_the_newest_decision_per_purpose() -> None:
+def test_consent_keeps_the_newest_decision_per_purpose_and_the_earlier_ones() -> None:
     state, _ = apply_consent(CustomerState("c-1"), consent(2, "granted", "email", "web", "sms"))
     state, _ = apply_consent(state, consent(3, "revoked", "email", source="unsubscribe"))
     state, erase = apply_consent(state, consent(1, "revoked", "web", "sms"))  # older
     assert not erase
     assert state.consent == {
-        "email": ConsentEntry(False, at(3), "unsubscribe", "consent"),
-        "web": ConsentEntry(True, at(2), "banner", "consent"),
-        "sms": ConsentEntry(True, at(2), "banner", "consent"),
+        "email": ConsentEntry(False, at(3), "unsubscribe", "consent", ((at(2), True),)),
+        "web": ConsentEntry(True, at(2), "banner", "consent", ((at(1), False),)),
+        "sms": ConsentEntry(True, at(2), "banner", "consent", ((at(1), False),)),
     }
     assert state.last_event_at == at(3)
 
