@@ -308,27 +308,15 @@ def campaign_book(settings: Settings) -> CampaignBook:
         raise ConfigError(f"RELEVANZ_CAMPAIGNS: {exc}") from exc
 
 
-def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
-                 ) -> Worker:
-    """Wire a worker from settings: topics, store, catalogue, the ingest agent.
+def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool = True,
+                controls: Controls | None = None) -> CustomerStage:
+    """The customer stage as the worker wires it (``emit=False``: as replay does).
 
-    ``emit=False`` (replay) applies events without publishing outputs again.
+    ``controls`` are the kill switch and campaign pauses it follows (None: none).
+    Tests drive it directly, with a real store, through ``stage.apply`` and
+    ``stage.commit``, as the ingest agent does.
     """
-    app = build_faust_app(settings)
-    names = {settings.topic(t.name): t.name for t in INPUT_TOPICS}
-    inputs = app.topic(*names, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-
-    def output(logical: str) -> faust.types.TopicT:
-        return app.topic(settings.topic(logical), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
-    limits = Limits(max_event_bytes=settings.max_event_bytes,
-                    max_future=timedelta(seconds=settings.max_future_s))
-    store = store or open_store(settings)
     catalogue = Catalogue(settings, utc_now, limits)
-    # The kill switch and campaign pauses; replay sends nothing, so it follows none.
-    controls = Controls(settings, utc_now) if emit else None
     cache = CustomerCache(store, settings.cache_customers)
     accounting = Accounting()
     book = campaign_book(settings)
@@ -367,6 +355,31 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         stage.sends_paused = lambda: controls.paused
         # campaign_paused is also true while the global kill switch is on.
         stage.campaign_paused = controls.campaign_paused
+    return stage
+
+
+def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
+                 ) -> Worker:
+    """Wire a worker from settings: topics, store, catalogue, the ingest agent.
+
+    ``emit=False`` (replay) applies events without publishing outputs again.
+    """
+    app = build_faust_app(settings)
+    names = {settings.topic(t.name): t.name for t in INPUT_TOPICS}
+    inputs = app.topic(*names, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+
+    def output(logical: str) -> faust.types.TopicT:
+        return app.topic(settings.topic(logical), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    limits = Limits(max_event_bytes=settings.max_event_bytes,
+                    max_future=timedelta(seconds=settings.max_future_s))
+    store = store or open_store(settings)
+    # The kill switch and campaign pauses; replay sends nothing, so it follows none.
+    controls = Controls(settings, utc_now) if emit else None
+    stage = build_stage(settings, store, limits, emit=emit, controls=controls)
+    catalogue, accounting, book = stage.catalogue, stage.accounting, stage.rules.book
     worker = Worker(settings=settings, app=app, store=store, accounting=accounting,
                     catalogue=catalogue, stage=stage,
                     controls=controls, save_models=emit, campaigns=book)
@@ -391,7 +404,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
     async def forget_moved_customers(app: faust.App, revoked: object, **_: object) -> None:
         # Another worker may change these customers now; re-read them when they return,
         # and the forget-list with them (they may have been erased meanwhile).
-        cache.invalidate()
+        stage.cache.invalidate()
         await worker.load_privacy()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type] # as above
