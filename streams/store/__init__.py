@@ -17,8 +17,11 @@ test_store_contract.py``), so the semantics below hold for both:
   both stores drop sub-millisecond parts (flooring) and every time comes back
   timezone-aware in UTC: a saved state loads as :func:`streams.store.codec.
   normalise` of it.
-- **TTLs are logical.** A history entry lives until ``occurred_at +
-  history_ttl_s``, a ledger entry until ``now + ttl_s``; reads hide expired
+- **TTLs are logical.** A history entry lives ``history_ttl_s`` past its
+  event time as counted from the customer's latest event (for live traffic
+  ``occurred_at + history_ttl_s``; a backfill of old events is kept as live
+  traffic would have kept it: :func:`streams.store.codec.history_expiry`),
+  a ledger entry until ``now + ttl_s``; reads hide expired
   rows by comparing with the ``now`` they are given (so time stays a
   parameter), and the expired rows are physically removed by Cassandra's TTL or
   by the embedded store's :meth:`Store.purge_expired`.
@@ -158,8 +161,10 @@ class Store(Protocol):
     ) -> None:
         """Replace the stored state of each of ``states``, then record ``events``.
 
-        A history entry is kept until ``occurred_at + history_ttl_s``; one
-        already past that at ``now`` is not written.  The ledger entries are
+        A history entry is kept ``history_ttl_s`` past its event time, counted
+        from the customer's latest event and carried over to ``now``
+        (:func:`streams.store.codec.history_expiry`); one already past that is
+        not written.  The ledger entries are
         written last (with ``ledger_ttl_s``), so an event is only marked seen
         once the states it changed are stored.  When a customer appears twice
         in ``states`` the last one wins.

@@ -144,8 +144,38 @@ def latest_per_customer(states: Iterable[CustomerState]) -> list[CustomerState]:
     return list({state.customer_id: state for state in states}.values())
 
 
+def history_expiry(occurred_ms: int, latest_ms: int | None, now_ms: int,
+                   history_ttl_ms: int) -> int:
+    """When a history entry expires in the store: ``history_ttl_ms`` after its event
+    time, counted on the customer's own clock and carried over to the wall clock.
+
+    The entry's age is measured from the customer's latest event, not from
+    ``now_ms``, so a backfill of old events keeps what live traffic would have
+    kept; the store keeps nothing longer than ``history_ttl_ms`` past its
+    write.  For live traffic (latest event about now) this is
+    ``occurred_ms + history_ttl_ms``.
+
+    >>> day = 86_400_000
+    >>> history_expiry(100 * day, 100 * day, 100 * day, 30 * day) // day  # live
+    130
+    >>> history_expiry(10 * day, 15 * day, 9_000 * day, 30 * day) // day  # backfill
+    9025
+    """
+    age = 0 if latest_ms is None else latest_ms - occurred_ms
+    return now_ms + history_ttl_ms - age
+
+
+def _latest_ms(state: CustomerState) -> int | None:
+    """The customer's latest event time (without one: the newest history entry's)."""
+    if state.last_event_at is not None:
+        return to_ms(state.last_event_at)
+    return max((to_ms(e.occurred_at) for e in state.history), default=None)
+
+
 def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerRows:
-    """The rows that store ``state``; history entries expired at ``now_ms`` are dropped.
+    """The rows that store ``state``; history entries already expired are dropped.
+
+    An entry's expiry follows :func:`history_expiry`.
 
     History entries are keyed by ``(occurred_at, event_id)`` in the store;
     when two entries share a key the later one in the list wins.
@@ -178,9 +208,10 @@ def rows_of(state: CustomerState, now_ms: int, history_ttl_ms: int) -> CustomerR
     tags = [(cid, tag, t.topic, to_ms(t.assigned_at), t.caused_by)
             for tag, t in state.tags.items()]
     history: dict[tuple[int, str], InteractionRow] = {}
+    latest = _latest_ms(state)
     for entry in state.history:
         occurred = to_ms(entry.occurred_at)
-        expires = occurred + history_ttl_ms
+        expires = history_expiry(occurred, latest, now_ms, history_ttl_ms)
         if expires > now_ms:
             history[(occurred, entry.event_id)] = (
                 cid, occurred, entry.event_id, entry.kind, entry.content_id,
@@ -223,11 +254,12 @@ def rows_with_history_delta(before: CustomerState, state: CustomerState, now_ms:
     removed = [(cid, to_ms(e.occurred_at), e.event_id) for e in before.history
                if id(e) not in kept]
     added: list[InteractionRow] = []
+    latest = _latest_ms(state)
     for entry in state.history:
         if id(entry) in had:
             continue
         occurred = to_ms(entry.occurred_at)
-        expires = occurred + history_ttl_ms
+        expires = history_expiry(occurred, latest, now_ms, history_ttl_ms)
         if expires > now_ms:
             added.append((cid, occurred, entry.event_id, entry.kind, entry.content_id,
                           entry.campaign_id, entry.amount, expires))

@@ -312,7 +312,8 @@ async def test_saving_the_same_state_twice_changes_nothing(
 async def test_history_past_retention_is_not_written_and_entries_expire(
         store: Store, cid: Callable[[str], str]) -> None:
     retention_s = 30 * 86400.0
-    state = replace(full_state(cid("retention")), history=[
+    # Live traffic: the customer's latest event is now.
+    state = replace(full_state(cid("retention")), last_event_at=NOW, history=[
         Interaction(NOW - 40 * DAY, "too-old", "click"),
         Interaction(NOW - 30 * DAY, "just-expired", "click"),
         Interaction(NOW - 20 * DAY, "older", "click"),
@@ -334,6 +335,26 @@ async def test_history_past_retention_is_not_written_and_entries_expire(
     assert await history_at(NOW + 365 * DAY) == []
     loaded = await _load(store, state.customer_id, NOW + 365 * DAY)
     assert loaded == replace(state, history=[])
+
+
+async def test_a_backfilled_history_is_kept_as_live_traffic_would_have_kept_it(
+        store: Store, cid: Callable[[str], str]) -> None:
+    retention_s = 365 * 86400.0
+    then = datetime(1997, 3, 1, tzinfo=UTC)
+    state = replace(full_state(cid("backfill")), last_event_at=then, history=[
+        Interaction(then - 400 * DAY, "past-retention", "click"),
+        Interaction(then - 300 * DAY, "older", "purchase"),
+        Interaction(then, "latest", "click"),
+    ])
+    # Retention counts from the customer's latest event (1997), not from the wall
+    # clock; the store keeps the entries at most the retention after the write.
+    await _save(store, state, history_ttl_s=retention_s)
+    loaded = await _load(store, state.customer_id, NOW)
+    assert loaded is not None
+    assert [e.event_id for e in loaded.history] == ["older", "latest"]
+    later = await _load(store, state.customer_id, NOW + 65 * DAY + timedelta(milliseconds=1))
+    assert later is not None
+    assert [e.event_id for e in later.history] == ["latest"]
 
 
 async def test_many_customers_in_one_save_round_trip(
