@@ -39,6 +39,7 @@ from schemas.records import (
     DecisionMade,
     InterestTagChanged,
     ModelDrifted,
+    ProfileUpdated,
     Purchased,
     Record,
     SendProposed,
@@ -96,8 +97,8 @@ class CustomerStage:
 
     async def apply(self, records: Sequence[Record], now: datetime
                     ) -> tuple[list[Output], dict[int, str]]:
-        """Apply new records in order; returns the messages they cause and the
-        reason for each record (by position) that the core failed to apply."""
+        """Apply new records in event-time order; returns the messages they cause and
+        the reason for each record (by position) that the core failed to apply."""
         for record in records:
             if isinstance(record, ContentPublished):
                 self.catalogue.learn(record)
@@ -108,7 +109,10 @@ class CustomerStage:
         counts = self.accounting
         learner = self.learner
         choose = learner.choose if learner is not None else None
-        for position, incoming in enumerate(records):
+        # In event-time order within the batch, whatever order the topics were read
+        # in (ties: profile, consent, click, purchase, then event id).
+        for position in sorted(range(len(records)), key=lambda i: _event_order(records[i])):
+            incoming = records[position]
             if isinstance(incoming, ContentPublished):
                 continue
             # A consent change may release parked events: they are applied next, as
@@ -308,6 +312,14 @@ class LocalOutlook:
         """Local hour of day the customer engages most, in their time zone now."""
         p = self._predictions
         return local_hour(HourProfile(p.hours, p.hours_at).best_hour(), self._at, self._zone)
+
+
+#: Which of several customer events at the same time is applied first.
+_KIND_ORDER = {ProfileUpdated: 0, ConsentChanged: 1, Clicked: 2, Purchased: 3}
+
+
+def _event_order(record: Record) -> tuple[datetime, int, str]:
+    return record.occurred_at, _KIND_ORDER.get(type(record), 4), record.event_id
 
 
 def _drift_messages(drifts: Sequence[DriftDetected]) -> list[Output]:

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from agents.core.customer import CustomerState
-from schemas.codec import decode
+from schemas.codec import decode, to_wire
+from schemas.records import Record
 from streams.store import Store
 
 
@@ -102,8 +103,9 @@ async def export_customer(store: Store, customer_id: str, now: datetime
 
     Profile and consent, interests and tags, purchase figures, predictions,
     the latest decisions with their reasons, the
-    interaction history, pending sends and the ids of the events the ledger
-    remembers, with times in ISO 8601.
+    interaction history, pending sends, the events parked until a consent
+    allows them and the ids of the events the ledger remembers, with times in
+    ISO 8601.
     """
     states = await store.load_customers([customer_id], now)
     events = await store.customer_events(customer_id, now)
@@ -123,6 +125,8 @@ async def export_customer(store: Store, customer_id: str, now: datetime
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Record):  # parked events, as they arrived
+        return to_wire(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -17,8 +17,8 @@ time known, because a later revocation would have forgotten the behaviour
 
 A click or purchase that profiling does not allow at its time is skipped
 but parked (:func:`park`): at most :data:`PARKED_MAX` per customer and none
-older than ``keep_for`` (the history retention) before the customer's latest
-event.  When a consent decision arrives, the parked events it allows as of
+older than :data:`PARK_FOR` (or the history retention, if shorter) before the
+customer's latest event.  When a consent decision arrives, the parked events it allows as of
 their own time are released (:func:`release`) and applied then, in event-time
 order; those a later revocation rules out for good are dropped.  Past the
 bound the oldest parked event is dropped and stays skipped, as it would be
@@ -67,9 +67,12 @@ CHANNEL_PURPOSE = {"email": "email", "push": "push", "sms": "sms", "web": "web",
 #: Decisions kept per purpose (the latest included).
 CONSENT_LOG_MAX = 16
 #: Clicks and purchases kept per customer while consent does not allow them.
-PARKED_MAX = 32
+PARKED_MAX = 200
+#: How long (event time, before the customer's latest event) they are kept.
+PARK_FOR = timedelta(days=7)
 
-__all__ = ["CHANNEL_PURPOSE", "CONSENT_LOG_MAX", "PARKED_MAX", "ConsentEntry", "ConsentPolicy",
+__all__ = ["CHANNEL_PURPOSE", "CONSENT_LOG_MAX", "PARKED_MAX", "PARK_FOR", "ConsentEntry",
+           "ConsentPolicy",
            "Revocation", "cancel_pending", "decided", "due_pending", "forget_behaviour", "park",
            "release", "revocation"]
 

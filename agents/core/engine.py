@@ -54,6 +54,7 @@ from agents.core.campaigns import DEFAULT_BOOK, CampaignBook
 from agents.core.catalogue import on_topic
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import (
+    PARK_FOR,
     ConsentPolicy,
     cancel_pending,
     forget_behaviour,
@@ -185,7 +186,8 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
         # Consent as of the event's own time; kept in case an earlier-dated grant
         # is read later (topics interleave in any order).
         effects.skipped = True
-        return park(state, record, rules.customer.profile.history_retention), effects
+        keep_for = min(PARK_FOR, rules.customer.profile.history_retention)
+        return park(state, record, keep_for), effects
     before = state
     state, effects.tag_changes = apply_event(state, record, rules.customer, content_topics)
     if isinstance(record, ConsentChanged):

@@ -128,6 +128,31 @@ async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
     assert not state.tags
 
 
+async def test_clicks_read_before_an_earlier_dated_consent_are_used_when_it_arrives(
+        worker: Worker, settings: Settings) -> None:
+    produce_raw(settings, [ITEM])
+    await eventually(lambda: worker.accounting.events_in >= 1, 60, "the catalogue item")
+    produce_raw(settings, [click("c1", "carol", 5), click("c2", "carol", 6)])
+    await eventually(lambda: worker.accounting.events_in >= 3, 60, "carol's clicks")
+    assert worker.accounting.skipped_without_consent == 2
+    # Held, not profiled; her export shows them as they arrived.
+    exported = await export_customer(worker.store, "carol", utc_now())
+    assert exported is not None
+    assert exported["history"] == []
+    assert [e["event_id"] for e in exported["parked"]] == ["c1", "c2"]
+
+    # Her consent was given before the clicks; the topics were read the other way round.
+    produce_raw(settings, [consent("k1", "carol", 0, "granted", "profiling")])
+    await eventually(lambda: worker.accounting.events_in >= 4, 60, "carol's consent")
+    assert worker.accounting.skipped_without_consent == 0
+    assert worker.accounting.released_after_consent == 2
+    assert worker.accounting.balanced
+    state = (await worker.store.load_customers(["carol"], utc_now()))["carol"]
+    assert [h.event_id for h in state.history] == ["c1", "c2"]
+    assert state.parked == []
+    assert state.interests
+
+
 async def test_erasure_leaves_no_row_and_replay_does_not_resurrect(settings: Settings) -> None:
     worker = build_worker(settings)
     await worker.start()
