@@ -271,6 +271,7 @@ def test_history_ttl_counts_from_the_event_time() -> None:
     assert rows.history == []
     state.history = [Interaction(NOW - timedelta(days=10), "old", "click"),
                      Interaction(NOW - timedelta(days=1), "new", "click")]
+    state.last_event_at = NOW  # live traffic: the age counts from the latest event
     rows = rows_of(state, to_ms(NOW), 5 * 86_400_000)
     assert [r[2] for r in rows.history] == ["new"]
     assert rows.history[0][-1] == to_ms(NOW + timedelta(days=4))
