@@ -382,6 +382,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         stage=stage,
         emit=emit,
         catalogue_removed=catalogue.forget,
+        max_publish_bytes=app.conf.producer_max_request_size,
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))

@@ -1,0 +1,131 @@
+"""Hostile input on every path a worker reads, on the real embedded broker and store.
+
+A bad message on an input topic becomes a dead letter; on the compacted
+``content`` and ``controls`` topics, which every worker reads whole, it
+must not stop the reader, and a worker starting over the same topic (the
+compacted topic keeps the message) must start.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis.strategies import SearchStrategy
+
+from schemas.codec import decode, pack
+from schemas.topics import INPUT_TOPICS
+from streams.app import Worker, build_worker
+from streams.broker import EmbeddedBroker
+from streams.settings import Settings
+from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
+from tests.integration.conftest import stop_or_explain
+from tests.strategies import hostile_values
+
+AT = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+#: Values that once escaped the parser as something other than InvalidEvent.
+KNOWN_KILLERS = [
+    (b'{"event_id": "e1", "content_id": "\\ud800", "customer_id": "\\ud800",'
+     b' "schema_version": 1, "occurred_at": "' + AT.encode() + b'"}'),
+    (b"\x82" + pack("schema_version") + b"\x01" + pack("occurred_at")
+     + b"\xc7\x0c\xff" + struct.pack(">I", 0) + struct.pack(">q", 2**62)),
+    b"[" * 60_000,
+    b'{"\\ud800": 1, "schema_version": 1}',
+    b'{"schema_version": 1, "event_id": "e", "total": 1' + b"0" * 400 + b"}",
+]
+#: Drawn per topic from the hostile strategy, on top of the known killers.
+DRAWN_PER_TOPIC = 15
+
+
+def content_item(content_id: str) -> bytes:
+    return pack({"event_id": f"item-{content_id}", "content_id": content_id,
+                 "schema_version": 1, "occurred_at": AT, "topics": ["fashion"],
+                 "channels": ["email"], "slots": ["newsletter-block"],
+                 "variants": [{"language": "de", "title": "Mode",
+                               "url": "https://shop.example/n1"}],
+                 "default_language": "de"})
+
+
+def drawn(strategy: SearchStrategy[bytes], n: int) -> list[bytes]:
+    """``n`` values of ``strategy``, the same on every run (one worker takes them all)."""
+    values: list[bytes] = []
+
+    @hypothesis_settings(max_examples=n, database=None, derandomize=True,
+                         phases=[Phase.generate], deadline=None)
+    @given(strategy)
+    def collect(value: bytes) -> None:
+        values.append(value)
+
+    collect()
+    return values
+
+
+def hostile_messages() -> list[tuple[str, bytes, bytes]]:
+    messages = []
+    for topic in [t.name for t in INPUT_TOPICS]:
+        values = KNOWN_KILLERS + drawn(hostile_values(topic), DRAWN_PER_TOPIC)
+        messages += [(topic, b"c1", value) for value in values]
+    return messages
+
+
+@pytest.fixture
+def hostile() -> list[tuple[str, bytes, bytes]]:
+    """Drawn before the worker starts (its threads would disturb hypothesis's draws)."""
+    return hostile_messages()
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    return isolated_settings(broker.bootstrap_servers, tmp_path)
+
+
+async def test_hostile_messages_on_every_input_topic_and_the_controls_are_accounted_for(
+    hostile: list[tuple[str, bytes, bytes]], worker: Worker, settings: Settings
+) -> None:
+    bad_controls = [("controls", b"all", value) for value in KNOWN_KILLERS]
+    produce_raw(settings, hostile + bad_controls)
+    valid = [("content", b"n-after", content_item("n-after")),
+             ("clicks", b"c1", json.dumps({
+                 "event_id": "after", "customer_id": "c1", "schema_version": 1,
+                 "occurred_at": AT, "content_id": "n-after"}).encode())]
+    produce_raw(settings, valid)
+
+    total = len(hostile) + len(valid)
+    counts = worker.accounting
+    await eventually(lambda: counts.events_in >= total, 120, f"{total} events")
+    assert counts.events_in == total
+    applied_hostile = counts.applied - len(valid)  # a drawn value may be valid by chance
+    assert counts.applied + counts.duplicates + counts.dead_letters == counts.events_in
+    assert counts.dead_letters >= len(hostile) - applied_hostile - counts.duplicates
+
+    # Both readers of the compacted topics are alive and still following them.
+    assert worker.catalogue is not None
+    await eventually(lambda: "n-after" in worker.catalogue.items, 60, "the item after")
+    assert worker.controls is not None
+    await eventually(lambda: worker.controls.dead_letters == len(bad_controls), 60,
+                     "the bad control records dead-lettered")
+    await worker.controls.change(paused=True, changed_by="test")
+    assert worker.controls.paused
+
+    letters = [decode(m.value()) for m in consume_exactly(
+        settings, "dead-letters", counts.dead_letters + len(bad_controls))]
+    assert all(letter["reason"] for letter in letters)
+    controls_topic = settings.topic("controls")
+    assert sorted(letter["original"] for letter in letters
+                  if letter["source_topic"] == controls_topic) == sorted(KNOWN_KILLERS)
+
+    # The compacted topics keep the bad messages: a worker starting over them starts.
+    second = build_worker(settings.with_(consumer_group=settings.consumer_group + "-2"))
+    await second.start()
+    try:
+        assert second.catalogue is not None
+        assert "n-after" in second.catalogue.items
+        assert second.controls is not None
+        assert second.controls.paused
+    finally:
+        await stop_or_explain(second.stop(), "the second worker to stop")
