@@ -8,12 +8,15 @@ compacted topic keeps the message) must start.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from hypothesis import Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.strategies import SearchStrategy
@@ -129,3 +132,74 @@ async def test_hostile_messages_on_every_input_topic_and_the_controls_are_accoun
         assert second.controls.paused
     finally:
         await stop_or_explain(second.stop(), "the second worker to stop")
+
+
+# --- messages near and far above the size limits ------------------------------------
+
+MiB = 1024 * 1024
+
+
+def produce_large(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> list[str]:
+    """Publish ``messages`` with a producer that takes up to 20 MiB; the error of each
+    one the broker refused ("" for those it took)."""
+    errors = [""] * len(messages)
+
+    def delivered(index: int) -> object:
+        def report(error: object, _message: object) -> None:
+            if error is not None:
+                errors[index] = str(error)
+        return report
+
+    producer = Producer({"bootstrap.servers": settings.broker_servers, "acks": "all",
+                         "message.max.bytes": 20 * MiB})
+    for index, (topic, key, value) in enumerate(messages):
+        producer.produce(settings.topic(topic), key=key, value=value,
+                         on_delivery=delivered(index))
+        producer.poll(0)
+    assert producer.flush(60) == 0, "messages left unconfirmed"
+    return errors
+
+
+def click(event_id: str) -> tuple[str, bytes, bytes]:
+    return ("clicks", b"c1", pack({"event_id": event_id, "customer_id": "c1",
+                                   "schema_version": 1, "occurred_at": AT,
+                                   "content_id": "n1"}))
+
+
+async def test_messages_of_1_and_16_mib_among_valid_events_are_each_accounted_for(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path,
+                                 max_event_bytes=16 * MiB)
+    one = b"\xc1" + bytes(range(256)) * (MiB // 256)  # not msgpack: a dead letter
+    sixteen = b"{" + b"x" * (16 * MiB - 1)  # not JSON, at the size limit
+    messages = [click("before"), ("clicks", b"c1", one), click("between"),
+                ("purchases", b"c1", sixteen), click("after")]
+    running = build_worker(settings)
+    await running.start()
+    try:
+        refused = produce_large(settings, messages)
+        taken = [m for m, error in zip(messages, refused, strict=True) if not error]
+        counts = running.accounting
+        await eventually(lambda: counts.events_in >= len(taken), 120, "every message")
+        await asyncio.sleep(1.0)  # nothing more comes
+        large = [m for m in taken if len(m[2]) > MiB - 1]
+        assert (counts.events_in, counts.applied, counts.duplicates, counts.dead_letters) == (
+            len(taken), 3, 0, len(large))
+        assert running.ingest is not None
+        assert running.ingest.publish_blocked is None
+    finally:
+        await stop_or_explain(running.stop(), "the worker to stop")
+    letters = [decode(m.value()) for m in consume_exactly(settings, "dead-letters", len(large))]
+    by_topic = {letter["source_topic"]: letter for letter in letters}
+    for topic, _, value in large:
+        letter = by_topic[settings.topic(topic)]
+        kept = len(letter["original"])
+        assert kept < MiB
+        assert letter["original"] == value[:kept]
+        assert f"original is {len(value)} bytes" in letter["reason"]
+        assert hashlib.sha256(value).hexdigest() in letter["reason"]
+    # Either the broker took the 16 MiB message (and it is a dead letter above) or it
+    # refused it to the producer, which got a clear error: never silently lost.
+    assert refused[3] in ("", *[e for e in refused if "too large" in e.lower()])
+    print(f"broker answer to 16 MiB: {refused[3] or 'accepted'}")
