@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -24,9 +25,16 @@ from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
 from streams.openapi import document
+from streams.privacy import export_customer
 from streams.settings import Settings
 from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
-from tests.harness import consume_exactly, eventually, eventually_async, isolated_settings
+from tests.harness import (
+    consume_all,
+    consume_exactly,
+    eventually,
+    eventually_async,
+    isolated_settings,
+)
 from tests.integration.conftest import stop_or_explain
 
 OPERATOR = "operator-token-0123456789"
@@ -445,6 +453,38 @@ async def test_decide_answers_with_a_decision_and_respects_consent(
                                      json={**ask, "channel": "fax"})
     assert status == 400
     assert body["error"].startswith("channel: expected one of")
+
+
+async def test_decide_for_an_unknown_or_erased_customer_stores_and_publishes_nothing(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    item = pack({"event_id": "i1", "content_id": "n1", "schema_version": 1,
+                 "occurred_at": at, "topics": ["fashion"], "channels": ["web"],
+                 "slots": ["web-banner"], "default_language": "de",
+                 "variants": [{"language": "de", "title": "Mode", "url": "https://shop.example"}]})
+    erase = pack({"event_id": "k9", "customer_id": "erin", "schema_version": 1,
+                  "occurred_at": datetime.now(UTC).isoformat(), "action": "erasure_requested",
+                  "purposes": [], "source": "preference-centre"})
+    _produce(settings, [("content", b"n1", item), ("clicks", b"erin", _click("e1", "erin"))])
+    await eventually(lambda: worker.accounting.applied >= 2, 60, "the item and the click")
+    assert await export_customer(worker.store, "erin", utc_now()) is not None
+    _produce(settings, [("consents", b"erin", erase)])
+    await eventually(lambda: worker.accounting.erasures == 1, 60, "the erasure")
+    assert await export_customer(worker.store, "erin", utc_now()) is None
+    decisions_before = worker.accounting.decisions
+
+    for who in ("erin", "made-up-1", "made-up-2"):
+        status, decision, _ = await api.call(
+            "POST", "/v1/decide", VIEWER,
+            json={"customer_id": who, "channel": "web", "slot": "web-banner"})
+        assert status == 200, decision
+        assert (decision["content_id"], decision["policy"]) == ("n1", "neutral")
+    await asyncio.sleep(0.5)  # a background write would have landed by now
+    for who in ("erin", "made-up-1", "made-up-2"):
+        assert await export_customer(worker.store, who, utc_now()) is None, who
+    assert worker.accounting.decisions == decisions_before
+    published = [decode(m.value()) for m in consume_all(settings, "decisions")]
+    assert not [d for d in published if d["customer_id"] in ("erin", "made-up-1", "made-up-2")]
 
 
 # --- the demo's announcement ---------------------------------------------------------
