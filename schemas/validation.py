@@ -194,8 +194,12 @@ def build(record_type: type[Record], payload: dict[str, Any], path: str = "") ->
         if rule is not None and value is not None:
             rule(value, where)
             if items is not None:
-                for i, item in enumerate(value):
-                    items(item, f"{where}[{i}]")
+                if isinstance(value, dict):  # a map: the item rule is its values'
+                    for name_, item in value.items():
+                        items(item, f"{where}.{name_}")
+                else:
+                    for i, item in enumerate(value):
+                        items(item, f"{where}[{i}]")
         values[name] = value
     make = _MAKERS.get(record_type)
     if make is None:

@@ -113,10 +113,12 @@ def values(annotation: Any, rule: Rule | None = None) -> SearchStrategy[Any]:
     if origin is list:
         (item,) = typing.get_args(annotation)
         low = rule.min_length if rule is not None and rule.min_length is not None else 0
-        return st.lists(values(item), min_size=low, max_size=max(low, 3))
+        return st.lists(values(item, rule.items if rule is not None else None),
+                        min_size=low, max_size=max(low, 3))
     if origin is dict:
         key, item = typing.get_args(annotation)
-        return st.dictionaries(values(key), values(item), max_size=3)
+        return st.dictionaries(values(key), values(item, rule.items if rule else None),
+                               max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, Record):
         return payloads(annotation)
     if annotation is str:

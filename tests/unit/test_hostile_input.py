@@ -104,3 +104,32 @@ def test_a_dead_letter_above_the_producer_limit_keeps_a_prefix_length_and_digest
             f"983616 bytes are kept; sha256 {hashlib.sha256(raw).hexdigest()})") in letter.reason
     assert letter.original_key == b"k" * 1024
     assert "key is 5000 bytes" in letter.reason
+
+
+# --- the bounds of the contracts ----------------------------------------------------
+
+CLICK = {"event_id": "e1", "customer_id": "c1", "schema_version": 1,
+         "occurred_at": "2025-12-31T10:00:00+01:00"}
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), [
+    ("clicks", {**CLICK, "topics": [f"t{i}" for i in range(3000)]},
+     "topics: has 3000 entries; at most 20 allowed"),
+    ("clicks", {**CLICK, "topics": ["x" * 101]}, "topics[0]: has 101 characters; at most 100"),
+    ("clicks", {**CLICK, "url": "u" * 2001}, "url: has 2001 characters; at most 2000"),
+    ("purchases", {**CLICK, "order_id": "o1", "total": 1.0, "currency": "EUR",
+                   "items": [{"product_id": "p", "quantity": 1, "unit_price": 1.0}] * 501},
+     "items: has 501 entries; at most 500 allowed"),
+    ("profiles", {**CLICK, "locale": "de-DE", "language": "de", "time_zone": "UTC",
+                  "attributes": {f"a{i}": "v" for i in range(101)}},
+     "attributes: has 101 entries; at most 100 allowed"),
+    ("profiles", {**CLICK, "locale": "de-DE", "language": "de", "time_zone": "UTC",
+                  "attributes": {"tier": "v" * 1001}},
+     "attributes.tier: has 1001 characters; at most 1000 allowed"),
+])
+def test_a_list_or_text_beyond_its_bound_is_a_dead_letter_naming_the_bound(
+    topic: str, payload: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_message(topic, b"c1", pack(payload), now=NOW, limits=Limits(1024 * 1024))
+    assert str(caught.value).startswith(reason)
