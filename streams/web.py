@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streams import campaign_desk
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
@@ -185,6 +187,12 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+        # JSON escapes can make lone surrogates, which no store or log can encode.
+        json.dumps(body, ensure_ascii=False).encode()
+    except RecursionError as exc:
+        raise BadInput("body is nested too deeply to be JSON this API reads") from exc
+    except UnicodeEncodeError as exc:
+        raise BadInput("body holds text that is not valid Unicode (a lone surrogate)") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(f"body is not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
@@ -495,8 +503,31 @@ def build_api(worker: Worker, tokens: Tokens | None = None) -> web.Application:
 
 
 
+class _NoRequestBytes(logging.Filter):
+    """Log a request aiohttp could not parse in one line, without its bytes.
+
+    aiohttp logs such a request (an over-long request line, a malformed
+    header) with the parser's error, which quotes the start of the request:
+    a bearer token or a customer id in the URL would land in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad HTTP request from %s refused (%s, status %s); bytes not logged"
+            record.args = (remote, type(error).__name__, error.code)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_REQUEST_BYTES_FILTER = _NoRequestBytes()
+
+
 async def serve(api: web.Application, host: str, port: int) -> web.AppRunner:
     """Start serving ``api``; the caller cleans up the returned runner."""
+    logging.getLogger("aiohttp.server").addFilter(_REQUEST_BYTES_FILTER)  # once: a set
     runner = web.AppRunner(api, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,8 @@ async def test_malformed_input_is_a_clear_400_and_large_bodies_a_413(api: Api) -
         (json.dumps({"why": "x"}).encode(), "unknown field 'why'; allowed: reason"),
         (json.dumps({"reason": 7}).encode(), "reason: expected a string"),
         (json.dumps({"reason": "x" * 501}).encode(), "reason: at most 500 characters, got 501"),
+        (b"[" * 5000, "body is nested too deeply"),
+        (b'{"reason": "\\ud800"}', "body holds text that is not valid Unicode"),
     ]
     for body, message in cases:
         status, answer, _ = await api.call("POST", "/v1/controls/pause", OPERATOR, data=body)
@@ -166,6 +169,26 @@ async def test_malformed_input_is_a_clear_400_and_large_bodies_a_413(api: Api) -
 
 
 # --- the OpenAPI document ----------------------------------------------------------
+
+
+async def test_an_over_long_request_line_is_refused_without_logging_its_bytes(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    port = int(api.base.rsplit(":", 1)[1])
+    private = "customer-0123456789-private"
+    line = f"GET /v1/customers/{private}?{'x' * 9000} HTTP/1.1\r\nHost: a\r\n\r\n"
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line.encode())
+        await writer.drain()
+        answer = await reader.read(200)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.1)
+    assert answer.split(b" ")[1] == b"400"
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert refused, "the refusal is logged"
+    assert "bytes not logged" in refused[0].getMessage()
+    assert private not in caplog.text
 
 
 async def test_openapi_describes_exactly_the_routes_and_their_roles(api: Api) -> None:
