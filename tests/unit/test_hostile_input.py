@@ -133,3 +133,11 @@ def test_a_list_or_text_beyond_its_bound_is_a_dead_letter_naming_the_bound(
     with pytest.raises(InvalidEvent) as caught:
         parse_message(topic, b"c1", pack(payload), now=NOW, limits=Limits(1024 * 1024))
     assert str(caught.value).startswith(reason)
+
+
+def test_dead_letters_are_kept_below_the_smaller_of_producer_and_broker_limits() -> None:
+    from streams.app import publish_limit
+
+    assert publish_limit(65536, PRODUCER_MAX, None) == PRODUCER_MAX  # not reported
+    assert publish_limit(65536, PRODUCER_MAX, 500_000) == 500_000
+    assert publish_limit(16 * 1024 * 1024, PRODUCER_MAX, 2 * PRODUCER_MAX) == PRODUCER_MAX
