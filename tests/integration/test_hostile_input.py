@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import random
 import struct
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from confluent_kafka import Producer
 from hypothesis import Phase, given
@@ -26,7 +30,15 @@ from schemas.topics import INPUT_TOPICS
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
-from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
+from streams.web import bound_port, build_api, serve
+from tests.harness import (
+    consume_all,
+    consume_exactly,
+    eventually,
+    eventually_async,
+    isolated_settings,
+    produce_raw,
+)
 from tests.integration.conftest import stop_or_explain
 from tests.strategies import hostile_values
 
@@ -203,3 +215,90 @@ async def test_messages_of_1_and_16_mib_among_valid_events_are_each_accounted_fo
     # refused it to the producer, which got a clear error: never silently lost.
     assert refused[3] in ("", *[e for e in refused if "too large" in e.lower()])
     print(f"broker answer to 16 MiB: {refused[3] or 'accepted'}")
+
+
+# --- a flood of hostile messages ----------------------------------------------------
+
+SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",
+                          reason="10,000 messages up to 16 MiB; set RELEVANZ_SLOW_TESTS=1")
+
+
+def flood(total: int, large: list[int], seed: int) -> list[tuple[str, bytes | None, bytes]]:
+    """``total`` messages over every input topic: one in ten a valid click, the
+    rest hostile (drawn values, the known killers, and messages of the ``large``
+    sizes), keyed by a few hundred customers, some without a key."""
+    rng = random.Random(seed)
+    topics = [t.name for t in INPUT_TOPICS]
+    pool = {topic: KNOWN_KILLERS + drawn(hostile_values(topic), 40) for topic in topics}
+    messages: list[tuple[str, bytes | None, bytes]] = []
+    for size in large:
+        body = b"\xc1" + rng.randbytes(size - 1)  # not msgpack: a dead letter
+        messages.append((rng.choice(topics), f"c{rng.randrange(300)}".encode(), body))
+    while len(messages) < total:
+        key = None if rng.random() < 0.05 else f"c{rng.randrange(300)}".encode()
+        if rng.random() < 0.1:
+            messages.append(click(f"valid-{len(messages)}"))
+            continue
+        topic = rng.choice(topics)
+        messages.append((topic, key, rng.choice(pool[topic])))
+    rng.shuffle(messages)
+    return messages
+
+
+async def run_flood(settings: Settings, messages: list[tuple[str, bytes | None, bytes]]
+                    ) -> dict[str, float]:
+    running = build_worker(settings)
+    await running.start()
+    runner = await serve(build_api(running), "127.0.0.1", 0)
+    started = time.monotonic()
+    try:
+        refused = produce_large(settings, messages)  # type: ignore[arg-type]
+        taken = len(messages) - sum(1 for error in refused if error)
+        counts = running.accounting
+        await eventually(lambda: counts.events_in >= taken, 600, f"{taken} messages")
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(1.0)  # nothing more comes
+        assert counts.events_in == taken
+        assert counts.applied + counts.duplicates + counts.dead_letters == counts.events_in
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{bound_port(runner)}/ready"
+
+            async def ready() -> bool:
+                async with session.get(url) as response:
+                    return response.status == 200
+
+            await eventually_async(ready, 60, "the worker to be ready", poll_s=0.2)
+        assert running.catalogue is not None
+        assert running.controls is not None
+        produce_raw(settings, [click("after-the-flood")])
+        await eventually(lambda: counts.events_in == taken + 1, 60, "an event after it")
+        figures = {"messages": float(len(messages)), "taken": float(taken),
+                   "applied": float(counts.applied), "duplicates": float(counts.duplicates),
+                   "dead_letters": float(counts.dead_letters), "seconds": elapsed}
+    finally:
+        await stop_or_explain(runner.cleanup(), "the API to stop")
+        await stop_or_explain(running.stop(), "the worker to stop")
+    published = consume_all(settings, "dead-letters", at_least=int(figures["dead_letters"]))
+    assert len(published) == figures["dead_letters"]
+    assert max(len(m.value()) for m in published) <= 1_000_000
+    return figures
+
+
+async def test_a_flood_of_hostile_messages_on_every_input_topic_is_accounted_for(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    messages = flood(600, large=[MiB, 2 * MiB], seed=3)
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path,
+                                 max_event_bytes=16 * MiB)
+    await run_flood(settings, messages)
+
+
+@SLOW
+async def test_a_flood_of_10000_hostile_messages_up_to_16_mib(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    messages = flood(10_000, large=[MiB, 4 * MiB, 8 * MiB, 16 * MiB, 16 * MiB], seed=4)
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path,
+                                 max_event_bytes=16 * MiB)
+    figures = await run_flood(settings, messages)
+    print("flood:", json.dumps(figures))
