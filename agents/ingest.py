@@ -234,10 +234,9 @@ class Ingest:
             else:
                 # No applied event to anchor them (rare: only batch-level messages).
                 await self._deliver([(self.outputs[t], k, v) for t, k, v in encoded])
-        if letters:
-            # Replay too: a message invalid now was perhaps valid the first time round.
-            await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
-                                 for letter in letters])
+            if letters:
+                await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
+                                     for letter in letters])
         self.accounting.count_batch(
             applied=len(new_records) - len(failed) + removals,
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
