@@ -4,10 +4,9 @@ Every consumed message ends in exactly one place (see
 :mod:`agents.core.accounting`): applied (valid and new), duplicate (its
 ``event_id`` was seen before) or dead-lettered (invalid, with its original
 bytes, topic/partition/offset and a reason).  A batch is acknowledged only
-after its ledger entries and dead letters are handed to the producer (which
-Faust flushes before every offset commit), so a crash leads to
-redelivery, never to loss; redelivered events are then recognised as
-duplicates.
+after its ledger entries are written and its dead letters delivered, so a
+crash leads to redelivery, never to loss; redelivered events are then
+recognised as duplicates.
 
 A batch's outputs (decisions, send triggers, cancellations...) are stored in
 the outbox with its states, under the ledger key of its first applied event
@@ -17,10 +16,16 @@ leaves them there; its batch is redelivered (its offsets were not
 committed), the anchor is recognised as a duplicate, and the outputs are
 published from the outbox.  So outputs are delivered at least once: after
 a crash, downstream may see one twice (each carries its own id and
-idempotency key), never not at all.  Outputs the producer reports as not
-delivered (the broker unreachable beyond its timeouts) are published from
-the outbox again with the next batch: their batch's offsets may be
-committed by then, so redelivery would not bring them back.
+idempotency key), never not at all.
+
+A batch is acknowledged only once the producer has delivered every one of
+its outputs and dead letters.  A message the producer refuses or fails to
+deliver is sent again, with a growing pause, for as long as it takes: the
+agent consumes nothing meanwhile, the batch stays unacknowledged (so its
+offsets are never committed past the loss) and :attr:`Ingest.publish_blocked`
+says why, which makes ``/ready`` answer not ready.  Dead letters are built
+by :func:`schemas.dead_letters.dead_letter`, which keeps them under the
+producer's limit, so an oversized input cannot block publishing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from faust.types import AppT, ChannelT, EventT, StreamT, TopicT
 
 from agents.core.accounting import Accounting, first_occurrences
 from schemas.codec import decode, encode, pack
+from schemas.dead_letters import dead_letter
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
@@ -91,6 +97,10 @@ class Ingest:
     #: Told the content_id of every catalogue tombstone.
     catalogue_removed: Callable[[str], None] | None = None
     max_backoff_s: float = 5.0
+    #: Largest message the producer accepts: dead letters are kept below it.
+    max_publish_bytes: int = 1_000_000
+    #: Why publishing is stuck (outputs or dead letters not delivered), or None.
+    publish_blocked: str | None = None
     #: Set by :meth:`close`: no new batch starts (those not started stay unacknowledged
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
@@ -100,8 +110,6 @@ class Ingest:
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
     #: or delivered): a duplicate of one of them is not a reason to publish again.
     _unsettled: set[EventKey] = field(default_factory=set)
-    #: Anchors whose outputs the producer failed to deliver: published again next batch.
-    _undelivered: set[EventKey] = field(default_factory=set)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         """Process one batch; retries store outages until the batch is written.
@@ -175,25 +183,16 @@ class Ingest:
             try:
                 record = parse_message(logical, message.key, message.value, now=now,
                                        limits=self.limits)
-            except InvalidEvent as exc:
+            except InvalidEvent as exc:  # the only error it raises (see parse_message)
                 letters.append(self._dead_letter(event, now, str(exc), exc.field))
-                continue
-            except Exception as exc:
-                log.exception("validation_crashed", topic=message.topic,
-                              partition=message.partition, offset=message.offset)
-                letters.append(self._dead_letter(
-                    event, now, f"could not be validated ({type(exc).__name__}: {exc}); "
-                    "please report this message to the Relevanz maintainers", None))
                 continue
             records.append(record)
             keys.append((_partition_key(record), record.event_id))
             sources.append(event)
 
         seen = await self.store.seen_events(keys, now)
-        # Outputs a crashed worker stored but may not have published (the batch is
-        # back), and those the producer failed to deliver.
-        retry = set(self._undelivered)
-        wanted = (seen - self._unsettled) | retry
+        # Outputs a crashed worker stored but may not have published (the batch is back).
+        wanted = seen - self._unsettled
         stored = (await self.store.unpublished(sorted(wanted), now)
                   if wanted and self.emit and self.stage is not None else {})
         fresh = first_occurrences(keys, seen)
@@ -226,18 +225,18 @@ class Ingest:
                 if deleted:
                     self.catalogue_removed(content_id)
         if self.emit:
-            self._undelivered.difference_update(retry)
             for key, blob in stored.items():
                 log.warning("outbox_republished", anchor_event_id=key[1],
-                            reason="not delivered" if key in retry else "batch redelivered")
+                            reason="batch redelivered")
                 await self._publish_tracked(key, _unpacked(blob))
             if anchor is not None:
                 await self._publish_tracked(anchor, encoded)
             else:
                 # No applied event to anchor them (rare: only batch-level messages).
-                await _publish([(self.outputs[t], k, v) for t, k, v in encoded])
-            await _publish([(self.dead_letters, letter.original_key, encode(letter))
-                            for letter in letters])
+                await self._deliver([(self.outputs[t], k, v) for t, k, v in encoded])
+            if letters:
+                await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
+                                     for letter in letters])
         self.accounting.count_batch(
             applied=len(new_records) - len(failed) + removals,
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
@@ -251,45 +250,51 @@ class Ingest:
         """Publish the outputs stored under ``anchor``; once every one is delivered,
         its outbox entry is deleted with the next write."""
         self._unsettled.add(anchor)
-        sent = await _publish([(self.outputs[t], k, v) for t, k, v in messages])
-        remaining = len(sent)
-        failed = False
+        await self._deliver([(self.outputs[t], k, v) for t, k, v in messages])
+        self._published.append(anchor)
 
-        def settled(future: asyncio.Future[Any]) -> None:
-            nonlocal remaining, failed
-            remaining -= 1
-            failed = failed or future.cancelled() or future.exception() is not None
-            if remaining:
-                return
-            if failed:
-                # Left in the outbox: published from there again with the next batch.
-                self._unsettled.discard(anchor)
-                self._undelivered.add(anchor)
-                log.error("outputs_not_delivered", anchor_event_id=anchor[1],
-                          outputs=len(sent), retry="with the next batch")
-            else:
-                self._published.append(anchor)
+    async def _deliver(self, messages: Sequence[tuple[TopicT, bytes | None, bytes]]) -> None:
+        """Publish ``messages`` and wait until the producer delivered every one.
 
-        if not sent:
-            self._published.append(anchor)
-        for future in sent:
-            future.add_done_callback(settled)
+        What it refuses or fails to deliver is sent again, with a growing
+        pause, until delivered: meanwhile the batch stays unacknowledged and
+        :attr:`publish_blocked` says why.  While closing, a batch that cannot
+        be delivered is left unacknowledged for redelivery after a restart.
+        """
+        pending = list(messages)
+        backoff = 0.1
+        while pending:
+            failed: list[tuple[TopicT, bytes | None, bytes]] = []
+            errors: list[str] = []
+            for message, sent in zip(pending, await _publish_each(pending), strict=True):
+                error = await _outcome(sent)
+                if error is not None:
+                    failed.append(message)
+                    errors.append(error)
+            if not failed:
+                break
+            topics = sorted({topic.get_topic_name() for topic, _, _ in failed})
+            self.publish_blocked = (
+                f"{len(failed)} message(s) to {', '.join(topics)} not delivered "
+                f"({errors[0]}); consuming is held until they are")
+            log.error("publish_failed_retrying", messages=len(failed), topics=topics,
+                      error=errors[0], retry_in_s=backoff)
+            if self.closing:
+                await asyncio.Future()  # unacknowledged: redelivered after a restart
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+            pending = failed
+        if self.publish_blocked is not None:
+            log.info("publish_recovered")
+            self.publish_blocked = None
 
     def _dead_letter(self, event: EventT[Any], now: datetime, reason: str,
                      field: str | None) -> DeadLetter:
         message = event.message
-        return DeadLetter(
-            dead_letter_id=f"{message.topic}:{message.partition}:{message.offset}",
-            received_at=now,
-            schema_version=1,
-            source_topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            original=message.value if message.value is not None else b"",
-            reason=reason,
-            field=field,
-            original_key=message.key,
-        )
+        return dead_letter(source_topic=message.topic, partition=message.partition,
+                           offset=message.offset, key=message.key, value=message.value,
+                           reason=reason, field=field, received_at=now,
+                           max_bytes=self.max_publish_bytes)
 
 
 async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
@@ -311,6 +316,39 @@ async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
         sent.add_done_callback(_delivered)
         futures.append(sent)
     return futures
+
+
+async def _publish_each(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
+                        ) -> list[asyncio.Future[Any] | str]:
+    """:func:`_publish`, with a message the producer refuses at once (too large, or
+    the producer closed) given as the error in words instead of its future."""
+    try:
+        return list(await _publish(messages))
+    except Exception:  # one refused (those before it are sent: at least once): find which
+        if len(messages) == 1:
+            raise
+    results: list[asyncio.Future[Any] | str] = []
+    for message in messages:
+        try:
+            results.extend(await _publish([message]))
+        except Exception as exc:  # noqa: BLE001 -- any refusal is retried by _deliver
+            results.append(f"{type(exc).__name__}: {exc}")
+    return results
+
+
+async def _outcome(sent: asyncio.Future[Any] | str) -> str | None:
+    """None once ``sent`` is delivered; the error in words if it was not."""
+    if isinstance(sent, str):
+        return sent
+    try:
+        await asyncio.shield(sent)
+    except asyncio.CancelledError:
+        if not sent.cancelled():
+            raise  # this task is being cancelled, not the delivery
+        return "delivery cancelled"
+    except Exception as exc:  # noqa: BLE001 -- a failed delivery is retried by _deliver
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _delivered(sent: asyncio.Future[Any]) -> None:

@@ -79,7 +79,7 @@ def decode(raw: bytes) -> Any:
             raise InvalidEvent(None, "not valid JSON: nested too deeply") from exc
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False, timestamp=3)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+    except (ValueError, TypeError, OverflowError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as exc:
         raise InvalidEvent(
             None, f"not valid msgpack ({_msgpack_problem(exc)}); "
@@ -94,6 +94,8 @@ def _msgpack_problem(exc: Exception) -> str:
         return "invalid type byte"
     if isinstance(exc, msgpack.StackError):
         return "nested too deeply"
+    if isinstance(exc, OverflowError):  # a timestamp extension beyond year 9999
+        return "a timestamp out of range"
     if isinstance(exc, TypeError):  # a map keyed by a list or a map
         return "map keys must be strings"
     if "exceeds max_" in str(exc) or "incomplete" in str(exc):

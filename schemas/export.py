@@ -216,8 +216,11 @@ def _add_rule(schema: dict[str, Any], rule: Rule, where: str) -> None:
     if rule.description is not None:
         schema["description"] = rule.description
     if rule.items is not None:
-        _require(kind == "array", "an item rule", where)
-        _add_rule(schema["items"], rule.items, where + "[]")
+        _require(kind in ("array", "object"), "an item rule", where)
+        if kind == "array":
+            _add_rule(schema["items"], rule.items, where + "[]")
+        else:  # a map: the rule of its values
+            _add_rule(schema["additionalProperties"], rule.items, where + "{}")
 
 
 def _require(ok: bool, what: str, where: str) -> None:

@@ -28,6 +28,22 @@ _LOCALE = Rule(
     pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", description="BCP 47 locale such as de-DE"
 )
 _VERSION_1 = Rule(min_value=1, max_value=1, description="version of this contract")
+# Bounds on lists and free text: one sender must not be able to grow a customer's
+# state (or a catalogue item) without limit; a breach is a dead letter naming the bound.
+#: A topic name (interest topic of a click, an order line or a catalogue item).
+_TOPIC = Rule(min_length=1, max_length=100)
+#: Topics one click, order line or catalogue item may carry.
+MAX_TOPICS = 20
+_TOPICS = Rule(max_length=MAX_TOPICS, items=_TOPIC)
+#: A URL or other free text of one field.
+_TEXT = Rule(max_length=2000)
+#: An optional reference (content, campaign, decision, session, device).
+_REF = Rule(max_length=200)
+#: Lines of one order.
+MAX_ORDER_ITEMS = 500
+#: Free CRM attributes of one profile update, and the longest value of one.
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_CHARS = 1000
 
 
 class Record(faust.Record, abstract=True, include_metadata=False):
@@ -42,6 +58,13 @@ class Record(faust.Record, abstract=True, include_metadata=False):
     customer_id=_ID,
     schema_version=_VERSION_1,
     channel=Rule(choices=CHANNELS),
+    topics=_TOPICS,
+    content_id=_REF,
+    url=_TEXT,
+    campaign_id=_REF,
+    decision_id=_REF,
+    device=_REF,
+    session_id=_REF,
 )
 class Clicked(Record):
     """A customer clicked a link, a banner or a content item (topic ``clicks``).
@@ -69,6 +92,7 @@ class Clicked(Record):
     product_id=_ID,
     quantity=Rule(min_value=1, max_value=100_000),
     unit_price=Rule(min_value=0),
+    topics=_TOPICS,
 )
 class PurchasedItem(Record):
     """One line of a purchase."""
@@ -86,7 +110,9 @@ class PurchasedItem(Record):
     schema_version=_VERSION_1,
     total=Rule(min_value=0),
     currency=Rule(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code"),
-    items=Rule(min_length=1),
+    items=Rule(min_length=1, max_length=MAX_ORDER_ITEMS),
+    campaign_id=_REF,
+    decision_id=_REF,
 )
 class Purchased(Record):
     """A customer completed an order (topic ``purchases``)."""
@@ -143,6 +169,10 @@ class ConsentChanged(Record):
     country=Rule(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"),
     time_zone=Rule(format="iana-time-zone", description="IANA time zone"),
     birth_year=Rule(min_value=1900, max_value=2100),
+    gender=Rule(max_length=100),
+    attributes=Rule(max_length=MAX_ATTRIBUTES, items=Rule(max_length=MAX_ATTRIBUTE_CHARS),
+                    description=f"free CRM attributes (at most {MAX_ATTRIBUTES}, values of "
+                                f"at most {MAX_ATTRIBUTE_CHARS} characters)"),
 )
 class ProfileUpdated(Record):
     """CRM master data for a customer (topic ``profiles``).
@@ -164,7 +194,8 @@ class ProfileUpdated(Record):
     attributes: dict[str, str] = {}
 
 
-@constrain(language=_LANG, title=Rule(min_length=1), url=Rule(min_length=1))
+@constrain(language=_LANG, title=Rule(min_length=1, max_length=500),
+           url=Rule(min_length=1, max_length=2000))
 class ContentVariant(Record):
     """One language variant of a content item."""
 
@@ -177,9 +208,12 @@ class ContentVariant(Record):
     event_id=_ID,
     content_id=_ID,
     schema_version=_VERSION_1,
-    topics=Rule(min_length=1),
-    channels=Rule(min_length=1, description="any of " + ", ".join(CHANNELS)),
-    variants=Rule(min_length=1),
+    topics=Rule(min_length=1, max_length=MAX_TOPICS, items=_TOPIC),
+    channels=Rule(min_length=1, max_length=len(CHANNELS),
+                  description="any of " + ", ".join(CHANNELS)),
+    slots=Rule(max_length=50, items=_REF),
+    variants=Rule(min_length=1, max_length=100),
+    campaign_id=_REF,
     default_language=_LANG,
 )
 class ContentPublished(Record):

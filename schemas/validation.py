@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, partial
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from faust.models import fields
@@ -53,7 +54,9 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+_T = TypeVar("_T")
 _EARLIEST_YEAR = 1900
+_FLOAT_MAX = int(sys.float_info.max)
 
 
 def parse_message(
@@ -64,7 +67,64 @@ def parse_message(
     now: datetime,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Record:
-    """Validate one message of logical ``topic`` into its record."""
+    """Validate one message of logical ``topic`` into its record.
+
+    Raises only :class:`InvalidEvent`, whatever the bytes: a parser error this
+    module did not foresee (a codec or library bug on a hostile input) is
+    turned into one too, so every caller's single ``except InvalidEvent`` is
+    the whole guard (see :func:`guarded`).
+    """
+    return guarded(_parse_message, topic, key, raw, now=now, limits=limits)
+
+
+def parse_record(record_type: type[Record], raw: bytes) -> Record:
+    """Decode and validate one value of ``record_type`` (no key, size or time checks).
+
+    For topics only the engine writes, such as ``controls``.  Like
+    :func:`parse_message` it raises only :class:`InvalidEvent`.
+
+    >>> from schemas.records import ControlChanged
+    >>> parse_record(ControlChanged, b'{"control_id": "\\\\ud800"}')
+    Traceback (most recent call last):
+    ...
+    schemas.errors.InvalidEvent: control_id: not valid Unicode text (a lone surrogate ...
+    """
+    return guarded(lambda: build(record_type, decode(raw)))
+
+
+def guarded(parse: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``parse(*args, **kwargs)``, with anything it raises turned into :class:`InvalidEvent`.
+
+    The one guard of every input path: a message no parser step foresaw
+    becomes a dead letter naming the error, never a crashed reader.
+
+    >>> guarded(int, "1")
+    1
+    >>> guarded(lambda: 1 / 0)
+    Traceback (most recent call last):
+    ...
+    schemas.errors.InvalidEvent: could not be validated (ZeroDivisionError: division by zero); ...
+    """
+    try:
+        return parse(*args, **kwargs)
+    except InvalidEvent:
+        raise
+    except RecursionError as exc:
+        raise InvalidEvent(None, "nested too deeply to be validated") from exc
+    except Exception as exc:  # the guard: anything becomes a reason
+        raise InvalidEvent(
+            None, f"could not be validated ({type(exc).__name__}: {_safe(str(exc), 200)}); "
+            "please report this message to the Relevanz maintainers") from exc
+
+
+def _safe(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and made encodable (lone surrogates escaped)."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return cut.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _parse_message(topic: str, key: bytes | None, raw: bytes | None, *, now: datetime,
+                   limits: Limits) -> Record:
     contract = TOPICS[topic]
     if raw is None:
         raise InvalidEvent(None, "message has no value (tombstone or empty message)")
@@ -134,8 +194,12 @@ def build(record_type: type[Record], payload: dict[str, Any], path: str = "") ->
         if rule is not None and value is not None:
             rule(value, where)
             if items is not None:
-                for i, item in enumerate(value):
-                    items(item, f"{where}[{i}]")
+                if isinstance(value, dict):  # a map: the item rule is its values'
+                    for name_, item in value.items():
+                        items(item, f"{where}.{name_}")
+                else:
+                    for i, item in enumerate(value):
+                        items(item, f"{where}[{i}]")
         values[name] = value
     make = _MAKERS.get(record_type)
     if make is None:
@@ -290,6 +354,13 @@ def _unknown_type(annotation: Any, value: Any, where: str) -> Any:
 
 def _str(value: Any, where: str) -> Any:
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                # JSON's \ud800 escapes decode to text that no UTF-8 encoder takes.
+                raise InvalidEvent(where, "not valid Unicode text (a lone surrogate at "
+                                   f"character {exc.start}); send UTF-8 text") from exc
         return value
     raise InvalidEvent(where, f"expected a string, got {_kind(value)}")
 
@@ -308,6 +379,8 @@ def _int(value: Any, where: str) -> Any:
 
 def _float(value: Any, where: str) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            raise InvalidEvent(where, "a whole number too large for a number field")
         if not math.isfinite(value):
             raise InvalidEvent(where, f"expected a finite number, got {value}")
         return float(value)

@@ -32,6 +32,7 @@ from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.profiles import CustomerStage
 from schemas.codec import register_codec
+from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
 from streams import campaign_desk
@@ -46,7 +47,7 @@ from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
 from streams.tag_rules import load_rules
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, message_limit
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,27 @@ def _use_fetch_wait(wait_ms: int) -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = with_wait  # type: ignore[method-assign] # see above
 
 
+def publish_limit(max_event_bytes: int, producer_max: int, broker_max: int | None) -> int:
+    """The largest dead letter to publish: what both the producer and the broker take.
+
+    Logs one line with the limits; a warning when ``RELEVANZ_MAX_EVENT_BYTES``
+    admits events larger than a dead letter carries in full (their dead
+    letters then carry a prefix, the length and a SHA-256).
+    """
+    limit = producer_max if broker_max is None else min(producer_max, broker_max)
+    carried = limit - RESERVE_BYTES
+    fields = {"max_event_bytes": max_event_bytes, "producer_max_request_bytes": producer_max,
+              "broker_max_message_bytes": broker_max or "not reported",
+              "dead_letter_carries_bytes": carried}
+    if max_event_bytes > carried:
+        log.warning("events_above_dead_letter_size", **fields,
+                    consequence="a larger invalid event's dead letter carries a prefix, "
+                                "its length and its SHA-256")
+    else:
+        log.info("publish_limits", **fields)
+    return limit
+
+
 def build_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings, with no agents yet."""
     register_codec()
@@ -152,6 +174,11 @@ class Worker:
     async def start(self) -> None:
         """Create topics, open the store, read the catalogue, join the consumer group."""
         await asyncio.to_thread(ensure_topics, self.settings)
+        if self.ingest is not None:
+            broker_max = await asyncio.to_thread(message_limit, self.settings, "dead-letters")
+            self.ingest.max_publish_bytes = publish_limit(
+                self.settings.max_event_bytes, self.app.conf.producer_max_request_size,
+                broker_max)
         await self.store.open()
         if self.stage is not None:
             await self.load_privacy()
@@ -395,6 +422,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         stage=stage,
         emit=emit,
         catalogue_removed=catalogue.forget,
+        max_publish_bytes=app.conf.producer_max_request_size,
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))

@@ -7,7 +7,11 @@ worker reads all content partitions itself, outside the consumer group, and
 keeps the latest valid item per id.  :meth:`Catalogue.start` returns once the
 reader has caught up with what the topic held, so a starting worker never
 processes clicks against a half-read catalogue.  Invalid items are skipped
-here; the ingest agent dead-letters them.  The items are held in a
+here (:func:`~schemas.validation.parse_message` raises nothing but
+:class:`InvalidEvent`, whatever the bytes); the ingest agent, which reads
+the topic too, dead-letters them.  The reader never stops on a message:
+the compacted topic keeps a bad one, so a reader that died on it would die
+again on every start.  The items are held in a
 :class:`~agents.core.catalogue.CatalogueIndex`, so a decision reads only the
 items of its channel and slot or topic.
 """
@@ -94,6 +98,9 @@ class Catalogue:
             except KafkaError as exc:  # the client reconnects; keep following
                 log.warning("catalogue_read_failed", error=str(exc))
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug, not the input (parsing is guarded): say so, go on
+                log.exception("catalogue_reader_failed")
+                await asyncio.sleep(1.0)
 
     async def _read_once(self) -> None:
         assert self._consumer is not None
@@ -108,7 +115,7 @@ class Catalogue:
                 try:
                     item = parse_message("content", message.key, message.value, now=now,
                                          limits=self.limits)
-                except InvalidEvent:
+                except InvalidEvent:  # the only error it raises, whatever the bytes
                     continue  # the ingest agent dead-letters it
                 assert isinstance(item, ContentPublished)
                 self.learn(item)

@@ -213,7 +213,7 @@ def _uplift_line(campaign_id: str, campaign: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.argument("source", type=click.File("rb"))  # decoded per line: a bad one is reported
 @click.option("--topic", type=click.Choice(["clicks", "purchases", "consents", "profiles",
                                             "content"]),
               help="Every line is a bare event for this topic (instead of "
@@ -243,11 +243,10 @@ def produce(source: Any, topic: str | None, quiet: bool) -> None:
            if size and not quiet else None)
     last = time.monotonic()
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[bytes]:
         for line in source:
             if bar is not None:
-                bar.update(len(line.encode()),
-                           f"{sent} sent, {publisher.report.delivered} delivered")
+                bar.update(len(line), f"{sent} sent, {publisher.report.delivered} delivered")
             yield line
 
     with bar if bar is not None else contextlib.nullcontext():
@@ -328,7 +327,8 @@ def customer_export(customer_id: str, output: Any) -> None:
 
     Profile, consent decisions, interests and tags, purchase figures, the
     interaction history, pending sends and the ids of the events the ledger
-    remembers. Exits 3 when nothing is held (never seen, or erased).
+    remembers. Exits 3 when nothing is held (never seen, or erased); exits 2,
+    creating nothing, when an embedded store's file does not exist.
     """
     from streams.app import utc_now
     from streams.privacy import export_customer
@@ -336,7 +336,7 @@ def customer_export(customer_id: str, output: Any) -> None:
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
-    target = open_store(settings)
+    target = open_store(settings, existing=True)
 
     async def run() -> dict[str, Any] | None:
         await target.open()

@@ -21,6 +21,14 @@ ListOffsets with the offset after the last *batch's first message*, which
 would stop the read early.  Fetch responses carry the true end on both it and
 Apache Kafka.
 
+Only the API writes here, but a record that does not parse (whatever its
+bytes: :func:`~schemas.validation.parse_record` raises nothing but
+:class:`InvalidEvent`) is logged as an error and dead-lettered, and the
+reader goes on: the compacted topic keeps it, so a reader that died on it
+would die again on every start.  Every worker reads the topic whole, so each
+publishes that dead letter once per start; the copies share their
+``dead_letter_id`` (topic, partition, offset).
+
 Enforcement is the trigger path's job: it asks :attr:`Controls.paused` and
 :meth:`Controls.campaign_paused` before emitting a send trigger.
 """
@@ -38,16 +46,19 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas.codec import decode, encode
+from schemas.codec import encode
+from schemas.dead_letters import dead_letter
 from schemas.errors import InvalidEvent
 from schemas.records import ControlChanged
-from schemas.validation import build
+from schemas.validation import parse_record
 from streams.errors import BrokerUnavailable
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 ALL = "all"
+#: Largest message the controls producer sends (aiokafka's default limit, rounded down).
+_MAX_PUBLISH_BYTES = 1_000_000
 
 
 def campaign_control(campaign_id: str) -> str:
@@ -79,6 +90,8 @@ class Controls:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Invalid records this worker dead-lettered.
+        self.dead_letters = 0
 
     # --- what the trigger path asks --------------------------------------------
 
@@ -147,14 +160,15 @@ class Controls:
             await consumer.start()
             await producer.start()
             self._consumer = consumer
+            self._producer = producer  # dead-letters invalid records while loading
             await asyncio.wait_for(self._load(), timeout_s)
         except (KafkaError, TimeoutError) as exc:
             self._consumer = None
+            self._producer = None
             await consumer.stop()
             await producer.stop()
             raise BrokerUnavailable(f"could not read the controls topic {self.topic}: "
                                     f"{exc or type(exc).__name__}") from exc
-        self._producer = producer
         self._task = asyncio.create_task(self._follow())
         log.info("controls_loaded", paused=self.paused,
                  paused_campaigns=sorted(self.paused_campaigns))
@@ -193,6 +207,9 @@ class Controls:
             except KafkaError as exc:  # the client reconnects; keep following
                 log.warning("controls_read_failed", error=str(exc))
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug, not the input (parsing is guarded): say so, go on
+                log.exception("controls_reader_failed")
+                await asyncio.sleep(1.0)
 
     async def _read_once(self) -> None:
         assert self._consumer is not None
@@ -204,14 +221,32 @@ class Controls:
                         self._state.pop(message.key.decode(errors="replace"), None)
                     continue
                 try:
-                    record = build(ControlChanged, decode(message.value))
+                    record = parse_record(ControlChanged, message.value)
                 except InvalidEvent as exc:
                     # Only our API writes here; say so loudly, but keep the others.
                     log.error("control_record_invalid", partition=tp.partition,
-                              offset=message.offset, error=str(exc))
+                              offset=message.offset, error=str(exc)[:500])
+                    await self._dead_letter(tp.partition, message.offset, message.key,
+                                            message.value, exc)
                     continue
                 assert isinstance(record, ControlChanged)
                 self._apply(record, tp.partition, message.offset)
+
+    async def _dead_letter(self, partition: int, offset: int, key: bytes | None,
+                           value: bytes, error: InvalidEvent) -> None:
+        if self._producer is None:
+            return
+        letter = dead_letter(source_topic=self.topic, partition=partition, offset=offset,
+                             key=key, value=value, reason=str(error), field=error.field,
+                             received_at=self.clock(), max_bytes=_MAX_PUBLISH_BYTES)
+        try:
+            await self._producer.send_and_wait(self.settings.topic("dead-letters"),
+                                               encode(letter), key=letter.original_key)
+        except KafkaError as exc:  # logged above; the next start tries again
+            log.error("control_dead_letter_not_published", partition=partition,
+                      offset=offset, error=str(exc))
+        else:
+            self.dead_letters += 1
 
     def _apply(self, record: ControlChanged, partition: int, offset: int) -> None:
         known = self._state.get(record.control_id)

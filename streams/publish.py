@@ -97,7 +97,7 @@ class LineMessage:
     error: str | None = None
 
 
-def read_event_lines(lines: Iterable[str], default_topic: str | None = None
+def read_event_lines(lines: Iterable[str | bytes], default_topic: str | None = None
                      ) -> Iterator[LineMessage]:
     """Messages from JSON lines.
 
@@ -105,14 +105,29 @@ def read_event_lines(lines: Iterable[str], default_topic: str | None = None
     ``default_topic``, the bare event.  The event is sent as msgpack and keyed
     by its ``customer_id`` (``content_id`` for content) when it has one; the
     worker validates the rest and dead-letters what is invalid.  Blank lines
-    are skipped.
+    are skipped.  Lines given as bytes must be UTF-8; a line that is not, or
+    whose text no encoder takes (a lone surrogate from a JSON escape), is
+    reported with its number like any other bad line.
 
     >>> [m.error or m.topic for m in read_event_lines(
     ...     ['{"topic": "clicks", "event": {"customer_id": "c1"}}', "", "{oops", "[1]"])]
     ['clicks', 'line 3: not valid JSON: Expecting property name enclosed in double quotes', \
 'line 4: expected an object with "topic" and "event"']
+    >>> [m.error for m in read_event_lines(
+    ...     [b'\\xff{}', '{"topic": "clicks", "event": {"customer_id": "\\\\ud800"}}'])]
+    ['line 1: not UTF-8 text (byte 0xff at position 0)', \
+'line 2: holds text that is not valid Unicode (a lone surrogate); fix the line']
     """
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield LineMessage(number, error=f"line {number}: not UTF-8 text (byte "
+                                                f"0x{raw[exc.start]:02x} at position {exc.start})")
+                continue
+        else:
+            line = raw
         if not line.strip():
             continue
         try:
@@ -120,19 +135,33 @@ def read_event_lines(lines: Iterable[str], default_topic: str | None = None
         except json.JSONDecodeError as exc:
             yield LineMessage(number, error=f"line {number}: not valid JSON: {exc.msg}")
             continue
-        if default_topic is not None:
-            topic, event = default_topic, data
-        elif isinstance(data, dict) and "topic" in data and "event" in data:
-            topic, event = data["topic"], data["event"]
-        else:
-            yield LineMessage(
-                number, error=f'line {number}: expected an object with "topic" and "event"')
+        except RecursionError:
+            yield LineMessage(number, error=f"line {number}: not valid JSON: nested too deeply")
             continue
-        if topic not in INPUT_NAMES:
-            yield LineMessage(number, error=f"line {number}: unknown topic {topic!r} "
-                                             f"(input topics: {', '.join(INPUT_NAMES)})")
-            continue
-        key_field = TOPICS[topic].key
-        key_value = event.get(key_field) if isinstance(event, dict) and key_field else None
-        key = key_value.encode() if isinstance(key_value, str) else None
-        yield LineMessage(number, topic=topic, key=key, value=pack(event))
+        try:
+            message = _line_message(number, data, default_topic)
+        except UnicodeEncodeError:
+            message = LineMessage(number, error=f"line {number}: holds text that is not valid "
+                                                "Unicode (a lone surrogate); fix the line")
+        except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+            message = LineMessage(number, error=f"line {number}: cannot be sent as msgpack "
+                                                f"({type(exc).__name__}: {exc})")
+        yield message
+
+
+def _line_message(number: int, data: object, default_topic: str | None) -> LineMessage:
+    """The message of one parsed line, or the reason it cannot be routed."""
+    if default_topic is not None:
+        topic, event = default_topic, data
+    elif isinstance(data, dict) and "topic" in data and "event" in data:
+        topic, event = data["topic"], data["event"]
+    else:
+        return LineMessage(
+            number, error=f'line {number}: expected an object with "topic" and "event"')
+    if not isinstance(topic, str) or topic not in INPUT_NAMES:
+        return LineMessage(number, error=f"line {number}: unknown topic {topic!r} "
+                                          f"(input topics: {', '.join(INPUT_NAMES)})")
+    key_field = TOPICS[topic].key
+    key_value = event.get(key_field) if isinstance(event, dict) and key_field else None
+    key = key_value.encode() if isinstance(key_value, str) else None
+    return LineMessage(number, topic=topic, key=key, value=pack(event))

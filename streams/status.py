@@ -32,10 +32,12 @@ the definition ``kafka-consumer-groups`` uses:
 **Store latency** is the round trip of a small read (the latest snapshot of a
 model id no model uses) every two seconds.
 
-**Readiness** (``/ready``) needs all three: the broker answered the probe
+**Readiness** (``/ready``) needs all four: the broker answered the probe
 within the last ten seconds, the consumer group has assigned this worker at
 least one partition and is not rebalancing (a worker beyond the partition
-count stands by and reports not ready), and the store answered its probe.
+count stands by and reports not ready), the store answered its probe, and
+the ingest agent is not held by outputs or dead letters the producer failed
+to deliver (check ``publishing``, which names the error).
 """
 
 from __future__ import annotations
@@ -392,8 +394,10 @@ class Monitor:
             "store": "reachable" if self.store.fresh(now) else (
                 f"not reachable ({self.store.error})" if self.store.error else "not checked yet"),
         }
+        blocked = self.worker.ingest.publish_blocked if self.worker.ingest else None
+        checks["publishing"] = blocked or "delivering"
         ready = (self.worker.ready and self.broker.fresh(now) and self.store.fresh(now)
-                 and bool(assigned) and not rebalancing)
+                 and bool(assigned) and not rebalancing and blocked is None)
         return ready, checks
 
     def snapshot(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined] # public, not re-exported in stubs
     AdminClient,
+    ConfigResource,
     NewTopic,
 )
 
@@ -55,3 +56,18 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a racing worker created it
                 raise BrokerUnavailable(f"could not create topic {name}: {exc.args[0]}") from exc
         log.info("topic_created", topic=name, partitions=settings.partitions)
+
+
+def message_limit(settings: Settings, logical: str, timeout_s: float = 5.0) -> int | None:
+    """The largest message the broker takes on topic ``logical`` (its effective
+    ``max.message.bytes``), or None when the broker does not report it (the
+    embedded broker reports no topic configuration)."""
+    admin = AdminClient({"bootstrap.servers": settings.broker_servers, "log_level": 2})
+    resource = ConfigResource("TOPIC", settings.topic(logical))
+    try:
+        (future,) = admin.describe_configs([resource], request_timeout=timeout_s).values()
+        entry = future.result(timeout_s).get("max.message.bytes")
+    except (KafkaException, TimeoutError, ValueError) as exc:
+        log.info("topic_limit_not_reported", topic=resource.name, error=str(exc))
+        return None
+    return int(entry.value) if entry is not None and entry.value else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streams import campaign_desk
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
@@ -77,7 +79,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
           "Everything held about one customer"),
     Route("POST", "/v1/decide", Role.VIEWER, "decide",
-          "Choose content for a customer, channel and slot now (web touchpoints)"),
+          "Choose content for a customer, channel and slot now (web touchpoints); "
+          "for a customer the store does not hold (unknown or erased) a non-personalised "
+          "answer that stores and publishes nothing"),
     Route("GET", "/v1/controls", Role.VIEWER, "controls",
           "Pause state: kill switch and paused campaigns"),
     Route("POST", "/v1/controls/pause", Role.OPERATOR, "pause",
@@ -183,6 +187,12 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+        # JSON escapes can make lone surrogates, which no store or log can encode.
+        json.dumps(body, ensure_ascii=False).encode()
+    except RecursionError as exc:
+        raise BadInput("body is nested too deeply to be JSON this API reads") from exc
+    except UnicodeEncodeError as exc:
+        raise BadInput("body holds text that is not valid Unicode (a lone surrogate)") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadInput(f"body is not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
@@ -270,6 +280,17 @@ class OperatorApi:
         return web.json_response(held)
 
     async def decide(self, request: web.Request) -> web.Response:
+        """A decision for a touchpoint.
+
+        For a customer the store holds, the decision is personalised as their
+        consent allows, recorded with the customer and published.  For one it
+        does not hold (an unknown id, or a customer erased since), the answer
+        is the non-personalised default, and nothing is stored or published:
+        a viewer token serves touchpoints, and must not be able to create
+        customers (2,000 made-up ids made 2,000 stored customers) nor bring
+        an erased one back.
+        """
+        from agents.core.consent import ConsentPolicy
         from agents.core.customer import CustomerState
         from schemas.codec import encode
         from schemas.records import CHANNELS
@@ -291,12 +312,21 @@ class OperatorApi:
         now = utc_now()
         cid = values["customer_id"]
         try:
-            state = stage.cache.peek(cid) or (
-                await worker.store.load_customers([cid], now)).get(cid) or CustomerState(cid)
+            held = stage.cache.peek(cid) or (
+                await worker.store.load_customers([cid], now)).get(cid)
         except StoreUnavailable as exc:
             log.warning("decide_failed", error=str(exc))
             return _error(503, "the store is not reachable; try again")
-        made = learner.decide(state, values["channel"], values["slot"], now,
+        if held is None or held == CustomerState(cid):  # an erased one is cached empty
+            # Unknown or erased (an erasure deletes every stored row): no consent on
+            # record, so nothing personal is read, and nothing is kept under this id.
+            made = learner.decide(CustomerState(cid), values["channel"], values["slot"], now,
+                                  stage.catalogue.items, ConsentPolicy())
+            if made is None:
+                return _error(404, "no catalogue item fits this channel and slot now")
+            log.info("decided_without_record", reason="customer not held")
+            return web.json_response(_decision_json(made[0]))
+        made = learner.decide(held, values["channel"], values["slot"], now,
                               stage.catalogue.items, stage.rules.consent)
         if made is None:
             return _error(404, "no catalogue item fits this channel and slot now")
@@ -310,8 +340,7 @@ class OperatorApi:
         # Kept for the customer view off the answer's path: the page load does not wait.
         self._background(worker.store.record_decisions(
             [campaign_desk.stored_decision(decision)], now, worker.settings.history_retention_s))
-        return web.json_response({k: v.isoformat() if hasattr(v, "isoformat") else v
-                                  for k, v in decision.asdict().items()})
+        return web.json_response(_decision_json(decision))
 
     async def controls(self, _: web.Request) -> web.Response:
         controls = self.worker.controls
@@ -474,8 +503,31 @@ def build_api(worker: Worker, tokens: Tokens | None = None) -> web.Application:
 
 
 
+class _NoRequestBytes(logging.Filter):
+    """Log a request aiohttp could not parse in one line, without its bytes.
+
+    aiohttp logs such a request (an over-long request line, a malformed
+    header) with the parser's error, which quotes the start of the request:
+    a bearer token or a customer id in the URL would land in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad HTTP request from %s refused (%s, status %s); bytes not logged"
+            record.args = (remote, type(error).__name__, error.code)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_REQUEST_BYTES_FILTER = _NoRequestBytes()
+
+
 async def serve(api: web.Application, host: str, port: int) -> web.AppRunner:
     """Start serving ``api``; the caller cleans up the returned runner."""
+    logging.getLogger("aiohttp.server").addFilter(_REQUEST_BYTES_FILTER)  # once: a set
     runner = web.AppRunner(api, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -526,3 +578,9 @@ async def serve_for_demo(worker: Worker, announce: Callable[[str], None]) -> web
         announce(f"viewer token: {viewer}")
         announce(f"terminal: RELEVANZ_API_TOKEN={viewer} relevanz status --url {base}")
     return runner
+
+
+def _decision_json(decision: Any) -> dict[str, Any]:
+    """A decision record as the JSON the API answers with."""
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v
+            for k, v in decision.asdict().items()}

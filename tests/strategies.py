@@ -113,10 +113,12 @@ def values(annotation: Any, rule: Rule | None = None) -> SearchStrategy[Any]:
     if origin is list:
         (item,) = typing.get_args(annotation)
         low = rule.min_length if rule is not None and rule.min_length is not None else 0
-        return st.lists(values(item), min_size=low, max_size=max(low, 3))
+        return st.lists(values(item, rule.items if rule is not None else None),
+                        min_size=low, max_size=max(low, 3))
     if origin is dict:
         key, item = typing.get_args(annotation)
-        return st.dictionaries(values(key), values(item), max_size=3)
+        return st.dictionaries(values(key), values(item, rule.items if rule else None),
+                               max_size=3)
     if isinstance(annotation, type) and issubclass(annotation, Record):
         return payloads(annotation)
     if annotation is str:
@@ -195,3 +197,85 @@ def key_of(topic: str, payload: dict[str, Any]) -> bytes | None:
     """
     field = TOPICS[topic].key
     return None if field is None else str(payload[field]).encode()
+
+
+# --- hostile input: what a careless or malicious upstream may send ------------------
+
+#: Text a JSON producer may smuggle in: lone surrogates (only JSON escapes make
+#: them), control characters, very long strings.
+_HOSTILE_TEXT = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["\ud800", "a\udfffb", "\x00", "\u202e", "x" * 5000]),
+)
+#: Numbers beyond what any field holds (JSON has no limit on integers).
+_HOSTILE_NUMBERS = st.one_of(
+    st.integers(), st.sampled_from([10**400, -(10**400), 2**64, -(2**63) - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_HOSTILE_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), _HOSTILE_NUMBERS, _HOSTILE_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(_HOSTILE_TEXT, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _msgpack_ext() -> SearchStrategy[bytes]:
+    """A msgpack extension value; type -1 is the timestamp, any 4, 8 or 12 bytes."""
+    def framed(code: int, data: bytes) -> bytes:
+        return bytes([0xC7, len(data), code & 0xFF]) + data
+    return st.one_of(
+        st.builds(framed, st.just(-1), st.binary(min_size=4, max_size=4)
+                  | st.binary(min_size=8, max_size=8) | st.binary(min_size=12, max_size=12)),
+        st.builds(framed, st.integers(-128, 127), st.binary(max_size=16)),
+    )
+
+
+def _msgpack_map_with(field_bytes: SearchStrategy[bytes]) -> SearchStrategy[bytes]:
+    """A msgpack map of a valid-looking header and one hostile raw value."""
+    from schemas.codec import pack
+
+    def joined(name: str, value: bytes) -> bytes:
+        return b"\x82" + pack("schema_version") + b"\x01" + pack(name) + value
+    return st.builds(joined, st.sampled_from(["occurred_at", "event_id", "topics", "x"]),
+                     field_bytes)
+
+
+def hostile_values(topic: str) -> SearchStrategy[bytes]:
+    """Message values for ``topic`` that a careless or malicious producer may send:
+    arbitrary bytes, JSON and msgpack with extension types (timestamps out of
+    range), deep nesting, huge numbers and lone surrogates, and valid payloads
+    with one field replaced by such a value."""
+    import json
+
+    from schemas.codec import pack
+
+    def as_json(value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=True, allow_nan=True).encode()
+
+    def mangled(payload: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+        return {**payload, name: value}
+
+    payload_field = payloads_for(topic).flatmap(lambda p: st.builds(
+        mangled, st.just(p), st.sampled_from([*sorted(p), "\ud800"]), _HOSTILE_JSON))
+    deep = st.integers(10, 200_000).map(lambda n: b"[" * n) | st.integers(10, 3000).map(
+        lambda n: b"\x91" * n + b"\xc0")
+    return st.one_of(
+        st.binary(max_size=2000),
+        _HOSTILE_JSON.map(as_json),
+        payload_field.map(as_json),
+        payload_field.filter(_packable).map(pack),
+        _msgpack_ext(),
+        _msgpack_map_with(_msgpack_ext()),
+        deep,
+    )
+
+
+def _packable(payload: dict[str, Any]) -> bool:
+    from schemas.codec import pack
+
+    try:
+        pack(payload)
+    except (OverflowError, UnicodeEncodeError, TypeError, ValueError):
+        return False
+    return True

@@ -28,6 +28,14 @@ changes nothing.  Conditions are judged at the customer's latest click time.
 Scores are order-independent: clicks arriving late (a backfill) give the
 same score as the same clicks in order, up to float rounding.
 
+A customer keeps at most ``max_interests`` topics (default
+:data:`MAX_INTERESTS`): one sender clicking thousands of made-up topics
+must not grow one state without bound (20 clicks of 3,000 topics each made
+60,001 interests and slowed every later event).  Beyond the cap the topics
+with the weakest decayed score go first, never one the click is about nor
+one carrying an assigned tag.  At the cap, which topic goes depends on the
+order clicks arrive in; below it, nothing does.
+
 >>> from datetime import UTC, datetime, timedelta
 >>> from agents.core.customer import CustomerState
 >>> rules = InterestRules(
@@ -56,6 +64,8 @@ from agents.core.customer import AssignedTag, CustomerState, TopicInterest
 
 #: Who removes a tag whose score decayed below its floor (no single event did).
 DECAY = "decay"
+#: Topics a customer's interests hold at most, unless the rules say otherwise.
+MAX_INTERESTS = 200
 #: Truth for measuring tag quality: a hidden interest weight from which a topic
 #: counts as one of the customer's strong interests (see :func:`true_tags`).
 STRONG_INTEREST = 0.2
@@ -82,6 +92,8 @@ class InterestRules:
     half_life: timedelta
     #: Latest click times kept per topic; must be at least every ``min_clicks``.
     max_recent: int
+    #: Topics kept per customer; the weakest beyond it are forgotten.
+    max_interests: int = MAX_INTERESTS
     _by_topic: Mapping[str, tuple[TagRule, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict)
     _by_tag: Mapping[str, TagRule] = field(
@@ -202,14 +214,27 @@ def apply_click(state: CustomerState, topics: Iterable[str], at: datetime, event
     for topic in unique:
         interests[topic] = add_click(interests.get(topic), at, weight, rules.half_life,
                                      rules.max_recent)
+    latest = max(i.scored_at for i in state.interests.values()) if state.interests else at
+    if len(interests) > rules.max_interests:
+        _forget_weakest(interests, {*unique, *(t.topic for t in state.tags.values())},
+                        max(at, latest), rules)
     new = _shallow_copy(state)
     new.interests = interests
-    latest = max(i.scored_at for i in state.interests.values()) if state.interests else at
     # A tag fades when its score falls below the floor, whether or not a sweep looked:
     # a click after that moment must not revive it, so judge decay without this click.
     # A late click (not after the latest) belonged to the past and counts.
     faded = _decay_removals(state if at > latest else new, max(at, latest), rules)
     return _evaluate(new, unique, at, event_id, rules, faded)
+
+
+def _forget_weakest(interests: dict[str, TopicInterest], keep: set[str], at: datetime,
+                    rules: InterestRules) -> None:
+    """Drop the weakest topics not in ``keep`` until at most ``rules.max_interests`` remain."""
+    excess = len(interests) - rules.max_interests
+    weakest = sorted((score_at(interest, at, rules.half_life), topic)
+                     for topic, interest in interests.items() if topic not in keep)
+    for _, topic in weakest[:excess]:
+        del interests[topic]
 
 
 def expire_tags(state: CustomerState, now: datetime, rules: InterestRules

@@ -282,12 +282,17 @@ class Store(Protocol):
         """
 
 
-def open_store(settings: Settings) -> Store:
-    """The store named by ``RELEVANZ_STORE_URL`` (not yet opened)."""
+def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """The store named by ``RELEVANZ_STORE_URL`` (not yet opened).
+
+    ``existing=True`` is for readers: opening then refuses (:class:`ConfigError`)
+    an embedded store whose file does not exist, instead of creating it empty.
+    A Cassandra store is never created by opening it.
+    """
     if settings.store_kind == "cassandra":
         from streams.store.cassandra import CassandraStore
 
         return CassandraStore(settings)
     from streams.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.store_path)
+    return EmbeddedStore(settings.store_path, create=not existing)

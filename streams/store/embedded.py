@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.core.customer import CustomerState
-from streams.errors import StoreUnavailable
+from streams.errors import ConfigError, StoreUnavailable
 from streams.store import (
     CampaignCounts,
     EventKey,
@@ -206,8 +206,10 @@ def _decision_rows(decisions: Sequence[StoredDecision], now_ms: int, ttl_ms: int
 class EmbeddedStore:
     """The :class:`streams.store.Store` protocol on a SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        #: False for a reader that must not mistake a missing file for an empty store.
+        self.create = create
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -235,6 +237,11 @@ class EmbeddedStore:
         return await self._call(call)
 
     def _connect(self) -> sqlite3.Connection:
+        if not self.create and not self.path.is_file():
+            # An access request answered from a fresh empty file would say "nothing is
+            # held" when the store is elsewhere (a typo, another working directory).
+            raise ConfigError(f"RELEVANZ_STORE_URL: the embedded store {self.path.absolute()} "
+                              "does not exist; name the store the workers write to")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None)

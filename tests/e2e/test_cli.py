@@ -182,6 +182,46 @@ def test_produce_reports_bad_lines_and_sends_the_rest(
     assert {m.key() for m in sent} == {b"c1", b"c9"}
 
 
+def test_produce_reports_non_utf8_and_lone_surrogate_lines_and_sends_the_rest(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = isolated_settings(broker.bootstrap_servers, tmp_path)
+    event = {"event_id": "e1", "customer_id": "c1", "schema_version": 1,
+             "occurred_at": "2026-01-01T10:00:00+01:00", "content_id": "n1"}
+    lines = [
+        json.dumps({"topic": "clicks", "event": event}).encode(),
+        b'{"topic": "clicks", "event": {"customer_id": "caf\xe9"}}',  # Latin-1, not UTF-8
+        b'{"topic": "clicks", "event": {"customer_id": "\\ud800"}}',  # a lone surrogate
+        b"[" * 5000,
+        json.dumps({"topic": "clicks", "event": {**event, "event_id": "e2"}}).encode(),
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    env = {"RELEVANZ_BROKER_URL": f"kafka://{broker.bootstrap_servers}",
+           "RELEVANZ_TOPIC_PREFIX": settings.topic_prefix}
+    done = run(["produce", str(source)], env, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "line 2: not UTF-8 text (byte 0xe9 at position 49)" in done.stderr
+    assert "line 3: holds text that is not valid Unicode (a lone surrogate)" in done.stderr
+    assert "line 4: not valid JSON: nested too deeply" in done.stderr
+    assert "produce: 2 sent, 2 delivered, 0 failed, 3 bad lines" in done.stderr
+    consume_exactly(settings, "clicks", 2)
+
+
+def test_customer_export_refuses_a_store_that_does_not_exist_and_creates_nothing(
+    tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "store.db"
+    done = run(["customer", "export", "c1"], env={"RELEVANZ_STORE_URL": f"embedded:{missing}"},
+               timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"relevanz: error: RELEVANZ_STORE_URL: the embedded store {missing} does not exist; "
+        "name the store the workers write to"]
+    assert not missing.parent.exists()
+
+
 def test_produce_reads_standard_input(broker: EmbeddedBroker, tmp_path: Path) -> None:
     settings = isolated_settings(broker.bootstrap_servers, tmp_path)
     env = {"RELEVANZ_BROKER_URL": f"kafka://{broker.bootstrap_servers}",

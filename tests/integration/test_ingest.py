@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from agents import ingest, profiles
 from schemas.codec import decode, pack
@@ -17,6 +18,7 @@ from schemas.topics import OUTPUT_TOPICS
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.status import Monitor
 from streams.store import open_store
 from streams.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from tests.faults import ledger
@@ -176,11 +178,11 @@ async def test_a_catalogue_tombstone_is_applied_not_dead_lettered(
     await eventually(lambda: "n1" not in catalogue.items, 30, "the item to be forgotten")
 
 
-async def test_outputs_the_producer_failed_to_deliver_are_published_with_the_next_batch(
+async def test_outputs_the_producer_failed_to_deliver_are_sent_again_before_the_ack(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Their batch is acknowledged (Faust may commit its offsets), so only the
-    outbox can bring them back, without waiting for a redelivery."""
+    """Their batch is not acknowledged until they are delivered: once
+    acknowledged, Faust may commit its offsets, and nothing would bring them back."""
     config = TrafficConfig.ending_at(datetime.now(UTC), 600, customers=10, catalogue_size=5,
                                      malformed_share=0.0, duplicate_share=0.0, seed=5)
     messages = [(m.topic, m.key, m.value) for m in TrafficGenerator(config).messages(600)]
@@ -273,3 +275,62 @@ async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_rede
         assert await store.unpublished(list(anchors), datetime.now(UTC)) == {}
     finally:
         await store.close()
+
+
+async def test_a_dead_letter_the_producer_cannot_deliver_holds_the_batch_and_says_why(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = asyncio.Event()
+    broken.set()
+    attempts: list[int] = []
+    real_publish = ingest._publish
+    dead_letters = settings.topic("dead-letters")
+
+    async def dead_letters_fail(sent: Any) -> Any:
+        if not broken.is_set() or not any(topic.get_topic_name() == dead_letters
+                                          for topic, _, _ in sent):
+            return await real_publish(sent)
+        attempts.append(len(sent))
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(ConnectionError("broker unreachable"))
+        return [failed] * len(sent)
+
+    monkeypatch.setattr(ingest, "_publish", dead_letters_fail)
+    worker = build_worker(settings.with_(commit_interval_s=0.1))
+    await worker.start()
+    try:
+        produce_raw(settings, [("clicks", b"c1", pack(click("e1"))),
+                               ("clicks", b"c1", b"\xc1 not msgpack")])
+        await eventually(lambda: len(attempts) >= 3, 60, "three attempts")
+        assert worker.ingest is not None
+        blocked = worker.ingest.publish_blocked
+        assert blocked is not None
+        assert f"to {dead_letters} not delivered (ConnectionError: broker unreachable)" in blocked
+        ready, checks = Monitor(worker).readiness()
+        assert not ready
+        assert checks["publishing"] == blocked
+        # Held, not acknowledged: nothing of the batch is counted, no offset committed.
+        assert worker.accounting.events_in == 0
+        await asyncio.sleep(0.5)
+        assert committed(settings, "clicks") == 0
+        broken.clear()
+        await eventually(lambda: worker.accounting.events_in == 2, 60, "the batch")
+        assert worker.ingest.publish_blocked is None
+        assert (worker.accounting.applied, worker.accounting.dead_letters) == (1, 1)
+    finally:
+        await worker.stop()
+    (letter,) = [decode(m.value()) for m in consume_exactly(settings, "dead-letters", 1)]
+    assert letter["original"] == b"\xc1 not msgpack"
+
+
+def committed(settings: Settings, topic: str) -> int:
+    """The consumer group's committed offsets of ``topic``, summed over its partitions."""
+    consumer = Consumer({"bootstrap.servers": settings.broker_servers,
+                         "group.id": settings.consumer_group, "enable.auto.commit": False})
+    try:
+        name = settings.topic(topic)
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        offsets = consumer.committed([TopicPartition(name, p) for p in partitions], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()

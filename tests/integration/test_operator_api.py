@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,9 +26,16 @@ from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
 from streams.openapi import document
+from streams.privacy import export_customer
 from streams.settings import Settings
 from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
-from tests.harness import consume_exactly, eventually, eventually_async, isolated_settings
+from tests.harness import (
+    consume_all,
+    consume_exactly,
+    eventually,
+    eventually_async,
+    isolated_settings,
+)
 from tests.integration.conftest import stop_or_explain
 
 OPERATOR = "operator-token-0123456789"
@@ -142,6 +151,8 @@ async def test_malformed_input_is_a_clear_400_and_large_bodies_a_413(api: Api) -
         (json.dumps({"why": "x"}).encode(), "unknown field 'why'; allowed: reason"),
         (json.dumps({"reason": 7}).encode(), "reason: expected a string"),
         (json.dumps({"reason": "x" * 501}).encode(), "reason: at most 500 characters, got 501"),
+        (b"[" * 5000, "body is nested too deeply"),
+        (b'{"reason": "\\ud800"}', "body holds text that is not valid Unicode"),
     ]
     for body, message in cases:
         status, answer, _ = await api.call("POST", "/v1/controls/pause", OPERATOR, data=body)
@@ -158,6 +169,26 @@ async def test_malformed_input_is_a_clear_400_and_large_bodies_a_413(api: Api) -
 
 
 # --- the OpenAPI document ----------------------------------------------------------
+
+
+async def test_an_over_long_request_line_is_refused_without_logging_its_bytes(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    port = int(api.base.rsplit(":", 1)[1])
+    private = "customer-0123456789-private"
+    line = f"GET /v1/customers/{private}?{'x' * 9000} HTTP/1.1\r\nHost: a\r\n\r\n"
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line.encode())
+        await writer.drain()
+        answer = await reader.read(200)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.1)
+    assert answer.split(b" ")[1] == b"400"
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert refused, "the refusal is logged"
+    assert "bytes not logged" in refused[0].getMessage()
+    assert private not in caplog.text
 
 
 async def test_openapi_describes_exactly_the_routes_and_their_roles(api: Api) -> None:
@@ -445,6 +476,38 @@ async def test_decide_answers_with_a_decision_and_respects_consent(
                                      json={**ask, "channel": "fax"})
     assert status == 400
     assert body["error"].startswith("channel: expected one of")
+
+
+async def test_decide_for_an_unknown_or_erased_customer_stores_and_publishes_nothing(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    item = pack({"event_id": "i1", "content_id": "n1", "schema_version": 1,
+                 "occurred_at": at, "topics": ["fashion"], "channels": ["web"],
+                 "slots": ["web-banner"], "default_language": "de",
+                 "variants": [{"language": "de", "title": "Mode", "url": "https://shop.example"}]})
+    erase = pack({"event_id": "k9", "customer_id": "erin", "schema_version": 1,
+                  "occurred_at": datetime.now(UTC).isoformat(), "action": "erasure_requested",
+                  "purposes": [], "source": "preference-centre"})
+    _produce(settings, [("content", b"n1", item), ("clicks", b"erin", _click("e1", "erin"))])
+    await eventually(lambda: worker.accounting.applied >= 2, 60, "the item and the click")
+    assert await export_customer(worker.store, "erin", utc_now()) is not None
+    _produce(settings, [("consents", b"erin", erase)])
+    await eventually(lambda: worker.accounting.erasures == 1, 60, "the erasure")
+    assert await export_customer(worker.store, "erin", utc_now()) is None
+    decisions_before = worker.accounting.decisions
+
+    for who in ("erin", "made-up-1", "made-up-2"):
+        status, decision, _ = await api.call(
+            "POST", "/v1/decide", VIEWER,
+            json={"customer_id": who, "channel": "web", "slot": "web-banner"})
+        assert status == 200, decision
+        assert (decision["content_id"], decision["policy"]) == ("n1", "neutral")
+    await asyncio.sleep(0.5)  # a background write would have landed by now
+    for who in ("erin", "made-up-1", "made-up-2"):
+        assert await export_customer(worker.store, who, utc_now()) is None, who
+    assert worker.accounting.decisions == decisions_before
+    published = [decode(m.value()) for m in consume_all(settings, "decisions")]
+    assert not [d for d in published if d["customer_id"] in ("erin", "made-up-1", "made-up-2")]
 
 
 # --- the demo's announcement ---------------------------------------------------------

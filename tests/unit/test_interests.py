@@ -363,3 +363,20 @@ def test_default_rules_find_the_hidden_interests_of_the_default_audience() -> No
     assert len(states) > 900
     assert precision >= 0.85, (precision, recall)
     assert recall >= 0.6, (precision, recall)
+
+
+def test_a_customer_keeps_at_most_max_interests_topics_the_weakest_go_first() -> None:
+    rules = InterestRules((FASHION,), half_life=WEEK, max_recent=20, max_interests=50)
+    state = CustomerState("c-1")
+    for i in range(3):  # fashion: tagged, and the oldest clicks: it is kept all the same
+        state, _ = apply_click(state, ["fashion"], T0 + timedelta(hours=i), f"f{i}", rules)
+    assert "fashion-trends" in state.tags
+    for i in range(20):  # 20 clicks of 30 made-up topics each
+        topics = [f"made-up-{i}-{j}" for j in range(30)]
+        state, _ = apply_click(state, topics, T0 + timedelta(days=1, hours=i), f"e{i}", rules)
+        assert len(state.interests) <= 50
+        assert set(topics) <= state.interests.keys()  # what the click is about stays
+    assert "fashion" in state.interests
+    # The survivors are the strongest: the latest clicks' topics.
+    assert {t for t in state.interests if t.startswith("made-up-19-")} == {
+        f"made-up-19-{j}" for j in range(30)}
