@@ -17,7 +17,9 @@ score per customer (higher: more likely to buy in the holdout):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -115,7 +117,9 @@ def bgnbd(calibration: Sequence[Transaction], customers: Sequence[str], cutoff: 
     for penalty in (0.0, 0.001, 0.01, 0.1):
         fitter = BetaGeoFitter(penalizer_coef=penalty)
         try:
-            fitter.fit(x, recent, age_t)
+            # lifetimes prints its optimiser's report on stdout: keep --json one line.
+            with contextlib.redirect_stdout(sys.stderr):
+                fitter.fit(x, recent, age_t)
             break
         except ConvergenceError:
             continue

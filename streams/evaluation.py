@@ -188,10 +188,10 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
 
 def served_at(forecaster: Any, state: CustomerState, at: datetime) -> Served:
     """What the engine serves for ``state`` as of ``at``."""
-    p = state.predictions
-    if p is None:
+    now = forecaster.predict_at(state, at)
+    if now is None:
         return Served(math.nan, math.nan)
-    return Served(p.purchase, p.churn)
+    return Served(*now)
 
 
 def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Settings,

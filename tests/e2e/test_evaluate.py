@@ -52,6 +52,11 @@ def test_evaluate_scores_the_engine_next_to_the_baselines(tmp_path: Path) -> Non
         assert isinstance(result[key], float), key
     low, high = result["purchase_auc_ci"]
     assert low <= result["purchase_auc"] <= high
+    # Served as of the cutoff, the predictions see who went quiet; a value stored at each
+    # customer's last purchase would not.
+    assert result["purchase_auc"] >= 0.95
+    assert result["churn_auc"] >= 0.95
+    assert abs(result["purchase_expected"] - 60) <= 0.25 * 60
 
 
 def test_evaluate_names_the_bad_line_in_one_line(tmp_path: Path) -> None:
