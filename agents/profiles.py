@@ -272,12 +272,13 @@ class LocalOutlook:
     customer has when the send is planned.
     """
 
-    __slots__ = ("_at", "_churn", "_predictions", "_zone")
+    __slots__ = ("_at", "_forecaster", "_predictions", "_state", "_zone")
 
     def __init__(self, predictions: CustomerPredictions, zone: str | None, at: datetime,
-                 churn: float | None = None) -> None:
+                 state: CustomerState | None = None, forecaster: Forecaster | None = None
+                 ) -> None:
         self._predictions, self._zone, self._at = predictions, zone, at
-        self._churn = predictions.churn if churn is None else churn
+        self._state, self._forecaster = state, forecaster
 
     @classmethod
     def of(cls, state: CustomerState, at: datetime, forecaster: Forecaster | None = None
@@ -286,14 +287,20 @@ class LocalOutlook:
         ``forecaster``, the churn risk is answered as of ``at`` by its current model."""
         if state.predictions is None:
             return None
-        now = forecaster.predict_at(state, at) if forecaster is not None else None
         return cls(state.predictions, state.master.time_zone if state.master else None, at,
-                   None if now is None else now[1])
+                   state, forecaster)
 
     @property
     def churn(self) -> float:
-        """Chance of no event within the churn horizon, as of the outlook's time."""
-        return self._churn
+        """Chance of no event within the churn horizon, as of the outlook's time.
+
+        Computed when a rule asks (most events reach no rule that does).
+        """
+        if self._forecaster is not None and self._state is not None:
+            now = self._forecaster.predict_at(self._state, self._at)
+            if now is not None:
+                return now[1]
+        return self._predictions.churn
 
     @property
     def best_hour(self) -> int | None:

@@ -328,7 +328,8 @@ def customer_export(customer_id: str, output: Any) -> None:
 
     Profile, consent decisions, interests and tags, purchase figures, the
     interaction history, pending sends and the ids of the events the ledger
-    remembers. Exits 3 when nothing is held (never seen, or erased).
+    remembers; purchase probability and churn risk as of now from the saved
+    outcome models. Exits 3 when nothing is held (never seen, or erased).
     """
     from streams.app import utc_now
     from streams.privacy import export_customer
@@ -339,9 +340,15 @@ def customer_export(customer_id: str, output: Any) -> None:
     target = open_store(settings)
 
     async def run() -> dict[str, Any] | None:
+        from streams.forecasts import Forecaster
+
         await target.open()
         try:
-            return await export_customer(target, customer_id, utc_now())
+            # Predictions as of now, from the outcome models the workers saved last.
+            forecaster = Forecaster()
+            saved = await forecaster.load(target, quiet=True)
+            return await export_customer(target, customer_id, utc_now(),
+                                         forecaster if saved else None)
         finally:
             await target.close()
 

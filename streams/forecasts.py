@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from typing import Any
@@ -62,6 +61,7 @@ from streams.store import Store
 log = structlog.get_logger(__name__)
 
 KIND = "outcome-model"
+_NO_HOURS = HourProfile()
 
 
 class Forecaster:
@@ -95,8 +95,8 @@ class Forecaster:
         hours = (HourProfile(stored.hours, stored.hours_at) if stored is not None
                  else HourProfile())
         known = self._open.pop(cid, None)
-        before = (replace(known, hours=hours) if known is not None
-                  else PredictionState(hours))
+        before = (PredictionState(hours, known.open, known.summary, known.next_at)
+                  if known is not None else PredictionState(hours))
         # The hour profile is kept in UTC hours of the week, so it does not depend on
         # whether a time-zone change arrived before or after a click (topics interleave
         # differently in replay); the best hour is made local when it is read.
@@ -105,7 +105,9 @@ class Forecaster:
         in_utc.master = None
         after, now, drifts = self.predictors.observe_event(before, in_utc, kind, at,
                                                            total_units)
-        self._keep(cid, replace(after, hours=HourProfile()), known)
+        # The hour profile lives in the customer state: the forecaster keeps the rest.
+        self._keep(cid, PredictionState(_NO_HOURS, after.open, after.summary, after.next_at),
+                   known)
         self.predicted += 1
         self._noted(drifts)
         new = CustomerState.__new__(CustomerState)
@@ -199,8 +201,10 @@ class Forecaster:
     def _models(self) -> list[Any]:
         return [self.predictors.purchase, self.predictors.churn]
 
-    async def load(self, store: Store) -> None:
-        """Resume each outcome model from its newest snapshot (fresh when there is none)."""
+    async def load(self, store: Store, quiet: bool = False) -> bool:
+        """Resume each outcome model from its newest snapshot (fresh when there is none);
+        True when both were resumed.  ``quiet``: no log line per model resumed."""
+        resumed = 0
         for index, model in enumerate(self._models()):
             snapshot = await store.latest_snapshot(model.model_id)
             if snapshot is None:
@@ -216,7 +220,10 @@ class Forecaster:
                 self.predictors.purchase = loaded
             else:
                 self.predictors.churn = loaded
-            log.info("model_resumed", model=model.model_id, version=snapshot.version)
+            if not quiet:
+                log.info("model_resumed", model=model.model_id, version=snapshot.version)
+            resumed += 1
+        return resumed == 2
 
     async def save(self, store: Store, now: datetime) -> dict[str, int]:
         """Store each outcome model as its next version; returns model id -> version."""

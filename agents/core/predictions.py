@@ -178,10 +178,6 @@ class Summary:
                    state.last_event_at, clicks, tuple(recent))
 
 
-def _days(later: datetime, earlier: datetime) -> float:
-    return max((later - earlier).total_seconds(), 0.0) / 86400
-
-
 def features(summary: Summary, at: datetime) -> dict[str, float]:
     """The outcome models' features of ``summary`` as of ``at``.
 
@@ -202,19 +198,26 @@ def features(summary: Summary, at: datetime) -> dict[str, float]:
     """
     orders = summary.orders
     recency = tenure = gap = overdue = 0.0
-    if summary.last_order is not None and summary.first_order is not None:
-        recency = _days(at, summary.last_order)
-        tenure = _days(at, summary.first_order)
+    # Inlined arithmetic: this runs after every event and for every example opened.
+    last_order, first_order = summary.last_order, summary.first_order
+    if last_order is not None and first_order is not None:
+        recency = max((at - last_order).total_seconds(), 0.0) / 86400
+        tenure = max((at - first_order).total_seconds(), 0.0) / 86400
         if orders > 1:
-            gap = _days(summary.last_order, summary.first_order) / (orders - 1)
+            gap = max((last_order - first_order).total_seconds(), 0.0) / 86400 / (orders - 1)
             overdue = math.log1p(recency / max(gap, 1.0))
     elif summary.last_event_at is not None:
-        recency = _days(at, summary.last_event_at)
-    week, month = at - timedelta(days=7), at - timedelta(days=30)
-    clicks_7d = sum(1 for t in summary.recent_clicks if week < t <= at)
-    clicks_30d = sum(1 for t in summary.recent_clicks if month < t <= at)
-    since_event = (_days(at, summary.last_event_at) if summary.last_event_at is not None
-                   else 0.0)
+        recency = max((at - summary.last_event_at).total_seconds(), 0.0) / 86400
+    clicks_7d = clicks_30d = 0
+    if summary.recent_clicks:
+        week, month = at - timedelta(days=7), at - timedelta(days=30)
+        for t in summary.recent_clicks:
+            if month < t <= at:
+                clicks_30d += 1
+                if t > week:
+                    clicks_7d += 1
+    since_event = (max((at - summary.last_event_at).total_seconds(), 0.0) / 86400
+                   if summary.last_event_at is not None else 0.0)
     return {
         "bias": 1.0,
         "recency": math.log1p(recency),
@@ -446,10 +449,12 @@ class Predictors:
         cid = state.customer_id
         # The schedule points up to this event are answered by the state before it.
         opened = self._opened(cid, pstate, at, inclusive=False)
-        marked = tuple(
-            replace(e, hit=True) if (not e.hit and e.opened_at < at <= e.deadline
-                                     and (e.outcome == "churn" or kind == "purchase")) else e
-            for e in opened.open)
+        marked = opened.open
+        if marked and any(not e.hit and e.opened_at < at <= e.deadline for e in marked):
+            marked = tuple(
+                replace(e, hit=True) if (not e.hit and e.opened_at < at <= e.deadline
+                                         and (e.outcome == "churn" or kind == "purchase"))
+                else e for e in marked)
         hours = pstate.hours
         if kind in ("click", "purchase"):
             time_zone = state.master.time_zone if state.master else None
