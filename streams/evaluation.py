@@ -17,7 +17,9 @@ the stored customer states as of the cutoff and scored:
   ``churn_expected`` / ``churn_actual`` against the customers with no
   purchase within the churn horizon;
 - baselines computed in the same run from the same calibration purchases
-  (:mod:`streams.baselines`): ``recency_auc``, ``rfm_auc``, ``bgnbd_auc``.
+  (:mod:`streams.baselines`): ``recency_auc``, ``rfm_auc``, ``bgnbd_auc``;
+- ``purchase_weights`` / ``churn_weights``: what each outcome model learnt,
+  per feature, in the online scaler's standard units.
 
 Nothing reads the wall clock: the stage is given the event time as its "now".
 """
@@ -238,6 +240,11 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
         fitted = not all(math.isnan(v) for v in score)  # BG/NBD may not converge
         result[f"{name}_auc"] = _r(roc_auc(labels, score)) if fitted else None
     result["bgnbd_library"] = baselines.BGNBD_LIBRARY
+    for outcome in ("purchase", "churn"):
+        # What the model learnt: weight per feature, on the online scaler's standard units.
+        weights = forecaster.predictors.model(outcome).model["LogisticRegression"].weights
+        result[f"{outcome}_weights"] = {k: round(float(v), 3) for k, v in weights.items()
+                                        if k != "bias"}
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     return result
 
