@@ -440,10 +440,14 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON line.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the bootstrap intervals.")
+@click.option("--order", type=click.Choice(["time", "consents-first"]), default="time",
+              show_default=True,
+              help="Read order of the replay: all events in event-time order, or every "
+                   "consent before the purchases (as when one topic is read ahead).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_one_line_errors
 def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, seed: int,
-             quiet: bool) -> None:
+             order: str, quiet: bool) -> None:
     """Score the served predictions on a real transaction log, next to baselines.
 
     FILE is a CSV with the header customer_id,occurred_at,amount,quantity
@@ -461,7 +465,8 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
     settings = _settings()
     logs.configure("warning", settings.log_format)
     progress = (lambda _: None) if quiet else _stderr
-    result = run_evaluation(file, cutoff, holdout_weeks, settings, progress, seed=seed)
+    result = run_evaluation(file, cutoff, holdout_weeks, settings, progress, seed=seed,
+                            order=order)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return

@@ -112,8 +112,10 @@ def _transaction(path: Path, line: int, row: Sequence[str]) -> Transaction:
     return Transaction(cid, occurred_at, value, count)
 
 
-def customer_events(transactions: Iterable[Transaction]) -> list[Record]:
-    """Consent at each customer's first purchase, then every purchase, in event-time order.
+def customer_events(transactions: Iterable[Transaction], order: str = "time") -> list[Record]:
+    """Consent at each customer's first purchase, then every purchase, in event-time order
+    (``order="time"``), or every consent first (``"consents-first"``, as when the consents
+    topic is read before the purchases).
 
     >>> from datetime import UTC
     >>> t = datetime(1997, 1, 1, tzinfo=UTC)
@@ -135,6 +137,9 @@ def customer_events(transactions: Iterable[Transaction]) -> list[Record]:
         event_id=f"{cid}-consent", customer_id=cid, occurred_at=at, schema_version=1,
         action="granted", purposes=["profiling"], source="relevanz-evaluate"))
         for cid, at in first.items()]
+    if order == "consents-first":
+        return [r for *_, r in [*sorted(consents, key=lambda e: e[:3]),
+                                *sorted(purchases, key=lambda e: e[:3])]]
     return [r for *_, r in sorted([*consents, *purchases], key=lambda e: e[:3])]
 
 
@@ -197,7 +202,8 @@ def served_at(forecaster: Any, state: CustomerState, at: datetime) -> Served:
 
 
 def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Settings,
-             progress: Callable[[str], None], seed: int = 7) -> dict[str, Any]:
+             progress: Callable[[str], None], seed: int = 7, order: str = "time"
+             ) -> dict[str, Any]:
     """Replay the calibration purchases of ``path``, score the predictions on the holdout."""
     started = time.monotonic()
     transactions = read_transactions(path)
@@ -207,7 +213,7 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
         raise InvalidTransactions(f"{path}: no purchase before the cutoff {cutoff.isoformat()}")
     customers = sorted({t.customer_id for t in calibration})
     later = [t for t in transactions if cutoff <= t.occurred_at < end]
-    records = customer_events(calibration)
+    records = customer_events(calibration, order)
     progress(f"{len(customers)} customers, {len(calibration)} purchases before the cutoff, "
              f"{len(later)} in the {holdout_weeks}-week holdout")
     served, forecaster = asyncio.run(replay_in_process(settings, records, cutoff, progress))
@@ -224,6 +230,7 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
     rng = random.Random(seed)
     result: dict[str, Any] = {
         "customers": len(customers),
+        "order": order,
         "buyers": sum(labels),
         "purchase_auc": _r(roc_auc(labels, p_buy)),
         "purchase_auc_ci": [_r(v) for v in bootstrap_auc(labels, p_buy, rng)],
