@@ -297,9 +297,9 @@ class LocalOutlook:
         Computed when a rule asks (most events reach no rule that does).
         """
         if self._forecaster is not None and self._state is not None:
-            now = self._forecaster.predict_at(self._state, self._at)
+            now = self._forecaster.churn_at(self._state, self._at)
             if now is not None:
-                return now[1]
+                return now
         return self._predictions.churn
 
     @property

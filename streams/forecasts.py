@@ -53,6 +53,7 @@ from agents.core.predictions import (
     PredictionState,
     Predictors,
     Summary,
+    features,
 )
 from agents.core.snapshots import SnapshotInvalid
 from schemas.records import Clicked, Purchased, Record
@@ -128,6 +129,15 @@ class Forecaster:
         if stored is None:
             return None
         return self.predictors.predict(Summary.of(state, stored.units), at)
+
+    def churn_at(self, state: CustomerState, at: datetime) -> float | None:
+        """Churn risk of ``state`` as of ``at`` (None without predictions)."""
+        stored = state.predictions
+        if stored is None:
+            return None
+        x = features(Summary.of(state, stored.units), at)
+        churn: float = self.predictors.churn.predict_proba_one(x)[True]
+        return churn
 
     def expire(self, watermark: datetime | None) -> list[DriftDetected]:
         """Open the examples scheduled up to ``watermark``; learn those whose horizon ended."""
