@@ -48,7 +48,7 @@ from streams.campaign_desk import counts as stat_counts
 from streams.campaign_desk import stored, stored_decision
 from streams.catalogue import Catalogue
 from streams.customer_cache import CustomerCache
-from streams.forecasts import Forecaster, kind_of, local_hour
+from streams.forecasts import Forecaster, kind_of, local_hour, units_of
 from streams.learner import Learner
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
@@ -129,7 +129,8 @@ class CustomerStage:
                     continue
                 content_id = getattr(record, "content_id", None)
                 topics = self.catalogue.topics_of(content_id) if content_id else None
-                outlook = LocalOutlook.of(states[cid], record.occurred_at)
+                outlook = LocalOutlook.of(states[cid], record.occurred_at,
+                                            self.forecaster)
                 try:
                     state, effects = handle(
                         states[cid], record, self.rules, topics, self.catalogue.items,
@@ -184,7 +185,7 @@ class CustomerStage:
                 if forecaster is not None:
                     if self.rules.consent.may_profile(state):
                         state, drifts = forecaster.observe(state, kind_of(record),
-                                                           record.occurred_at)
+                                                           record.occurred_at, units_of(record))
                         outputs.extend(_drift_messages(drifts))
                     else:
                         forecaster.forget(cid)
@@ -290,21 +291,34 @@ class LocalOutlook:
     customer has when the send is planned.
     """
 
-    __slots__ = ("_at", "_predictions", "_zone")
+    __slots__ = ("_at", "_forecaster", "_predictions", "_state", "_zone")
 
-    def __init__(self, predictions: CustomerPredictions, zone: str | None, at: datetime) -> None:
+    def __init__(self, predictions: CustomerPredictions, zone: str | None, at: datetime,
+                 state: CustomerState | None = None, forecaster: Forecaster | None = None
+                 ) -> None:
         self._predictions, self._zone, self._at = predictions, zone, at
+        self._state, self._forecaster = state, forecaster
 
     @classmethod
-    def of(cls, state: CustomerState, at: datetime) -> LocalOutlook | None:
-        """The outlook of ``state`` at ``at`` (None without predictions)."""
+    def of(cls, state: CustomerState, at: datetime, forecaster: Forecaster | None = None
+           ) -> LocalOutlook | None:
+        """The outlook of ``state`` at ``at`` (None without predictions); with a
+        ``forecaster``, the churn risk is answered as of ``at`` by its current model."""
         if state.predictions is None:
             return None
-        return cls(state.predictions, state.master.time_zone if state.master else None, at)
+        return cls(state.predictions, state.master.time_zone if state.master else None, at,
+                   state, forecaster)
 
     @property
     def churn(self) -> float:
-        """Chance of no event within the churn horizon."""
+        """Chance of no event within the churn horizon, as of the outlook's time.
+
+        Computed when a rule asks (most events reach no rule that does).
+        """
+        if self._forecaster is not None and self._state is not None:
+            now = self._forecaster.churn_at(self._state, self._at)
+            if now is not None:
+                return now
         return self._predictions.churn
 
     @property

@@ -4,17 +4,21 @@
 :mod:`agents.core.predictions` with what needs the shell:
 
 - **Event by event.** After each consented event the customer's stage calls
-  :meth:`Forecaster.observe`; the customer's latest predictions and hour
-  profile are written into the state (:class:`~agents.core.customer.CustomerPredictions`)
-  and stored with it, so the campaign rules, ``GET /v1/customers/{id}`` and
-  ``relevanz customer export`` see them.  Customers without consent to
-  profiling get none, and a profiling revocation removes them.
-- **Late labels.** Each customer has at most one open example per outcome
-  (in memory, like the content policy's open decisions).  A later event
-  resolves it; the rest are labelled when their horizon ends on the worker's
-  event-time watermark (:meth:`Forecaster.expire`, a heap of deadlines, never
-  a scan of all customers).  At most :attr:`Forecaster.max_open` customers
-  keep open examples: beyond that the oldest are dropped unlabelled and
+  :meth:`Forecaster.observe`; the customer's hour profile, item count and
+  the predictions as of that event are written into the state
+  (:class:`~agents.core.customer.CustomerPredictions`) and stored with it.
+  What is served (the API, the export, the campaign rules, ``relevanz
+  evaluate``) is answered as of the time asked by :meth:`Forecaster.predict_at`
+  from the stored state and the current models.  Customers without consent
+  to profiling get none, and a profiling revocation removes them.
+- **Late labels on event time.** Per active customer the forecaster keeps a
+  small summary, the next time on the customer's example schedule and the
+  open examples (in memory, like the content policy's open decisions).
+  :meth:`Forecaster.expire`, driven by the worker's event-time watermark,
+  opens the examples whose time has come and learns those whose horizon
+  ended, across customers in deadline order (a heap of due times, never a
+  scan of all customers).  At most :attr:`Forecaster.max_open` customers are
+  tracked: beyond that the least recently seen are dropped unlabelled and
   counted, so memory stays bounded however many customers there are.
 - **Quality and drift.** Progressive validation (ROC AUC, log loss) and an
   ADWIN detector per model; a drift comes back from :meth:`observe` /
@@ -48,6 +52,8 @@ from agents.core.predictions import (
     PredictionRules,
     PredictionState,
     Predictors,
+    Summary,
+    features,
 )
 from agents.core.snapshots import SnapshotInvalid
 from schemas.records import Clicked, Purchased, Record
@@ -56,6 +62,7 @@ from streams.store import Store
 log = structlog.get_logger(__name__)
 
 KIND = "outcome-model"
+_NO_HOURS = HourProfile()
 
 
 class Forecaster:
@@ -64,36 +71,44 @@ class Forecaster:
     def __init__(self, rules: PredictionRules | None = None, max_open: int = 200_000) -> None:
         self.predictors = Predictors(rules)
         self.max_open = max_open
-        #: Customer id -> open examples, least recently touched first.
-        self._open: OrderedDict[str, tuple[Example, ...]] = OrderedDict()
+        #: Customer id -> summary, schedule and open examples, least recently touched first.
+        self._open: OrderedDict[str, PredictionState] = OrderedDict()
+        #: (time, customer id): when a customer's schedule or an example's horizon is due.
         self._deadlines: list[tuple[datetime, str]] = []
         self.dropped = 0
         self.predicted = 0
         self.drifts: list[DriftDetected] = []
         self._versions: dict[str, int] = {}
 
-    def observe(self, state: CustomerState, kind: str, at: datetime
+    def observe(self, state: CustomerState, kind: str, at: datetime, units: int = 0
                 ) -> tuple[CustomerState, list[DriftDetected]]:
         """``state`` with its predictions after an event of ``kind`` at ``at``.
 
-        ``kind`` is ``click``, ``purchase`` or anything else; ``state`` is the
-        state after the event, and profiling must be allowed (the caller checks).
+        ``kind`` is ``click``, ``purchase`` or anything else; ``units`` the
+        items this event bought; ``state`` is the state after the event, and
+        profiling must be allowed (the caller checks).
         """
         cid = state.customer_id
         stored = state.predictions
+        total_units = (stored.units if stored is not None else 0) + units
         # Hour profiles are never changed in place (a new engagement makes a new one), so
         # the stored scores are shared, not copied, when no engagement changes them.
         hours = (HourProfile(stored.hours, stored.hours_at) if stored is not None
                  else HourProfile())
-        before = PredictionState(hours, self._open.pop(cid, ()))
+        known = self._open.pop(cid, None)
+        before = (PredictionState(hours, known.open, known.summary, known.next_at)
+                  if known is not None else PredictionState(hours))
         # The hour profile is kept in UTC hours of the week, so it does not depend on
         # whether a time-zone change arrived before or after a click (topics interleave
         # differently in replay); the best hour is made local when it is read.
         in_utc = CustomerState.__new__(CustomerState)
         in_utc.__dict__.update(state.__dict__)
         in_utc.master = None
-        after, now, drifts = self.predictors.observe_event(before, in_utc, kind, at)
-        self._keep(cid, after.open, {e.deadline for e in before.open})
+        after, now, drifts = self.predictors.observe_event(before, in_utc, kind, at,
+                                                           total_units)
+        # The hour profile lives in the customer state: the forecaster keeps the rest.
+        self._keep(cid, PredictionState(_NO_HOURS, after.open, after.summary, after.next_at),
+                   known)
         self.predicted += 1
         self._noted(drifts)
         new = CustomerState.__new__(CustomerState)
@@ -104,25 +119,43 @@ class Forecaster:
                                  state.master.time_zone if state.master else None),
             # The newest event time seen, whatever order the topics interleaved in.
             at=at if stored is None else max(stored.at, at),
-            hours=_scores(after.hours), hours_at=after.hours.scored_at)
+            hours=_scores(after.hours), hours_at=after.hours.scored_at, units=total_units)
         return new, drifts
 
+    def predict_at(self, state: CustomerState, at: datetime) -> tuple[float, float] | None:
+        """Purchase probability and churn risk of ``state`` as of ``at`` with the current
+        models (None without predictions: no consent to profiling)."""
+        stored = state.predictions
+        if stored is None:
+            return None
+        return self.predictors.predict(Summary.of(state, stored.units), at)
+
+    def churn_at(self, state: CustomerState, at: datetime) -> float | None:
+        """Churn risk of ``state`` as of ``at`` (None without predictions)."""
+        stored = state.predictions
+        if stored is None:
+            return None
+        x = features(Summary.of(state, stored.units), at)
+        churn: float = self.predictors.churn.predict_proba_one(x)[True]
+        return churn
+
     def expire(self, watermark: datetime | None) -> list[DriftDetected]:
-        """Label every open example whose horizon ended by ``watermark``."""
-        drifts: list[DriftDetected] = []
+        """Open the examples scheduled up to ``watermark``; learn those whose horizon ended."""
         if watermark is None:
-            return drifts
+            return []
+        ended: list[tuple[datetime, str, str, Example]] = []
         while self._deadlines and self._deadlines[0][0] <= watermark:
-            _, cid = heapq.heappop(self._deadlines)
-            open_ = self._open.get(cid)
-            if not open_:
-                continue
-            rest, found = self.predictors.expire(PredictionState(HourProfile(), open_), watermark)
-            drifts.extend(found)
-            if rest.open:
-                self._open[cid] = rest.open
-            else:
-                del self._open[cid]
+            due, cid = heapq.heappop(self._deadlines)
+            pstate = self._open.get(cid)
+            if pstate is None or pstate.due() != due:
+                continue  # stale: the customer's schedule moved, or they were dropped
+            rest, found = self.predictors.due(pstate, watermark, cid)
+            ended.extend((e.deadline, cid, e.outcome, e) for e in found)
+            self._keep(cid, rest, None, touch=False)
+        # Learnt in deadline order across customers, whatever the batch's span: an online
+        # model weighs its latest examples most, which must not be one customer's run.
+        ended.sort(key=lambda e: e[:3])
+        drifts = self.predictors.learn(e[3] for e in ended)
         self._noted(drifts)
         return drifts
 
@@ -130,23 +163,28 @@ class Forecaster:
         """Drop the customer's open examples unlabelled (erasure or no more profiling)."""
         self._open.pop(customer_id, None)
 
-    def _keep(self, cid: str, open_: tuple[Example, ...], known: set[datetime]) -> None:
-        if not open_:
+    def _keep(self, cid: str, pstate: PredictionState, known: PredictionState | None,
+              touch: bool = True) -> None:
+        due = pstate.due()
+        if due is None:
+            self._open.pop(cid, None)
             return
-        self._open[cid] = open_
-        for example in open_:
-            if example.deadline not in known:
-                heapq.heappush(self._deadlines, (example.deadline, cid))
+        self._open[cid] = pstate
+        if not touch:
+            pass
+        elif known is None or known.due() != due:
+            self._open.move_to_end(cid)
+        if known is None or known.due() != due:
+            heapq.heappush(self._deadlines, (due, cid))
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
             self.dropped += 1
-        # Deadlines of dropped or resolved examples stay in the heap until they pass
-        # (expire skips them).  Any event resolves the churn example and opens the
-        # next, so stale entries pile up at the event rate: once they outnumber the
-        # live ones, keep only the live ones (amortised O(1) per push).
-        if len(self._deadlines) > 2 * (2 * len(self._open)) + 1024:
+        # Entries of dropped customers or of moved schedules stay in the heap until they
+        # pass (expire skips them); once they outnumber the live ones, keep only the live
+        # ones (amortised O(1) per push).
+        if len(self._deadlines) > 2 * len(self._open) + 1024:
             self._deadlines = [(d, c) for d, c in self._deadlines
-                               if any(e.deadline == d for e in self._open.get(c, ()))]
+                               if (p := self._open.get(c)) is not None and p.due() == d]
             heapq.heapify(self._deadlines)
 
     def _noted(self, drifts: list[DriftDetected]) -> None:
@@ -158,11 +196,11 @@ class Forecaster:
     @property
     def open_examples(self) -> int:
         """Examples waiting for their label."""
-        return sum(len(v) for v in self._open.values())
+        return sum(len(v.open) for v in self._open.values())
 
     def quality(self) -> list[dict[str, Any]]:
         """Progressive-validation figures of each outcome model, for operators."""
-        return [{**q, "open_examples": sum(1 for v in self._open.values() for e in v
+        return [{**q, "open_examples": sum(1 for v in self._open.values() for e in v.open
                                            if e.outcome == outcome),
                  "dropped_unlabelled": self.dropped}
                 for outcome, q in zip(("purchase", "churn"), self.predictors.quality(),
@@ -173,8 +211,10 @@ class Forecaster:
     def _models(self) -> list[Any]:
         return [self.predictors.purchase, self.predictors.churn]
 
-    async def load(self, store: Store) -> None:
-        """Resume each outcome model from its newest snapshot (fresh when there is none)."""
+    async def load(self, store: Store, quiet: bool = False) -> bool:
+        """Resume each outcome model from its newest snapshot (fresh when there is none);
+        True when both were resumed.  ``quiet``: no log line per model resumed."""
+        resumed = 0
         for index, model in enumerate(self._models()):
             snapshot = await store.latest_snapshot(model.model_id)
             if snapshot is None:
@@ -190,7 +230,10 @@ class Forecaster:
                 self.predictors.purchase = loaded
             else:
                 self.predictors.churn = loaded
-            log.info("model_resumed", model=model.model_id, version=snapshot.version)
+            if not quiet:
+                log.info("model_resumed", model=model.model_id, version=snapshot.version)
+            resumed += 1
+        return resumed == 2
 
     async def save(self, store: Store, now: datetime) -> dict[str, int]:
         """Store each outcome model as its next version; returns model id -> version."""
@@ -233,6 +276,13 @@ def _local_hour_on(utc_hour: int, day: date, time_zone: str | None) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         zone = UTC
     return moment.astimezone(zone).hour
+
+
+def units_of(record: Record) -> int:
+    """Items a purchase bought (0 for any other event)."""
+    if isinstance(record, Purchased):
+        return sum(max(item.quantity, 0) for item in record.items)
+    return 0
 
 
 def kind_of(record: Record) -> str:

@@ -44,7 +44,7 @@ def evaluate_predictions(seed: int, events: int = 30_000, customers: int = 1000,
     customer_rules = CustomerRules(load_rules(None), ProfileRules(200, timedelta(days=365)))
     predictors = Predictors(rules or PredictionRules(
         purchase_horizon=timedelta(days=1), churn_horizon=timedelta(days=3),
-        hour_half_life=timedelta(days=7), example_spacing=timedelta(hours=1)))
+        hour_half_life=timedelta(days=7), example_interval=timedelta(hours=1)))
     consent = ConsentPolicy()
     catalogue: dict[str, ContentPublished] = {}
     states: dict[str, CustomerState] = {}
@@ -61,7 +61,7 @@ def evaluate_predictions(seed: int, events: int = 30_000, customers: int = 1000,
         at, cid = record.occurred_at, record.customer_id
         if i % sweep == 0:  # the timer: label what expired, for every customer
             for other, pstate in pending.items():
-                pending[other], found = predictors.expire(pstate, at)
+                pending[other], found = predictors.expire(pstate, at, other)
                 drifts += len(found)
         state = states.get(cid) or CustomerState(cid)
         if not consent.may_profile(state) and isinstance(record, Clicked | Purchased):

@@ -19,12 +19,15 @@ import hashlib
 import hmac
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.core.customer import CustomerState
 from schemas.codec import decode, to_wire
 from schemas.records import Record
 from streams.store import Store
+
+if TYPE_CHECKING:
+    from streams.forecasts import Forecaster
 
 
 class Pseudonyms:
@@ -97,9 +100,14 @@ class ForgetList:
 RECENT_DECISIONS = 20
 
 
-async def export_customer(store: Store, customer_id: str, now: datetime
-                          ) -> dict[str, Any] | None:
+async def export_customer(store: Store, customer_id: str, now: datetime,
+                          forecaster: Forecaster | None = None) -> dict[str, Any] | None:
     """Everything held about ``customer_id``, or None when nothing is.
+
+    With a ``forecaster``, the purchase probability and churn risk are
+    answered as of ``now`` by its current models (``as_of``); without one,
+    they are the values computed at the customer's latest event (``as_of``
+    is that event's time).
 
     Profile and consent, interests and tags, purchase figures, predictions,
     the latest decisions with their reasons, the
@@ -117,6 +125,13 @@ async def export_customer(store: Store, customer_id: str, now: datetime
     assert isinstance(data, dict)
     # Newest first, each as published: content, variant, policy, score and reasons.
     data["recent_decisions"] = [decode(d.payload) for d in decisions]
+    if state is not None and state.predictions is not None:
+        served = forecaster.predict_at(state, now) if forecaster is not None else None
+        if served is None:
+            data["predictions"]["as_of"] = state.predictions.at.isoformat()
+        else:
+            data["predictions"].update(purchase=served[0], churn=served[1],
+                                       as_of=now.isoformat())
     data["ledger_event_ids"] = events
     data["exported_at"] = now.isoformat()
     return data

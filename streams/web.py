@@ -269,7 +269,9 @@ class OperatorApi:
 
         customer_id = _identifier(request, "customer_id")
         try:
-            held = await export_customer(self.worker.store, customer_id, utc_now())
+            stage = self.worker.stage
+            held = await export_customer(self.worker.store, customer_id, utc_now(),
+                                         stage.forecaster if stage is not None else None)
         except StoreUnavailable as exc:
             log.warning("customer_view_failed", error=str(exc))
             return _error(503, "the store is not reachable; try again")

@@ -140,6 +140,8 @@ class CustomerPredictions:
     hours: dict[int, float] = field(default_factory=dict)
     #: When the ``hours`` scores are valid.
     hours_at: datetime | None = None
+    #: Items bought over all orders (quantities), a feature of the outcome models.
+    units: int = 0
 
 
 @dataclass

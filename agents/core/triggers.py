@@ -183,10 +183,12 @@ def _cross_sell(order: Purchased, book: CampaignBook, cobuy: CoPurchases
 def _win_back(state: CustomerState, record: Record, predictions: Outlook, book: CampaignBook
               ) -> list[SendCandidate]:
     campaigns = book.with_trigger("win_back")
+    if not campaigns:
+        return []  # the churn risk may be computed when read: only when a campaign asks
     threshold = book.triggers.win_back_churn
     churn = predictions.churn
     at = getattr(record, "occurred_at", None)
-    if not campaigns or churn < threshold or not isinstance(at, datetime):
+    if churn < threshold or not isinstance(at, datetime):
         return []
     interests = state.interests
     topic = max(sorted(interests), key=lambda t: interests[t].score) if interests else None

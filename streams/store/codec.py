@@ -366,7 +366,7 @@ def predictions_blob(predictions: CustomerPredictions | None) -> bytes | None:
     """``predictions`` as the opaque column value both stores keep (msgpack, times in ms).
 
     >>> at = datetime(2026, 3, 1, 18, tzinfo=UTC)
-    >>> p = CustomerPredictions(0.25, 0.5, 19, at, {18: 1.0}, at)
+    >>> p = CustomerPredictions(0.25, 0.5, 19, at, {18: 1.0}, at, units=3)
     >>> predictions_of(predictions_blob(p)) == p, predictions_blob(None)
     (True, None)
     """
@@ -376,7 +376,7 @@ def predictions_blob(predictions: CustomerPredictions | None) -> bytes | None:
         "purchase": predictions.purchase, "churn": predictions.churn,
         "best_hour": predictions.best_hour, "at": to_ms(predictions.at),
         "hours": sorted(predictions.hours.items()),
-        "hours_at": _opt_ms(predictions.hours_at)})
+        "hours_at": _opt_ms(predictions.hours_at), "units": predictions.units})
     return blob
 
 
@@ -389,7 +389,8 @@ def predictions_of(blob: bytes | None) -> CustomerPredictions | None:
         purchase=float(data["purchase"]), churn=float(data["churn"]),
         best_hour=data["best_hour"], at=from_ms(data["at"]),
         hours={int(slot): float(score) for slot, score in data["hours"]},
-        hours_at=_opt_dt(data["hours_at"]))
+        hours_at=_opt_dt(data["hours_at"]),
+        units=int(data.get("units", 0)))  # absent in blobs written before it was kept
 
 
 def _pending_key(pending: PendingSend) -> tuple[datetime, str]:

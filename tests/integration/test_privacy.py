@@ -120,6 +120,15 @@ async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
     exported = await export_customer(worker.store, "alice", utc_now())
     assert exported is not None
     assert exported["predictions"]["best_hour"] == state.predictions.best_hour
+    assert exported["predictions"]["as_of"] == state.predictions.at.isoformat()
+    # With the worker's models, as of the time asked: a year of silence changes them.
+    forecaster = worker.stage.forecaster if worker.stage is not None else None
+    assert forecaster is not None
+    year = utc_now() + timedelta(days=365)
+    later = await export_customer(worker.store, "alice", year, forecaster)
+    assert later is not None
+    assert later["predictions"]["as_of"] == year.isoformat()
+    assert later["predictions"]["purchase"] == forecaster.predict_at(state, year)[0]  # type: ignore[index] # alice has predictions
     assert "bob" not in bob or bob["bob"].predictions is None
     produce_raw(settings, [consent("a5", "alice", 11, "revoked", "profiling")])
     await eventually(lambda: worker.accounting.events_in >= 10, 60, "the profiling revocation")

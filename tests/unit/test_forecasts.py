@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.core.customer import (
-    CustomerPredictions,
     CustomerState,
     Interaction,
     MasterData,
     PurchaseFigures,
 )
 from agents.core.predictions import PredictionRules
-from agents.profiles import LocalOutlook, _drift_messages
+from agents.profiles import _drift_messages
 from schemas.codec import decode, encode
 from schemas.topics import TOPICS
 from schemas.validation import build
@@ -63,34 +62,51 @@ def test_the_hour_profile_does_not_depend_on_when_the_time_zone_arrived() -> Non
     assert a.predictions.best_hour == b.predictions.best_hour == 8  # 07:00 UTC, 08:00 Berlin
 
 
-def test_open_examples_are_labelled_when_their_horizon_ends() -> None:
-    rules = PredictionRules(purchase_horizon=timedelta(days=1), churn_horizon=timedelta(days=2))
+def _bought(cid: str, at: datetime, orders: int = 1) -> CustomerState:
+    return CustomerState(cid, last_event_at=at,
+                         purchases=PurchaseFigures(orders, 10.0 * orders, MONDAY, at))
+
+
+def test_open_examples_are_opened_and_labelled_on_the_watermark() -> None:
+    rules = PredictionRules(purchase_horizon=timedelta(days=1), churn_horizon=timedelta(days=2),
+                            example_interval=timedelta(days=1))
     forecaster = Forecaster(rules)
-    _state, _ = forecaster.observe(CustomerState("c-1", last_event_at=MONDAY), "other", MONDAY)
-    assert forecaster.open_examples == 2
-    forecaster.expire(MONDAY + timedelta(hours=23))
-    assert forecaster.open_examples == 2
-    forecaster.expire(MONDAY + timedelta(days=1))
-    assert forecaster.open_examples == 1  # no purchase within a day: labelled
-    assert forecaster.predictors.purchase.examples == 1
-    forecaster.expire(MONDAY + timedelta(days=2))
+    forecaster.observe(_bought("c-1", MONDAY), "purchase", MONDAY, units=2)
     assert forecaster.open_examples == 0
-    assert forecaster.predictors.churn.examples == 1
+    forecaster.expire(MONDAY + timedelta(days=1))  # one point of the schedule has passed
+    assert forecaster.open_examples == 2
+    assert forecaster.predictors.purchase.examples == 0
+    forecaster.expire(MONDAY + timedelta(days=5))
+    # Points at days ~1, 2, 3, 4 (and 5 when its phase allows) opened; the horizons of the
+    # first ones ended without an event: no purchase, churned.
+    assert forecaster.predictors.purchase.examples >= 3
+    assert forecaster.predictors.churn.examples >= 2
 
 
-def test_a_later_event_resolves_an_open_example_without_the_timer() -> None:
-    forecaster = Forecaster()
-    state, _ = forecaster.observe(CustomerState("c-1", last_event_at=MONDAY), "other", MONDAY)
-    bought = replace(state, purchases=PurchaseFigures(1, 10.0, MONDAY, MONDAY))
-    forecaster.observe(bought, "purchase", MONDAY + timedelta(hours=1))
-    assert forecaster.predictors.purchase.examples == 1
-    assert forecaster.predictors.churn.examples == 1
+def test_served_predictions_are_answered_as_of_the_time_asked() -> None:
+    forecaster = Forecaster(PredictionRules(learning_rate=0.05))
+    state, _ = forecaster.observe(_bought("c-1", MONDAY), "purchase", MONDAY, units=1)
+    # Teach the model that the quiet do not buy, through its own schedule.
+    for i in range(200):
+        cid = f"q-{i}"
+        forecaster.observe(_bought(cid, MONDAY), "purchase", MONDAY, units=1)
+    forecaster.expire(MONDAY + timedelta(days=200))
+    assert state.predictions is not None
+    assert state.predictions.units == 1
+    now = forecaster.predict_at(state, MONDAY + timedelta(days=1))
+    later = forecaster.predict_at(state, MONDAY + timedelta(days=180))
+    assert now is not None
+    assert later is not None
+    assert later[0] < now[0]  # less likely to buy the longer they are quiet
+    assert later[1] > now[1]  # and more likely gone
+    assert forecaster.predict_at(CustomerState("c-2"), MONDAY) is None
 
 
 def test_open_examples_stay_bounded_and_forget_drops_them() -> None:
-    forecaster = Forecaster(max_open=10)
+    forecaster = Forecaster(PredictionRules(example_interval=timedelta(hours=1)), max_open=10)
     for i in range(25):
-        forecaster.observe(CustomerState(f"c-{i}", last_event_at=MONDAY), "other", MONDAY)
+        forecaster.observe(_bought(f"c-{i}", MONDAY), "purchase", MONDAY)
+    forecaster.expire(MONDAY + timedelta(hours=1))
     assert forecaster.open_examples == 20  # two outcomes for each of the newest ten
     assert forecaster.dropped == 15
     forecaster.forget("c-24")
@@ -99,17 +115,17 @@ def test_open_examples_stay_bounded_and_forget_drops_them() -> None:
 
 def test_a_drift_is_reported_and_becomes_a_valid_model_drift_event() -> None:
     forecaster = Forecaster(PredictionRules(purchase_horizon=timedelta(hours=1),
-                                            churn_horizon=timedelta(days=400)))
+                                            churn_horizon=timedelta(days=400),
+                                            example_interval=timedelta(hours=1)))
     forecaster.predictors.purchase.warmup = 50
     drifts = []
-    at = MONDAY
     for i in range(3000):
         at = MONDAY + timedelta(minutes=i)
-        state = CustomerState(f"c-{i}", last_event_at=at)
-        state, _ = forecaster.observe(state, "other", at)
+        cid = f"c-{i % 300}"
+        _state, _ = forecaster.observe(_bought(cid, at), "other", at)
         if i >= 1500:  # from here on everybody buys: the labels flip
-            bought = replace(state, purchases=PurchaseFigures(1, 1.0, at, at))
-            drifts += forecaster.observe(bought, "purchase", at + timedelta(seconds=1))[1]
+            drifts += forecaster.observe(_bought(cid, at), "purchase",
+                                         at + timedelta(seconds=1))[1]
         drifts += forecaster.expire(at)
     assert drifts, "a flip of every label must be found"
     assert forecaster.drifts[-1] == drifts[-1]
@@ -119,33 +135,11 @@ def test_a_drift_is_reported_and_becomes_a_valid_model_drift_event() -> None:
         assert build(TOPICS[topic].versions[1], decode(encode(record))) == record
 
 
-def test_the_deadline_heap_stays_bounded_by_the_open_examples() -> None:
+def test_the_deadline_heap_stays_bounded_by_the_customers() -> None:
     forecaster = Forecaster()
-    state = CustomerState("c-1", last_event_at=MONDAY)
-    for i in range(20_000):  # every event resolves the churn example and opens the next
+    state = _bought("c-1", MONDAY)
+    for i in range(20_000):  # every event moves nothing on the schedule but is seen
         at = MONDAY + timedelta(minutes=i)
         state, _ = forecaster.observe(replace(state, last_event_at=at), "other", at)
-    assert forecaster.open_examples == 2
-    assert len(forecaster._deadlines) <= 2 * 2 + 1024 + 1
-
-
-def test_sends_are_planned_with_the_best_hour_in_the_customers_zone_now() -> None:
-    # Engagement peaks at 07:00 UTC (hour of the week 7: Monday 07:00 UTC). The stored
-    # best hour was made local before the customer's time zone was known (7); a
-    # profile has since put them in Berlin, so their best hour is 08:00 local in winter.
-    winter, summer = datetime(2026, 11, 23, 12, tzinfo=UTC), datetime(2026, 7, 6, 12, tzinfo=UTC)
-    stored = CustomerPredictions(purchase=0.1, churn=0.3, best_hour=7, at=winter,
-                                 hours={7: 2.0, 7 + 24: 1.0, 15: 0.5}, hours_at=winter)
-    berlin = MasterData(locale="de-DE", language="de", time_zone="Europe/Berlin",
-                        updated_at=winter)
-    state = CustomerState("c-1", master=berlin, predictions=stored)
-    outlook = LocalOutlook.of(state, winter)
-    assert outlook is not None
-    assert (outlook.best_hour, outlook.churn) == (8, 0.3)
-    summer_outlook = LocalOutlook.of(state, summer)
-    assert summer_outlook is not None
-    assert summer_outlook.best_hour == 9
-    no_zone = LocalOutlook.of(replace(state, master=None), winter)
-    assert no_zone is not None
-    assert no_zone.best_hour == 7
-    assert LocalOutlook.of(replace(state, predictions=None), winter) is None
+        forecaster.expire(at)
+    assert len(forecaster._deadlines) <= 2 * 1 + 1024 + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -18,7 +19,9 @@ from agents.core.predictions import (
     PredictionRules,
     PredictionState,
     Predictors,
+    Summary,
     customer_features,
+    features,
 )
 from agents.core.snapshots import MAGIC, SnapshotInvalid, checksum_of, decode, encode
 
@@ -98,48 +101,67 @@ def test_customer_features_are_finite(orders: int, clicks: int, days: float) -> 
     assert all(math.isfinite(v) for v in x.values())
 
 
-def test_an_order_resolves_the_open_purchase_example_as_yes_and_churn_as_no() -> None:
-    models = Predictors(PredictionRules(purchase_horizon=timedelta(days=30)))
-    pstate, first, _ = models.observe_event(PredictionState(), customer(), "click", MONDAY)
-    assert {e.outcome for e in pstate.open} == {"purchase", "churn"}
+def test_examples_open_on_a_schedule_so_recency_varies() -> None:
+    rules = PredictionRules(example_interval=timedelta(days=7))
+    models = Predictors(rules)
+    pstate, first, _ = models.observe_event(PredictionState(), customer(1), "purchase", MONDAY)
+    assert pstate.open == ()  # an event opens no example: the schedule does
     assert first.best_hour == 1  # 00:00 UTC is 01:00 in Berlin
-    later = MONDAY + timedelta(days=3)
-    pstate, _, _ = models.observe_event(pstate, customer(1, at=later), "purchase", later)
-    assert models.purchase.examples == models.churn.examples == 1
+    assert pstate.next_at is not None
+    assert MONDAY < pstate.next_at <= MONDAY + timedelta(days=7)
+    pstate, _ = models.due(pstate, MONDAY + timedelta(days=29), "c-1")
+    opened = sorted({e.opened_at for e in pstate.open})
+    assert len(opened) == 4
+    assert {b - a for a, b in itertools.pairwise(opened)} == {timedelta(days=7)}
+    recency = sorted({e.features["recency"] for e in pstate.open})
+    assert len(recency) == 4
+    assert recency[0] < recency[-1]
+
+
+def test_a_label_is_learnt_when_its_horizon_ends_positive_or_negative() -> None:
+    rules = PredictionRules(purchase_horizon=timedelta(days=30), example_interval=timedelta(days=7))
+    models = Predictors(rules)
+    pstate, _, _ = models.observe_event(PredictionState(), customer(1), "purchase", MONDAY)
+    pstate, _ = models.due(pstate, MONDAY + timedelta(days=7), "c-1")
+    (example,) = [e for e in pstate.open if e.outcome == "purchase"]
+    later = example.opened_at + timedelta(days=3)
+    pstate, _, _ = models.observe_event(pstate, customer(2, at=later), "purchase", later)
+    # The order answers the example, but it is not learnt before its horizon ends.
+    assert [e.hit for e in pstate.open if e.opened_at == example.opened_at] == [True, True]
+    assert models.purchase.examples == models.churn.examples == 0
+    pstate, _drifts = models.expire(pstate, example.deadline, "c-1")
+    assert models.purchase.examples == 1
     assert models.purchase.log_loss.get() < math.log(2) + 1e-9  # predicted 0.5, label yes
-    assert {e.opened_at for e in pstate.open} == {later}
+    assert models.churn.examples == 0  # the churn horizon (60 days) has not ended
 
 
-def test_an_active_customer_gives_one_example_per_outcome_and_day() -> None:
-    models = Predictors(PredictionRules(example_spacing=timedelta(days=1)))
-    pstate = PredictionState()
-    # Twelve events two hours apart: the first opens the examples, the second resolves
-    # the churn example (no churn), and the rest of the day opens no new one.
-    for n in range(12):
-        at = MONDAY + timedelta(hours=2 * n)
-        pstate, _, _ = models.observe_event(pstate, customer(at=at), "click", at)
-    assert models.churn.examples == 1
-    assert [(e.outcome, e.resolved) for e in sorted(pstate.open, key=lambda e: e.outcome)] \
-        == [("churn", True), ("purchase", False)]
-    # A day after the first example the next one opens, and the one after resolves it.
-    for at in (MONDAY + timedelta(days=1), MONDAY + timedelta(days=1, hours=1)):
-        pstate, _, _ = models.observe_event(pstate, customer(at=at), "click", at)
-    assert models.churn.examples == 2
-    # An example already learnt is not labelled again when its horizon ends.
-    pstate, _ = models.expire(pstate, MONDAY + timedelta(days=200))
-    assert pstate.open == ()
-    assert (models.churn.examples, models.purchase.examples) == (2, 1)
-
-
-def test_the_timer_labels_expired_examples() -> None:
-    models = Predictors()
+def test_a_customer_who_goes_quiet_is_learnt_as_no_purchase_and_churned() -> None:
+    rules = PredictionRules(example_interval=timedelta(days=7), active_span=timedelta(days=20))
+    models = Predictors(rules)
     pstate, _, _ = models.observe_event(PredictionState(), customer(), "profile", MONDAY)
     assert pstate.hours.best_hour() is None  # a profile update is not engagement
-    same, _ = models.expire(pstate, MONDAY + timedelta(days=29))
+    assert pstate.next_at is not None
+    same, _ = models.expire(pstate, pstate.next_at - timedelta(seconds=1), "c-1")
     assert same is pstate
-    pstate, _ = models.expire(pstate, MONDAY + timedelta(days=61))
+    pstate, _ = models.expire(pstate, MONDAY + timedelta(days=400), "c-1")
     assert pstate.open == ()
-    assert models.purchase.examples == models.churn.examples == 1
+    assert pstate.next_at is None
+    # Examples on the schedule for the 20 days after the last event: three each.
+    assert models.purchase.examples == models.churn.examples == 3
+    assert models.purchase.log_loss.get() < math.log(2) + 1e-9  # predicted 0.5: no
+    assert models.churn.log_loss.get() < math.log(2) + 1e-9  # predicted 0.5: churned
+
+
+def test_predictions_are_answered_as_of_a_time() -> None:
+    models = Predictors()
+    summary = Summary.of(customer(3), 6)
+    # A model that has learnt that quiet customers do not buy.
+    for _ in range(300):
+        for days, bought in ((1, True), (200, False)):
+            models.purchase.learn_one(features(summary, MONDAY + timedelta(days=days)), bought)
+    soon, _ = models.predict(summary, MONDAY + timedelta(days=1))
+    late, _ = models.predict(summary, MONDAY + timedelta(days=200))
+    assert soon > 0.6 > 0.4 > late
 
 
 def test_progressive_validation_learns_a_learnable_outcome() -> None:

@@ -1,0 +1,334 @@
+"""``relevanz evaluate``: how well the served predictions rank real customers.
+
+A transaction log (CSV ``customer_id,occurred_at,amount,quantity``, ISO 8601
+times with an offset) is split at ``cutoff``: the purchases before it are
+replayed through the worker's customer stage (the engine's real processing
+with the embedded store), each customer granting consent to profiling at
+their first purchase, in event-time order; the purchases in the
+``holdout_weeks`` after it are the answers.  The predictions are read from
+the stored customer states as of the cutoff and scored:
+
+- ``purchase_auc``: ROC AUC of the purchase probability for "buys in the
+  holdout", with a bootstrap 95% interval (``purchase_auc_ci``);
+- ``purchase_expected`` / ``purchase_actual``: the sum of the purchase
+  probabilities against the customers who buy within the model's horizon
+  after the cutoff (calibration);
+- ``churn_auc``: the same AUC for one minus the churn risk, and
+  ``churn_expected`` / ``churn_actual`` against the customers with no
+  purchase within the churn horizon;
+- baselines computed in the same run from the same calibration purchases
+  (:mod:`streams.baselines`): ``recency_auc``, ``rfm_auc``, ``bgnbd_auc``;
+- ``purchase_weights`` / ``churn_weights``: what each outcome model learnt,
+  per feature, in the online scaler's standard units.
+
+Nothing reads the wall clock: the stage is given the event time as its "now".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agents.core.customer import CustomerState
+from schemas.records import ConsentChanged, Purchased, PurchasedItem, Record
+from streams import baselines
+from streams.errors import ConfigError
+from streams.settings import Settings
+from streams.store import EventKey
+
+HEADER = ("customer_id", "occurred_at", "amount", "quantity")
+BATCH = 2000
+
+
+class InvalidTransactions(ConfigError):
+    """The transaction log given to ``relevanz evaluate`` cannot be read.
+
+    The message names the file, the line and what is wrong with it.
+    """
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One purchase of the log."""
+
+    customer_id: str
+    occurred_at: datetime
+    amount: float
+    quantity: int
+
+
+def read_transactions(path: Path) -> list[Transaction]:
+    """The transactions of the CSV at ``path``, in file order.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = p.write_text("customer_id,occurred_at,amount,quantity\\n"
+    ...                  "7,1997-01-01T00:00:00+00:00,11.77,1\\n")
+    >>> read_transactions(p)[0].amount
+    11.77
+    """
+    try:
+        with path.open(encoding="utf-8", newline="") as file:
+            rows = csv.reader(file)
+            header = next(rows, None)
+            if header is None or tuple(h.strip() for h in header) != HEADER:
+                raise InvalidTransactions(
+                    f"{path}: the first line must be the header {','.join(HEADER)}, "
+                    f"got {','.join(header or [])!r}")
+            return [_transaction(path, line, row) for line, row in enumerate(rows, start=2)]
+    except OSError as exc:
+        raise InvalidTransactions(f"{path}: cannot be read ({exc.strerror})") from exc
+
+
+def _transaction(path: Path, line: int, row: Sequence[str]) -> Transaction:
+    if len(row) != len(HEADER):
+        raise InvalidTransactions(f"{path} line {line}: expected {len(HEADER)} fields, "
+                                  f"got {len(row)}")
+    cid, at, amount, quantity = (v.strip() for v in row)
+    try:
+        occurred_at = datetime.fromisoformat(at)
+    except ValueError as exc:
+        raise InvalidTransactions(f"{path} line {line}: occurred_at {at!r} is not an ISO 8601 "
+                                  "time") from exc
+    if occurred_at.tzinfo is None:
+        raise InvalidTransactions(f"{path} line {line}: occurred_at {at!r} has no UTC offset")
+    try:
+        value, count = float(amount), int(quantity)
+    except ValueError as exc:
+        raise InvalidTransactions(f"{path} line {line}: amount {amount!r} or quantity "
+                                  f"{quantity!r} is not a number") from exc
+    if not cid or value < 0 or not math.isfinite(value) or count < 0:
+        raise InvalidTransactions(f"{path} line {line}: needs a customer id, an amount >= 0 "
+                                  "and a quantity >= 0")
+    return Transaction(cid, occurred_at, value, count)
+
+
+def customer_events(transactions: Iterable[Transaction], order: str = "time") -> list[Record]:
+    """Consent at each customer's first purchase, then every purchase, in event-time order
+    (``order="time"``), or every consent first (``"consents-first"``, as when the consents
+    topic is read before the purchases).
+
+    >>> from datetime import UTC
+    >>> t = datetime(1997, 1, 1, tzinfo=UTC)
+    >>> [type(r).__name__ for r in customer_events([Transaction("7", t, 5.0, 1)])]
+    ['ConsentChanged', 'Purchased']
+    """
+    first: dict[str, datetime] = {}
+    purchases: list[tuple[datetime, int, str, Record]] = []
+    for n, t in enumerate(transactions):
+        first[t.customer_id] = min(first.get(t.customer_id, t.occurred_at), t.occurred_at)
+        quantity = max(t.quantity, 1)
+        purchases.append((t.occurred_at, 1, t.customer_id, Purchased(
+            event_id=f"{t.customer_id}-p{n}", customer_id=t.customer_id,
+            occurred_at=t.occurred_at, schema_version=1, order_id=f"{t.customer_id}-o{n}",
+            items=[PurchasedItem(product_id="item", quantity=quantity,
+                                 unit_price=t.amount / quantity)],
+            total=t.amount, currency="USD")))
+    consents = [(at, 0, cid, ConsentChanged(
+        event_id=f"{cid}-consent", customer_id=cid, occurred_at=at, schema_version=1,
+        action="granted", purposes=["profiling"], source="relevanz-evaluate"))
+        for cid, at in first.items()]
+    if order == "consents-first":
+        return [r for *_, r in [*sorted(consents, key=lambda e: e[:3]),
+                                *sorted(purchases, key=lambda e: e[:3])]]
+    return [r for *_, r in sorted([*consents, *purchases], key=lambda e: e[:3])]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A customer's predictions as read at the cutoff."""
+
+    purchase: float
+    churn: float
+
+
+async def replay_in_process(settings: Settings, records: Sequence[Record], cutoff: datetime,
+                            progress: Callable[[str], None]) -> tuple[dict[str, Served], Any]:
+    """Apply ``records`` through the customer stage; the predictions as of ``cutoff``.
+
+    Returns the served predictions by customer and the forecaster (for its weights).
+    """
+    from streams.app import build_worker
+    from streams.customer_cache import CustomerCache
+    from streams.store.embedded import EmbeddedStore
+
+    with tempfile.TemporaryDirectory(prefix="relevanz-evaluate-") as tmp:
+        path = Path(tmp) / "store.db"
+        run = settings.with_(store_url=f"embedded:{path}")
+        store = EmbeddedStore(path)
+        await store.open()
+        try:
+            worker = build_worker(run, store=store, emit=False)
+            stage = worker.stage
+            assert stage is not None  # build_worker always wires the customer stage
+            started, last_report = time.monotonic(), 0.0
+            for start in range(0, len(records), BATCH):
+                batch = records[start:start + BATCH]
+                now = max(r.occurred_at for r in batch if hasattr(r, "occurred_at"))
+                _, failed = await stage.apply(batch, now)
+                if failed:
+                    raise InvalidTransactions(f"the engine could not apply an event: "
+                                              f"{next(iter(failed.values()))}")
+                keys: list[EventKey] = [(r.customer_id, r.event_id) for r in batch]
+                await stage.commit(keys, now)
+                if time.monotonic() - last_report >= 2.0:
+                    last_report = time.monotonic()
+                    progress(f"replayed {start + len(batch)}/{len(records)} events "
+                             f"({last_report - started:.0f}s, event time {now.date()})")
+            ids = sorted({r.customer_id for r in records})
+            states = await CustomerCache(store, len(ids) + 1).get_many(ids, cutoff)
+            forecaster = stage.forecaster
+            served = {cid: served_at(forecaster, states[cid], cutoff) for cid in ids}
+        finally:
+            await store.close()
+    return served, forecaster
+
+
+def served_at(forecaster: Any, state: CustomerState, at: datetime) -> Served:
+    """What the engine serves for ``state`` as of ``at``."""
+    now = forecaster.predict_at(state, at)
+    if now is None:
+        return Served(math.nan, math.nan)
+    return Served(*now)
+
+
+def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Settings,
+             progress: Callable[[str], None], seed: int = 7, order: str = "time"
+             ) -> dict[str, Any]:
+    """Replay the calibration purchases of ``path``, score the predictions on the holdout."""
+    started = time.monotonic()
+    transactions = read_transactions(path)
+    end = cutoff + timedelta(weeks=holdout_weeks)
+    calibration = [t for t in transactions if t.occurred_at < cutoff]
+    if not calibration:
+        raise InvalidTransactions(f"{path}: no purchase before the cutoff {cutoff.isoformat()}")
+    customers = sorted({t.customer_id for t in calibration})
+    later = [t for t in transactions if cutoff <= t.occurred_at < end]
+    records = customer_events(calibration, order)
+    progress(f"{len(customers)} customers, {len(calibration)} purchases before the cutoff, "
+             f"{len(later)} in the {holdout_weeks}-week holdout")
+    served, forecaster = asyncio.run(replay_in_process(settings, records, cutoff, progress))
+    rules = forecaster.predictors.rules
+    bought = {t.customer_id for t in later}
+    within = {t.customer_id for t in later
+              if t.occurred_at < cutoff + rules.purchase_horizon}
+    quiet = {t.customer_id for t in later if t.occurred_at < cutoff + rules.churn_horizon}
+    labels = [c in bought for c in customers]
+    p_buy = [served[c].purchase for c in customers]
+    p_churn = [served[c].churn for c in customers]
+    progress("fitting the baselines")
+    base = baselines.scores(calibration, customers, cutoff, holdout_weeks)
+    rng = random.Random(seed)
+    result: dict[str, Any] = {
+        "customers": len(customers),
+        "order": order,
+        "buyers": sum(labels),
+        "purchase_auc": _r(roc_auc(labels, p_buy)),
+        "purchase_auc_ci": [_r(v) for v in bootstrap_auc(labels, p_buy, rng)],
+        "purchase_expected": _r(sum(p_buy), 1),
+        "purchase_actual": len(within),
+        "purchase_horizon_days": rules.purchase_horizon.days,
+        "churn_auc": _r(roc_auc(labels, [1 - p for p in p_churn])),
+        "churn_auc_ci": [_r(v) for v in bootstrap_auc(labels, [1 - p for p in p_churn], rng)],
+        "churn_expected": _r(sum(p_churn), 1),
+        "churn_actual": len(customers) - len(quiet),
+        "churn_horizon_days": rules.churn_horizon.days,
+    }
+    for name, score in base.items():
+        fitted = not all(math.isnan(v) for v in score)  # BG/NBD may not converge
+        result[f"{name}_auc"] = _r(roc_auc(labels, score)) if fitted else None
+    result["bgnbd_library"] = baselines.BGNBD_LIBRARY
+    for outcome in ("purchase", "churn"):
+        # What the model learnt: weight per feature, on the online scaler's standard units.
+        weights = forecaster.predictors.model(outcome).model["LogisticRegression"].weights
+        result[f"{outcome}_weights"] = {k: round(float(v), 3) for k, v in weights.items()
+                                        if k != "bias"}
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _r(value: float, digits: int = 4) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """ROC AUC of ``scores`` for ``labels`` (ties count a half; NaN scores rank lowest).
+
+    >>> roc_auc([True, False, True, False], [0.9, 0.1, 0.5, 0.5])
+    0.875
+    """
+    pairs = sorted(zip((-math.inf if math.isnan(s) else s for s in scores), labels,
+                       strict=True))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return math.nan
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        mid = (i + j + 1) / 2  # average 1-based rank of the tie group
+        rank_sum += mid * sum(1 for k in range(i, j) if pairs[k][1])
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def bootstrap_auc(labels: Sequence[bool], scores: Sequence[float], rng: random.Random,
+                  rounds: int = 200) -> tuple[float, float]:
+    """A 95% percentile interval of the ROC AUC over customers resampled with replacement."""
+    n = len(labels)
+    found = []
+    for _ in range(rounds):
+        pick = [rng.randrange(n) for _ in range(n)]
+        value = roc_auc([labels[i] for i in pick], [scores[i] for i in pick])
+        if not math.isnan(value):
+            found.append(value)
+    if not found:
+        return math.nan, math.nan
+    found.sort()
+    return found[int(0.025 * (len(found) - 1))], found[int(0.975 * (len(found) - 1))]
+
+
+def cdnow_rows(ids: str = "odd") -> list[tuple[str, str, float, int]]:
+    """CDNOW's purchases (``CDNOW_master.txt`` of the installed ``lifetimes`` wheel), same-day
+    purchases of a customer merged, of the customers with an ``odd`` or ``even`` id (or ``all``).
+    """
+    try:
+        import lifetimes
+    except ImportError as exc:
+        raise ConfigError("the CDNOW data comes with the 'lifetimes' package: "
+                          "pip install 'relevanz[evaluate]'") from exc
+    master = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
+    merged: dict[tuple[str, str], list[float]] = {}
+    for line in master.read_text(encoding="ascii").splitlines():
+        fields = line.split()
+        if len(fields) != 4 or not fields[0].isdigit():
+            continue  # the header line
+        cid, day, cds, dollars = fields
+        number = int(cid)
+        if ids != "all" and number % 2 != (1 if ids == "odd" else 0):
+            continue
+        entry = merged.setdefault((str(number), day), [0.0, 0])
+        entry[0] += float(dollars)
+        entry[1] += int(cds)
+    return [(cid, f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00+00:00", round(v[0], 2), int(v[1]))
+            for (cid, day), v in sorted(merged.items(), key=lambda kv: (kv[0][1], int(kv[0][0])))]
+
+
+def write_cdnow(out: Any, ids: str = "odd") -> int:
+    """Write CDNOW as the CSV ``relevanz evaluate`` reads; returns the rows written."""
+    rows = cdnow_rows(ids)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows(rows)
+    return len(rows)
