@@ -40,7 +40,7 @@ from schemas.codec import decode, encode, pack
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
-from schemas.validation import Limits, parse_message
+from schemas.validation import OTHER_FIELD, Limits, field_label, parse_message
 from streams.errors import StoreUnavailable
 from streams.store import EventKey, Store
 
@@ -243,9 +243,9 @@ class Ingest:
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
         )
         for letter in letters:
-            reason_kind = letter.field or "message"
-            counts = self.accounting.dead_letters_by_field
-            counts[reason_kind] = counts.get(reason_kind, 0) + 1
+            # Counted under the contract's name, never the sender's (bounded series).
+            topic = self.logical_names.get(letter.source_topic, OTHER_FIELD)
+            self.accounting.count_dead_letter(topic, field_label(topic, letter.field))
 
     async def _publish_tracked(self, anchor: EventKey, messages: Sequence[Encoded]) -> None:
         """Publish the outputs stored under ``anchor``; once every one is delivered,

@@ -49,11 +49,14 @@ class StatusCollector(Collector):
                                   value=counts["decisions"])
         yield CounterMetricFamily("relevanz_send_triggers", "Send triggers emitted",
                                   value=counts["send_triggers"])
-        by_field = CounterMetricFamily("relevanz_dead_letters_by_field",
-                                       "Dead letters by the field that broke the contract",
-                                       labels=["field"])
-        for name, count in status["dead_letters"]["by_field"].items():
-            by_field.add_metric([name], count)
+        by_field = CounterMetricFamily(
+            "relevanz_dead_letters_by_field",
+            "Dead letters by input topic and the contract field that broke "
+            "(message: the whole message; other: a field the contract does not name)",
+            labels=["topic", "field"])
+        for topic, counts in status["dead_letters"]["by_topic"].items():
+            for name, count in counts.items():
+                by_field.add_metric([topic, name], count)
         yield by_field
         rates = GaugeMetricFamily("relevanz_events_per_second",
                                   "Events handled per second over a trailing window",

@@ -145,11 +145,14 @@ _SCHEMAS: dict[str, Any] = {
                        "required": ["events_in", "applied", "duplicates", "dead_letters",
                                     "decisions", "send_triggers"]},
             "dead_letters": {
-                "type": "object", "required": ["total", "by_field", "latest"],
+                "type": "object", "required": ["total", "by_field", "by_topic", "latest"],
                 "properties": {
                     "total": {"type": "integer"},
+                    # Keys are the contract's field names, "message" or "other": bounded.
                     "by_field": {"type": "object",
                                  "additionalProperties": {"type": "integer"}},
+                    "by_topic": {"type": "object", "additionalProperties": {
+                        "type": "object", "additionalProperties": {"type": "integer"}}},
                     "latest": {"type": "array",
                                "items": {"$ref": "#/components/schemas/DeadLetterSample"}},
                 },
