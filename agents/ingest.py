@@ -26,6 +26,7 @@ committed by then, so redelivery would not bring them back.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -95,6 +96,8 @@ class Ingest:
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
     in_flight: int = 0
+    #: The batch hook: told each handled batch and the seconds it took (metrics).
+    on_batch: Callable[[Sequence[EventT[Any]], float], None] | None = None
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
     _published: list[EventKey] = field(default_factory=list)
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
@@ -113,10 +116,13 @@ class Ingest:
             await asyncio.Future()  # never acknowledged: the agent is cancelled here
         self.in_flight += 1
         backoff = 0.1
+        started = time.perf_counter()
         try:
             while True:
                 try:
                     await self._handle_once(events)
+                    if self.on_batch is not None:
+                        self.on_batch(events, time.perf_counter() - started)
                     return
                 except StoreUnavailable as exc:
                     # Not acknowledging the batch is what keeps it safe: retry, never skip.

@@ -40,6 +40,7 @@ from streams.controls import Controls
 from streams.customer_cache import CustomerCache
 from streams.errors import ConfigError, StoreUnavailable
 from streams.forecasts import Forecaster
+from streams.instruments import Instruments
 from streams.learner import Learner
 from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
@@ -146,6 +147,8 @@ class Worker:
     ready: bool = False
     #: Save the content policy to the store (not in replay, which only rebuilds projections).
     save_models: bool = True
+    #: Latency histograms and process collectors behind /metrics.
+    instruments: Instruments = field(default_factory=Instruments)
     _summary_task: asyncio.Task[None] | None = None
     _snapshot_task: asyncio.Task[None] | None = None
 
@@ -325,7 +328,9 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
 
     limits = Limits(max_event_bytes=settings.max_event_bytes,
                     max_future=timedelta(seconds=settings.max_future_s))
-    store = store or open_store(settings)
+    instruments = Instruments()
+    app.sensors.add(instruments.sensor())
+    store = instruments.timed(store or open_store(settings))
     catalogue = Catalogue(settings, utc_now, limits)
     # The kill switch and campaign pauses; replay sends nothing, so it follows none.
     controls = Controls(settings, utc_now) if emit else None
@@ -369,7 +374,8 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         stage.campaign_paused = controls.campaign_paused
     worker = Worker(settings=settings, app=app, store=store, accounting=accounting,
                     catalogue=catalogue, stage=stage,
-                    controls=controls, save_models=emit, campaigns=book)
+                    controls=controls, save_models=emit, campaigns=book,
+                    instruments=instruments)
     ingest = ingest_agent.Ingest(
         store=store,
         dead_letters=output("dead-letters"),
@@ -382,6 +388,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         stage=stage,
         emit=emit,
         catalogue_removed=catalogue.forget,
+        on_batch=instruments.batch_handled,
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,12 +17,17 @@ from streams.broker import EmbeddedBroker
 from streams.metrics import render
 from streams.settings import Settings
 from streams.status import Monitor
-from tests.harness import eventually, isolated_settings, produce_raw
+from streams.traffic import TrafficConfig, TrafficGenerator
+from streams.web import bound_port, build_api, serve
+from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
+from tests.integration.conftest import stop_or_explain
+
+VIEWER = "viewer-token-0123456789ab"
 
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    return isolated_settings(broker.bootstrap_servers, tmp_path)
+    return isolated_settings(broker.bootstrap_servers, tmp_path, viewer_tokens=(VIEWER,))
 
 
 def malformed(n: int, rng: random.Random) -> list[tuple[str, bytes, bytes]]:
@@ -69,3 +76,62 @@ async def test_dead_letters_under_made_up_field_names_add_no_series(
     assert labels == {"other", "attributes"}
     assert worker.accounting.dead_letters_by_reason == {
         "clicks": {"other": 5_005}, "profiles": {"attributes": 5_005}}
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_are_counters_histograms_and_the_standard_collectors(
+    worker: Worker, settings: Settings
+) -> None:
+    config = TrafficConfig.ending_at(datetime.now(UTC), 200, customers=20, catalogue_size=5,
+                                     malformed_share=0.0, duplicate_share=0.0, seed=3)
+    produce_raw(settings, [(m.topic, m.key, m.value)
+                           for m in TrafficGenerator(config).messages(200)])
+    await eventually(lambda: worker.accounting.events_in >= 200, 60, "200 events")
+
+    runner = await serve(build_api(worker), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"{base}/v1/decide", json={
+                    "customer_id": "c1", "channel": "web", "slot": "web-banner"}) as answer:
+                await answer.read()
+
+            scraped: Samples = {}
+
+            async def committed() -> bool:
+                nonlocal scraped
+                async with http.get(f"{base}/metrics") as response:
+                    assert response.status == 200
+                    scraped = samples(await response.text())
+                return scraped.get(("relevanz_offset_commit_seconds_count", ()), 0) > 0
+
+            await eventually_async(committed, 30, "an offset commit", poll_s=0.3)
+    finally:
+        await stop_or_explain(runner.cleanup(), "the API to stop")
+
+    def value(name: str, **labels: str) -> float:
+        return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    names = {name for name, _ in scraped}
+    assert not any(name.endswith("_per_second") for name in names)
+    assert value("relevanz_events_total", outcome="applied") == 200
+    assert value("relevanz_batch_seconds_count") >= 1
+    # Every consumed message's age is observed once its batch's outputs are handed on.
+    assert value("relevanz_event_to_output_seconds_count") == 200
+    assert value("relevanz_store_call_seconds_count", call="seen_events") >= 1
+    assert value("relevanz_http_request_seconds_count", route="/v1/decide") == 1
+    assert value("relevanz_rebalances_total") >= 1
+    expected: list[Callable[[str], bool]] = [
+        lambda n: n == "process_cpu_seconds_total",
+        lambda n: n == "python_info",
+        lambda n: n.startswith("python_gc_"),
+    ]
+    assert all(any(test(n) for n in names) for test in expected)
