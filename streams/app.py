@@ -40,6 +40,7 @@ from streams.controls import Controls
 from streams.customer_cache import CustomerCache
 from streams.errors import ConfigError, StoreUnavailable
 from streams.forecasts import Forecaster
+from streams.idempotent_faust import IdempotentApp
 from streams.instruments import Instruments
 from streams.learner import Learner
 from streams.logs import use_pseudonym_key
@@ -108,7 +109,8 @@ def build_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings, with no agents yet."""
     register_codec()
     _use_fetch_wait(settings.fetch_wait_ms)
-    return faust.App(
+    app_type = IdempotentApp if settings.idempotent_producers else faust.App
+    return app_type(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in settings.broker_servers.split(",")],
         autodiscover=False,
