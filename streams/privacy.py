@@ -23,6 +23,7 @@ from typing import Any
 
 from agents.core.customer import CustomerState
 from schemas.codec import decode
+from schemas.customer_export import CUSTOMER_EXPORT_VERSION
 from streams.store import Store
 
 
@@ -117,6 +118,7 @@ async def export_customer(store: Store, customer_id: str, now: datetime
     data["recent_decisions"] = [decode(d.payload) for d in decisions]
     data["ledger_event_ids"] = events
     data["exported_at"] = now.isoformat()
+    data["format_version"] = CUSTOMER_EXPORT_VERSION  # schemas/customer_export.py
     return data
 
 
