@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,14 +88,13 @@ def samples(text: str) -> Samples:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-async def test_metrics_are_counters_histograms_and_the_standard_collectors(
-    worker: Worker, settings: Settings
-) -> None:
+async def scraped_after_traffic(worker: Worker, settings: Settings) -> Samples:
+    """``/metrics`` over HTTP once 200 events, a decide request and a commit went by."""
     config = TrafficConfig.ending_at(datetime.now(UTC), 200, customers=20, catalogue_size=5,
                                      malformed_share=0.0, duplicate_share=0.0, seed=3)
     produce_raw(settings, [(m.topic, m.key, m.value)
                            for m in TrafficGenerator(config).messages(200)])
-    await eventually(lambda: worker.accounting.events_in >= 200, 60, "200 events")
+    await eventually(lambda: worker.accounting.applied >= 200, 60, "200 events")
 
     runner = await serve(build_api(worker), "127.0.0.1", 0)
     base = f"http://127.0.0.1:{bound_port(runner)}"
@@ -116,6 +117,13 @@ async def test_metrics_are_counters_histograms_and_the_standard_collectors(
             await eventually_async(committed, 30, "an offset commit", poll_s=0.3)
     finally:
         await stop_or_explain(runner.cleanup(), "the API to stop")
+    return scraped
+
+
+async def test_metrics_are_counters_histograms_and_the_standard_collectors(
+    worker: Worker, settings: Settings
+) -> None:
+    scraped = await scraped_after_traffic(worker, settings)
 
     def value(name: str, **labels: str) -> float:
         return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -135,3 +143,39 @@ async def test_metrics_are_counters_histograms_and_the_standard_collectors(
         lambda n: n.startswith("python_gc_"),
     ]
     assert all(any(test(n) for n in names) for test in expected)
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "relevanz-dashboard.json"
+#: PromQL's own words (functions, aggregations, modifiers) that are no metric names.
+PROMQL_WORDS = {"sum", "min", "max", "avg", "count", "by", "without", "rate", "increase",
+                "irate", "histogram_quantile", "and", "or", "unless", "offset", "e"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label names and functions left out).
+
+    >>> sorted(metric_names('sum by (le) (rate(a_bucket{route="/x"}[5m])) / b_total'))
+    ['a_bucket', 'b_total']
+    """
+    bare = re.sub(r'"[^"]*"', "", expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", bare)
+    bare = re.sub(r"\b(by|without)\s*\([^)]*\)", "", bare)
+    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare))
+    return words - PROMQL_WORDS
+
+
+async def test_every_grafana_panel_reads_metrics_the_worker_exposes(
+    worker: Worker, settings: Settings
+) -> None:
+    # A dead-letter series exists once there is a dead letter.
+    produce_raw(settings, malformed(1, random.Random(1)))
+    await eventually(lambda: worker.accounting.dead_letters >= 2, 60, "two dead letters")
+    exposed = {name for name, _ in await scraped_after_traffic(worker, settings)}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len(panels) >= 10
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert names, (panel["title"], target["expr"])
+            assert names <= exposed, (panel["title"], sorted(names - exposed))
