@@ -23,6 +23,7 @@ API's route templates (anything else is ``other``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -132,8 +133,9 @@ class _FaustSensor(faust.Sensor):
 class _TimedStore:
     """A store proxy that times each awaited call; every other attribute passes through.
 
-    The method is looked up on the wrapped store at every call, so the proxy
-    adds nothing but the timing (about a microsecond per call).
+    The wrapper of a method is made once and kept; it looks the method up on
+    the wrapped store at every call, so the proxy adds nothing but the timing
+    (about two microseconds per call).
     """
 
     def __init__(self, store: Store, histogram: Histogram) -> None:
@@ -144,14 +146,16 @@ class _TimedStore:
         attribute = getattr(self._store, name)
         if name.startswith("_") or not callable(attribute):
             return attribute
-        child = self._histogram.labels(name)
+        store = self._store
+        observe = self._histogram.labels(name).observe
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            result = attribute(*args, **kwargs)
-            if not isinstance(result, Awaitable):
+            result = getattr(store, name)(*args, **kwargs)
+            if not asyncio.iscoroutine(result):
                 return result
-            return _observed(result, child.observe)
+            return _observed(result, observe)
 
+        self.__dict__[name] = timed  # found without __getattr__ from now on
         return timed
 
 

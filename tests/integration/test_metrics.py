@@ -134,6 +134,8 @@ async def test_metrics_are_counters_histograms_and_the_standard_collectors(
     assert value("relevanz_batch_seconds_count") >= 1
     # Every consumed message's age is observed once its batch's outputs are handed on.
     assert value("relevanz_event_to_output_seconds_count") == 200
+    # In seconds, from the broker's timestamp (milliseconds would read as 0 or years).
+    assert 0 < value("relevanz_event_to_output_seconds_sum") / 200 < 60
     assert value("relevanz_store_call_seconds_count", call="seen_events") >= 1
     assert value("relevanz_http_request_seconds_count", route="/v1/decide") == 1
     assert value("relevanz_rebalances_total") >= 1
