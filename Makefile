@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint exports clean
+.PHONY: demo test lint exports lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip --constraint constraints.txt
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev,embedded,evaluate]'
 	touch $(STAMP)
 
 ## Run the engine on the embedded broker and store with synthetic traffic (Ctrl-C stops).
@@ -31,6 +31,16 @@ lint: $(STAMP)
 ## Regenerate schemas/exported/ after changing a record.
 exports: $(STAMP)
 	$(BIN)/python -m schemas.export
+
+## Refresh constraints.txt after changing a dependency: resolve pyproject.toml afresh.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,embedded,evaluate]'
+	{ echo "# Every package at its exact version (make lock writes it; do not edit)."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable; } > constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) relevanz-demo .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,7 @@ producer's limit, so an oversized input cannot block publishing.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,7 +47,7 @@ from schemas.dead_letters import dead_letter
 from schemas.errors import InvalidEvent
 from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
-from schemas.validation import Limits, parse_message
+from schemas.validation import OTHER_FIELD, Limits, field_label, parse_message
 from streams.errors import StoreUnavailable
 from streams.store import EventKey, Store
 
@@ -105,6 +106,8 @@ class Ingest:
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
     in_flight: int = 0
+    #: The batch hook: told each handled batch and the seconds it took (metrics).
+    on_batch: Callable[[Sequence[EventT[Any]], float], None] | None = None
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
     _published: list[EventKey] = field(default_factory=list)
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
@@ -121,10 +124,13 @@ class Ingest:
             await asyncio.Future()  # never acknowledged: the agent is cancelled here
         self.in_flight += 1
         backoff = 0.1
+        started = time.perf_counter()
         try:
             while True:
                 try:
                     await self._handle_once(events)
+                    if self.on_batch is not None:
+                        self.on_batch(events, time.perf_counter() - started)
                     return
                 except StoreUnavailable as exc:
                     # Not acknowledging the batch is what keeps it safe: retry, never skip.
@@ -242,9 +248,9 @@ class Ingest:
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
         )
         for letter in letters:
-            reason_kind = letter.field or "message"
-            counts = self.accounting.dead_letters_by_field
-            counts[reason_kind] = counts.get(reason_kind, 0) + 1
+            # Counted under the contract's name, never the sender's (bounded series).
+            topic = self.logical_names.get(letter.source_topic, OTHER_FIELD)
+            self.accounting.count_dead_letter(topic, field_label(topic, letter.field))
 
     async def _publish_tracked(self, anchor: EventKey, messages: Sequence[Encoded]) -> None:
         """Publish the outputs stored under ``anchor``; once every one is delivered,

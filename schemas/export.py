@@ -10,7 +10,8 @@ the tree under ``schemas/exported/``; CI fails when they are stale::
 
 One JSON Schema (draft 2020-12) per topic and record version
 (``clicks.v1.schema.json``) and one AsyncAPI 3.0 document (``asyncapi.json``)
-describing every topic.  Output is deterministic: sorted keys, two-space
+describing every topic, and the schema of a customer's data export
+(:mod:`schemas.customer_export`).  Output is deterministic: sorted keys, two-space
 indent, trailing newline.
 
 >>> schema_file_name("clicks", 1)
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.constraints import Rule, constraints_of
+from schemas.customer_export import CUSTOMER_EXPORT_FILE, customer_export_schema
 from schemas.records import Record
 from schemas.topics import INPUT_TOPICS, TOPICS, TopicContract
 
@@ -354,6 +356,7 @@ def documents() -> dict[str, str]:
         for version in sorted(contract.versions)
     }
     files[ASYNCAPI_FILE] = render(asyncapi())
+    files[CUSTOMER_EXPORT_FILE] = render(customer_export_schema())
     return files
 
 

@@ -479,3 +479,43 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 _SCALARS: dict[Any, Check] = {str: _str, bool: _bool, int: _int, float: _float, bytes: _bytes,
                               datetime: _datetime}
+
+
+#: The label of a dead letter whose field is not one the topic's contract declares.
+OTHER_FIELD = "other"
+#: The label of a dead letter about the message as a whole (no field).
+WHOLE_MESSAGE = "message"
+
+
+def field_label(topic: str, field: str | None) -> str:
+    """The bounded label a dead letter is counted under: the contract's own name.
+
+    A field path the sender wrote (an unknown field, a map key) is never a
+    label: only the top-level field names of ``topic``'s records are, plus
+    :data:`WHOLE_MESSAGE` and :data:`OTHER_FIELD`, so the count of labels
+    per topic is fixed by the contract whatever arrives.
+
+    >>> field_label("purchases", "items[1].quantity")
+    'items'
+    >>> field_label("clicks", "uuid-123e4567"), field_label("clicks", None)
+    ('other', 'message')
+    >>> field_label("no-such-topic", "customer_id")
+    'other'
+    """
+    if field is None:
+        return WHOLE_MESSAGE
+    name = re.split(r"[.\[]", field, maxsplit=1)[0]
+    return name if name in contract_fields(topic) else OTHER_FIELD
+
+
+@cache
+def contract_fields(topic: str) -> frozenset[str]:
+    """Every top-level field name of every version of ``topic``'s record (empty if unknown).
+
+    >>> sorted(contract_fields("clicks"))[:3]
+    ['campaign_id', 'channel', 'content_id']
+    """
+    contract = TOPICS.get(topic)
+    if contract is None:
+        return frozenset()
+    return frozenset().union(*(t._options.fields for t in contract.versions.values()))

@@ -41,6 +41,8 @@ from streams.controls import Controls
 from streams.customer_cache import CustomerCache
 from streams.errors import ConfigError, StoreUnavailable
 from streams.forecasts import Forecaster
+from streams.idempotent_faust import IdempotentApp
+from streams.instruments import Instruments
 from streams.learner import Learner
 from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
@@ -129,7 +131,8 @@ def build_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings, with no agents yet."""
     register_codec()
     _use_fetch_wait(settings.fetch_wait_ms)
-    return faust.App(
+    app_type = IdempotentApp if settings.idempotent_producers else faust.App
+    return app_type(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in settings.broker_servers.split(",")],
         autodiscover=False,
@@ -168,6 +171,8 @@ class Worker:
     ready: bool = False
     #: Save the content policy to the store (not in replay, which only rebuilds projections).
     save_models: bool = True
+    #: Latency histograms and process collectors behind /metrics.
+    instruments: Instruments = field(default_factory=Instruments)
     _summary_task: asyncio.Task[None] | None = None
     _snapshot_task: asyncio.Task[None] | None = None
 
@@ -402,14 +407,17 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
 
     limits = Limits(max_event_bytes=settings.max_event_bytes,
                     max_future=timedelta(seconds=settings.max_future_s))
-    store = store or open_store(settings)
+    instruments = Instruments()
+    app.sensors.add(instruments.sensor())
+    store = instruments.timed(store or open_store(settings))
     # The kill switch and campaign pauses; replay sends nothing, so it follows none.
     controls = Controls(settings, utc_now) if emit else None
     stage = build_stage(settings, store, limits, emit=emit, controls=controls)
     catalogue, accounting, book = stage.catalogue, stage.accounting, stage.rules.book
     worker = Worker(settings=settings, app=app, store=store, accounting=accounting,
                     catalogue=catalogue, stage=stage,
-                    controls=controls, save_models=emit, campaigns=book)
+                    controls=controls, save_models=emit, campaigns=book,
+                    instruments=instruments)
     ingest = ingest_agent.Ingest(
         store=store,
         dead_letters=output("dead-letters"),
@@ -423,6 +431,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         emit=emit,
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,
+        on_batch=instruments.batch_handled,
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))

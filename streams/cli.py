@@ -32,7 +32,10 @@ from streams.settings import SETTINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_ENV_HELP = "\n".join(f"  {s.name} (default {s.default})" for s in SETTINGS)
+# One variable a line: click rewraps help paragraphs unless they start with "\b".
+_ENV_WIDTH = max(len(s.name) for s in SETTINGS)
+_ENV_HELP = "\b\n" + "\n".join(
+    f"{s.name.ljust(_ENV_WIDTH)}  {s.default or '(empty)'}" for s in SETTINGS)
 
 
 def _one_line_errors(fn: F) -> F:
@@ -107,7 +110,8 @@ def main() -> None:
     """
 
 
-@main.command(epilog=f"Environment:\n\n{_ENV_HELP}")
+@main.command(epilog=f"Environment (variable and default; the README says what each does):"
+                     f"\n\n{_ENV_HELP}")
 @_one_line_errors
 def worker() -> None:
     """Run a worker against the configured broker (RELEVANZ_BROKER_URL).

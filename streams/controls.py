@@ -154,8 +154,7 @@ class Controls:
         """Read the whole topic, then keep following it; open the producer."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.broker_servers,
                                     group_id=None, enable_auto_commit=False)
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker_servers,
-                                    acks="all", enable_idempotence=False)
+        producer = self.new_producer()
         try:
             await consumer.start()
             await producer.start()
@@ -172,6 +171,11 @@ class Controls:
         self._task = asyncio.create_task(self._follow())
         log.info("controls_loaded", paused=self.paused,
                  paused_campaigns=sorted(self.paused_campaigns))
+
+    def new_producer(self) -> AIOKafkaProducer:
+        """The (unstarted) producer control changes are sent with."""
+        return AIOKafkaProducer(bootstrap_servers=self.settings.broker_servers, acks="all",
+                                enable_idempotence=self.settings.idempotent_producers)
 
     async def _load(self) -> None:
         await self._catch_up(await self._assign_all())

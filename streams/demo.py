@@ -75,7 +75,9 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
         settings = settings.with_(broker_servers=broker.bootstrap_servers,
                                   store_url=f"embedded:{store_path}",
                                   session_timeout_s=min(settings.session_timeout_s, 6.0),
-                                  heartbeat_s=min(settings.heartbeat_s, 1.0))
+                                  heartbeat_s=min(settings.heartbeat_s, 1.0),
+                                  # It fails aiokafka's InitProducerId (see the setting).
+                                  idempotent_producers=False)
         progress(f"embedded broker on {broker.bootstrap_servers}, store {store_path}, "
                  f"broker log {options.data_dir / 'broker.log'}")
         worker = build_worker(settings)

@@ -1,11 +1,13 @@
 """``/metrics``: the worker's status in Prometheus text format (prometheus-client).
 
 A custom collector turns :meth:`streams.status.Monitor.snapshot` into metric
-families at scrape time, in a registry of the worker's own (no global
-state), so ``/metrics`` and ``/v1/status`` never disagree.  Counters are the
-worker's running counts since it started; rates over 1 and 5 minutes are
-gauges for dashboards without PromQL, ``rate()`` over the counters is the
-Prometheus way.
+families at scrape time, so ``/metrics`` and ``/v1/status`` never disagree;
+next to it are the worker's latency histograms and the standard process,
+platform and garbage-collector collectors (:mod:`streams.instruments`), all
+in registries of the worker's own (no global state).  Counts are counters
+since the worker started (``rate()`` makes them rates; no rate is
+precomputed), latencies are histograms, and every label takes its values
+from a set fixed by the code or the contracts, never from message content.
 """
 
 from __future__ import annotations
@@ -49,26 +51,23 @@ class StatusCollector(Collector):
                                   value=counts["decisions"])
         yield CounterMetricFamily("relevanz_send_triggers", "Send triggers emitted",
                                   value=counts["send_triggers"])
-        by_field = CounterMetricFamily("relevanz_dead_letters_by_field",
-                                       "Dead letters by the field that broke the contract",
-                                       labels=["field"])
-        for name, count in status["dead_letters"]["by_field"].items():
-            by_field.add_metric([name], count)
+        by_field = CounterMetricFamily(
+            "relevanz_dead_letters_by_field",
+            "Dead letters by input topic and the contract field that broke "
+            "(message: the whole message; other: a field the contract does not name)",
+            labels=["topic", "field"])
+        for topic, counts in status["dead_letters"]["by_topic"].items():
+            for name, count in counts.items():
+                by_field.add_metric([topic, name], count)
         yield by_field
-        rates = GaugeMetricFamily("relevanz_events_per_second",
-                                  "Events handled per second over a trailing window",
-                                  labels=["agent", "window"])
-        for agent, windows in status["throughput"].items():
-            for window, rate in windows.items():
-                rates.add_metric([agent, window], rate["per_s"])
-        yield rates
         yield from _partition_metrics(status["partitions"])
         store = status["store"]
         yield _gauge("relevanz_store_up", "1 when the store answered its last probe",
                      1 if store["reachable"] else 0)
         if store["latency_ms"] is not None:
             yield _gauge("relevanz_store_latency_seconds",
-                         "Round trip of the latest store probe", store["latency_ms"] / 1000)
+                         "Round trip of the latest store probe (every call: "
+                         "relevanz_store_call_seconds)", store["latency_ms"] / 1000)
         tags = status["interest_tags"]
         yield CounterMetricFamily("relevanz_interest_tag_changes",
                                   "Interest tags assigned or removed", value=tags["tag_changes"])
@@ -111,4 +110,5 @@ def render(monitor: Monitor) -> bytes:
     """The Prometheus text exposition of ``monitor``'s worker."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(monitor))
+    registry.register(monitor.worker.instruments.registry)
     return generate_latest(registry)

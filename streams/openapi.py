@@ -55,7 +55,11 @@ def _open(summary: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 _CAMPAIGN = [{"name": "campaign_id", "in": "path", "required": True,
               "schema": {"type": "string", "minLength": 1, "maxLength": 200}}]
-_HTML = {"description": "Static file", "content": {"text/html": {}}}
+
+
+def _static(content_type: str) -> dict[str, Any]:
+    return {"description": "Static file", "content": {content_type: {}}}
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],
@@ -145,11 +149,14 @@ _SCHEMAS: dict[str, Any] = {
                        "required": ["events_in", "applied", "duplicates", "dead_letters",
                                     "decisions", "send_triggers"]},
             "dead_letters": {
-                "type": "object", "required": ["total", "by_field", "latest"],
+                "type": "object", "required": ["total", "by_field", "by_topic", "latest"],
                 "properties": {
                     "total": {"type": "integer"},
+                    # Keys are the contract's field names, "message" or "other": bounded.
                     "by_field": {"type": "object",
                                  "additionalProperties": {"type": "integer"}},
+                    "by_topic": {"type": "object", "additionalProperties": {
+                        "type": "object", "additionalProperties": {"type": "integer"}}},
                     "latest": {"type": "array",
                                "items": {"$ref": "#/components/schemas/DeadLetterSample"}},
                 },
@@ -276,9 +283,11 @@ def document() -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Readiness"}, "Ready"),
                 **{"503": _json({"$ref": "#/components/schemas/Readiness"},
                                 "Not ready; the checks say why")})},
-            "/dashboard": {"get": _open("The dashboard page", _HTML)},
-            "/dashboard/dashboard.js": {"get": _open("The dashboard's script", _HTML)},
-            "/dashboard/dashboard.css": {"get": _open("The dashboard's style sheet", _HTML)},
+            "/dashboard": {"get": _open("The dashboard page", _static("text/html"))},
+            "/dashboard/dashboard.js": {"get": _open("The dashboard's script",
+                                                       _static("application/javascript"))},
+            "/dashboard/dashboard.css": {"get": _open("The dashboard's style sheet",
+                                                        _static("text/css"))},
             "/v1/me": {"get": _viewer("The role of the presented token", _json(
                 {"$ref": "#/components/schemas/Me"}, "The role"))},
             "/v1/status": {"get": _viewer("Worker status", _json(

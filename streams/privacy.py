@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.core.customer import CustomerState
 from schemas.codec import decode, to_wire
+from schemas.customer_export import CUSTOMER_EXPORT_VERSION
 from schemas.records import Record
 from streams.store import Store
 
@@ -134,6 +135,7 @@ async def export_customer(store: Store, customer_id: str, now: datetime,
                                        as_of=now.isoformat())
     data["ledger_event_ids"] = events
     data["exported_at"] = now.isoformat()
+    data["format_version"] = CUSTOMER_EXPORT_VERSION  # schemas/customer_export.py
     return data
 
 

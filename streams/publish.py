@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -38,15 +39,20 @@ class Publisher:
                  connect_timeout_s: float = 10.0) -> None:
         self.settings = settings
         self.report = DeliveryReport()
-        self._producer = Producer({
+        #: The librdkafka configuration the producer is built with.
+        self.config: dict[str, Any] = {
             "bootstrap.servers": settings.broker_servers,
             "acks": "all",
+            # A retried send is written once and in order (librdkafka's idempotent
+            # producer, which also works on the embedded broker).
+            "enable.idempotence": settings.idempotent_producers,
             "linger.ms": linger_ms,
             "queue.buffering.max.messages": 500_000,
             # librdkafka logs every reconnect attempt; an unreachable broker is
             # reported once, below, instead.
             "log_level": 2,
-        })
+        }
+        self._producer = Producer(self.config)
         try:
             self._producer.list_topics(timeout=connect_timeout_s)
         except KafkaException as exc:

@@ -122,6 +122,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Consumer session timeout: how soon a dead worker's partitions move."),
     Setting("RELEVANZ_HEARTBEAT_S", "3", "Consumer heartbeat interval."),
     Setting("RELEVANZ_COMMIT_INTERVAL_S", "1.0", "How often consumed offsets are committed."),
+    Setting("RELEVANZ_IDEMPOTENT_PRODUCERS", "true",
+            "`true`: every producer (the worker's outputs, controls, `relevanz produce`) "
+            "is Kafka's idempotent producer, so a retried send is written once and in "
+            "order. `false` only for a broker without it: the embedded broker answers "
+            "aiokafka's InitProducerId request with an error, so `relevanz demo`, the "
+            "bench and the tests turn it off there."),
     Setting("RELEVANZ_SHUTDOWN_TIMEOUT_S", "20",
             "Longest a worker takes to stop on SIGTERM: it finishes the batch in flight, "
             "commits offsets and closes the store, then exits regardless. Keep it below "
@@ -286,6 +292,7 @@ class Settings:
     batch_wait_ms: int = 10
     follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
+    idempotent_producers: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -339,6 +346,8 @@ class Settings:
             batch_wait_ms=get("RELEVANZ_BATCH_WAIT_MS", _int(1, 10_000)),
             follow_up_delay_s=get("RELEVANZ_FOLLOW_UP_DELAY_S", _float(0, 30 * 86400)),
             cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
+            idempotent_producers=get("RELEVANZ_IDEMPOTENT_PRODUCERS",
+                                     _choice("true", "false")) == "true",
         )
         if set(settings.operator_tokens) & set(settings.viewer_tokens):
             raise ConfigError("RELEVANZ_VIEWER_TOKENS: a token is also in "

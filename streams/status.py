@@ -428,7 +428,9 @@ class Monitor:
             "counts": accounting.as_dict(),
             "dead_letters": {
                 "total": accounting.dead_letters,
-                "by_field": dict(sorted(accounting.dead_letters_by_field.items())),
+                "by_field": _by_field(accounting.dead_letters_by_reason),
+                "by_topic": {topic: dict(sorted(counts.items())) for topic, counts
+                             in sorted(accounting.dead_letters_by_reason.items())},
                 "latest": list(reversed(self.dead_letters)),
             },
             "store": {
@@ -446,6 +448,19 @@ class Monitor:
             "models": _models(stage),
             "controls": controls.as_dict() if controls is not None else None,
         }
+
+
+def _by_field(by_topic: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Dead-letter counts per field label over every topic.
+
+    >>> _by_field({"clicks": {"other": 2, "url": 1}, "profiles": {"other": 1}})
+    {'other': 3, 'url': 1}
+    """
+    total: dict[str, int] = {}
+    for counts in by_topic.values():
+        for label, count in counts.items():
+            total[label] = total.get(label, 0) + count
+    return dict(sorted(total.items()))
 
 
 def _models(stage: Any) -> dict[str, Any]:

@@ -485,7 +485,8 @@ def build_api(worker: Worker, tokens: Tokens | None = None) -> web.Application:
     monitor = Monitor(worker)
     handlers = OperatorApi(worker, monitor)
     api = web.Application(client_max_size=MAX_BODY_BYTES,
-                          middlewares=[_json_errors, _auth_middleware(tokens)])
+                          middlewares=[worker.instruments.http_middleware(),
+                                       _json_errors, _auth_middleware(tokens)])
     roles: dict[object, Role | None] = {}
     for route in ROUTES:
         added = api.router.add_route(route.method, route.path, handlers.handler(route))

@@ -134,6 +134,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
             "RELEVANZ_SESSION_TIMEOUT_S": f"{settings.session_timeout_s:g}",
             "RELEVANZ_HEARTBEAT_S": f"{settings.heartbeat_s:g}",
             "RELEVANZ_COMMIT_INTERVAL_S": f"{settings.commit_interval_s:g}",
+            "RELEVANZ_IDEMPOTENT_PRODUCERS": "true" if settings.idempotent_producers else "false",
             **extra}
 
 

@@ -50,7 +50,9 @@ class Accounting:
     refused: dict[str, int] = field(default_factory=dict)
     #: Campaign statistics records published on ``campaign-stats``.
     campaign_reports: int = 0
-    dead_letters_by_field: dict[str, int] = field(default_factory=dict)
+    #: Dead letters by input topic, then by the contract field that broke (a bounded
+    #: label: see :func:`schemas.validation.field_label`), so this never outgrows the contract.
+    dead_letters_by_reason: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def count_batch(self, *, applied: int, duplicates: int, dead_letters: int) -> None:
         """Add one batch's outcome; every event of the batch is in exactly one bucket."""
@@ -58,6 +60,17 @@ class Accounting:
         self.applied += applied
         self.duplicates += duplicates
         self.dead_letters += dead_letters
+
+    def count_dead_letter(self, topic: str, label: str) -> None:
+        """Count one dead letter of logical ``topic`` under its bounded field ``label``.
+
+        >>> a = Accounting()
+        >>> a.count_dead_letter("clicks", "other"); a.count_dead_letter("clicks", "other")
+        >>> a.dead_letters_by_reason
+        {'clicks': {'other': 2}}
+        """
+        by_field = self.dead_letters_by_reason.setdefault(topic, {})
+        by_field[label] = by_field.get(label, 0) + 1
 
     @property
     def balanced(self) -> bool:

@@ -252,7 +252,8 @@ def test_worker_serves_probes_and_exits_cleanly_on_sigterm(
            "RELEVANZ_CONSUMER_GROUP": f"w-{uuid.uuid4().hex[:8]}",
            "RELEVANZ_STORE_URL": f"embedded:{tmp_path / 'store.db'}",
            "RELEVANZ_WEB_PORT": str(port),
-           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1"}
+           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
+           "RELEVANZ_IDEMPOTENT_PRODUCERS": "false"}
     worker = subprocess.Popen([RELEVANZ, "worker"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:

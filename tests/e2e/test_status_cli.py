@@ -39,7 +39,8 @@ def worker_url(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
            "RELEVANZ_STORE_URL": f"embedded:{tmp_path_factory.mktemp('store') / 'store.db'}",
            "RELEVANZ_WEB_PORT": str(port),
            "RELEVANZ_OPERATOR_TOKENS": OPERATOR, "RELEVANZ_VIEWER_TOKENS": VIEWER,
-           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1"}
+           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
+           "RELEVANZ_IDEMPOTENT_PRODUCERS": "false"}
     worker = subprocess.Popen([RELEVANZ, "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

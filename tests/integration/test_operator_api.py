@@ -317,7 +317,7 @@ async def test_lag_and_throughput_match_what_the_worker_processed(
     assert 'relevanz_consumer_lag{partition="0",topic="clicks"} 0.0' in text
     assert "relevanz_ready 1.0" in text
     families = {f.name for f in text_string_to_metric_families(text)}
-    assert {"relevanz_events", "relevanz_consumer_lag", "relevanz_events_per_second",
+    assert {"relevanz_events", "relevanz_consumer_lag", "relevanz_batch_seconds",
             "relevanz_store_latency_seconds", "relevanz_paused"} <= families
 
     async def charted() -> bool:

@@ -9,13 +9,17 @@ not bring the customer back.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jsonschema
 import pytest
+from referencing import Registry, Resource
 
 from schemas.codec import decode, pack
+from schemas.export import EXPORT_DIR
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
 from streams.privacy import export_customer
@@ -64,6 +68,17 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
                              campaigns_path=str(book))
 
 
+def validate_export(exported: dict[str, object]) -> None:
+    """Check an export against its published schema (which names the decisions' schema)."""
+    schemas = [json.loads(path.read_text()) for path in EXPORT_DIR.glob("*.schema.json")]
+    registry: Registry = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas)
+    (schema,) = [s for s in schemas if s["$id"] == "urn:relevanz:schema:customer-export:v1"]
+    # Through JSON, as the command writes it.
+    jsonschema.Draft202012Validator(schema, registry=registry).validate(
+        json.loads(json.dumps(exported)))
+
+
 def rows_of(settings: Settings, customer_id: str) -> dict[str, int]:
     """Rows per store table that name the customer (read from the file itself)."""
     db = sqlite3.connect(settings.store_path)
@@ -97,6 +112,12 @@ async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
 
     (trigger,) = [decode(m.value()) for m in consume_exactly(settings, "send-triggers", 1)]
     (decision,) = [decode(m.value()) for m in consume_exactly(settings, "decisions", 1)]
+    pending = await export_customer(worker.store, "alice", utc_now())
+    assert pending is not None
+    assert pending["format_version"] == 1
+    assert pending["pending"]
+    assert pending["recent_decisions"]
+    validate_export(pending)
     assert trigger["customer_id"] == "alice"
     assert trigger["channel"] == "email"
     assert decision["content_id"] == "golf-1"
@@ -119,6 +140,7 @@ async def test_consent_gates_profiling_and_sends_and_revocation_cancels(
     assert state.predictions.best_hour is not None
     exported = await export_customer(worker.store, "alice", utc_now())
     assert exported is not None
+    validate_export(exported)
     assert exported["predictions"]["best_hour"] == state.predictions.best_hour
     assert exported["predictions"]["as_of"] == state.predictions.at.isoformat()
     # With the worker's models, as of the time asked: a year of silence changes them.

@@ -119,7 +119,8 @@ def main() -> int:
     with EmbeddedBroker(args.out_dir / "broker.log") as broker:
         settings = Settings(broker_servers=broker.bootstrap_servers,
                             store_url=f"embedded:{args.out_dir / 'store.db'}",
-                            topic_prefix="soak.", consumer_group="relevanz-soak")
+                            topic_prefix="soak.", consumer_group="relevanz-soak",
+                            idempotent_producers=False)
         store_file = settings.store_path
         for leftover in store_file.parent.glob(store_file.name + "*"):
             leftover.unlink()
@@ -130,7 +131,8 @@ def main() -> int:
                "RELEVANZ_TOPIC_PREFIX": settings.topic_prefix,
                "RELEVANZ_CONSUMER_GROUP": settings.consumer_group,
                "RELEVANZ_HISTORY_MAX": str(args.history_max),
-               "RELEVANZ_WEB_PORT": "0", "RELEVANZ_LOG_FORMAT": "json"}
+               "RELEVANZ_WEB_PORT": "0", "RELEVANZ_LOG_FORMAT": "json",
+               "RELEVANZ_IDEMPOTENT_PRODUCERS": "false"}
         worker_log = args.out_dir / "worker.log"
         with worker_log.open("wb") as log_file:
             worker = subprocess.Popen([RELEVANZ, "worker"], env=env,

@@ -600,7 +600,8 @@ K8S = ROOT / "deploy" / "k8s"
 #: The oldest Kubernetes release the manifests are checked against, and the newest.
 K8S_VERSIONS = ("1.29.0", "1.33.0")
 #: Custom resources: no schema ships with Kubernetes, so they are checked here.
-CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"),
+                ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 
 @functools.cache
@@ -657,8 +658,8 @@ def test_k8s_kustomization_lists_every_manifest_but_the_optional_ones() -> None:
     for name in resources:
         assert (K8S / name).is_file(), f"kustomization.yaml lists a missing {name}"
     # The Secret is created by the operator (no default secret ships); the
-    # ScaledObject needs KEDA installed.
-    optional = {"secret.example.yaml", "keda-scaledobject.yaml"}
+    # ScaledObject needs KEDA installed, the ServiceMonitor the Prometheus Operator.
+    optional = {"secret.example.yaml", "keda-scaledobject.yaml", "servicemonitor.yaml"}
     assert resources == set(_manifests()) - optional - {"kustomization.yaml"}
     assert {i["name"] for i in kustomization["images"]} == {"relevanz"}
 
@@ -766,3 +767,23 @@ def test_k8s_keda_scaled_object_scales_the_workers_on_consumer_lag() -> None:
     assert int(meta["lagThreshold"]) > 0
     assert meta["allowIdleConsumers"] == "false"
     assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"
+
+
+def test_k8s_service_monitor_scrapes_metrics_with_a_token_from_a_secret() -> None:
+    """The Prometheus Operator's ServiceMonitor is a custom resource: checked field by field."""
+    monitor = _resources()[("ServiceMonitor", "relevanz")]
+    service = _resources()[("Service", "relevanz")]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+    labels = service["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "authorization"}
+    # /metrics needs a viewer token: a bearer token read from a Secret that ships empty.
+    auth = endpoint["authorization"]
+    assert auth["type"] == "Bearer"
+    secret = _resources()[("Secret", auth["credentials"]["name"])]
+    assert secret["stringData"][auth["credentials"]["key"]] == "", "no default secret"
