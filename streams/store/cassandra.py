@@ -220,6 +220,9 @@ class CassandraStore:
         )
         return Cluster(
             contact_points=self.contact_points,
+            # Cassandra 4.0 and later speak v5 (framing with checksums); pinned, so the
+            # driver does not start lower and renegotiate on every connect.
+            protocol_version=5,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=s.store_timeout_s,
             control_connection_timeout=s.store_timeout_s,
