@@ -104,8 +104,9 @@ class KafkaServer(JvmServer):
         """Write the cluster id and the KRaft metadata into the log directory."""
         with self.log_path.open("ab") as log_file:
             done = subprocess.run(  # noqa: S603 - the java binary, our own arguments
-                [java, *options, "kafka.tools.StorageTool", "format", "--cluster-id",
-                 _cluster_id(), "--config", str(config)],
+                [java, *options, "kafka.tools.StorageTool", "format",
+                 # One argument: an id may start with "-", which argparse takes for an option.
+                 f"--cluster-id={_cluster_id()}", "--config", str(config)],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.work_dir, timeout=120, check=False)
         if done.returncode != 0:

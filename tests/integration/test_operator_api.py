@@ -29,6 +29,9 @@ from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, se
 from tests.harness import consume_exactly, eventually, eventually_async, isolated_settings
 from tests.integration.conftest import stop_or_explain
 
+#: Run against the embedded broker and Apache Kafka (tests/conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 OPERATOR = "operator-token-0123456789"
 VIEWER = "viewer-token-0123456789ab"
 
