@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint exports clean prerequisites
+.PHONY: demo stack test lint exports clean prerequisites
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 ## Pass options with ARGS, e.g. make demo ARGS="--events 5000 --json".
 demo: $(STAMP)
 	$(BIN)/relevanz demo $(ARGS)
+
+## The demo on Apache Kafka and Apache Cassandra (from Maven Central) instead of the
+## embedded broker and store; e.g. make stack ARGS="--events 5000 --json".
+stack: prerequisites $(STAMP)
+	$(BIN)/relevanz demo --stack kafka-cassandra $(ARGS)
 
 ## Lint, type-check, check the exported schemas and run the whole test suite
 ## (it starts Apache Kafka and Apache Cassandra once each, from Maven Central).
