@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint exports lock clean
+.PHONY: demo stack test lint exports lock clean prerequisites
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,22 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/relevanz demo $(ARGS)
 
-## Lint, type-check, check the exported schemas and run the whole test suite.
-test: $(STAMP) lint
+## The demo on Apache Kafka and Apache Cassandra (from Maven Central) instead of the
+## embedded broker and store; e.g. make stack ARGS="--events 5000 --json".
+stack: prerequisites $(STAMP)
+	$(BIN)/relevanz demo --stack kafka-cassandra $(ARGS)
+
+## Lint, type-check, check the exported schemas and run the whole test suite
+## (it starts Apache Kafka and Apache Cassandra once each, from Maven Central).
+test: prerequisites $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
+
+## The tests run real Kafka and Cassandra servers: without Java 17 and Maven, stop at once.
+prerequisites:
+	@command -v java >/dev/null && command -v mvn >/dev/null \
+	  && java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' \
+	  || { echo "make test needs Java 17 (or later) and Maven on PATH: install them," \
+	       "e.g. apt-get install openjdk-17-jdk-headless maven" >&2; exit 2; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -156,6 +156,11 @@ class Ingest:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while self.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        # And for the deliveries still under way (Apache Kafka acknowledges later than
+        # the embedded broker): their entries can only be cleared once they settled.
+        while (self._unsettled.difference(self._published)
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.02)
         if self._published and not self.in_flight:
             done = list(self._published)
             try:

@@ -37,6 +37,19 @@ from streams.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+async def _all_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, once the client's metadata knows them.
+
+    The client starts with metadata for no topic (Apache Kafka answers an
+    empty topic list with none; the embedded broker with all of them):
+    tracking the topic, by assigning one partition, makes the client fetch it.
+    """
+    consumer.assign([TopicPartition(topic, 0)])
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        await asyncio.sleep(0.05)
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
 class Catalogue:
     """Latest :class:`ContentPublished` per ``content_id``, kept current in the background."""
 
@@ -68,8 +81,7 @@ class Catalogue:
                                     group_id=None, enable_auto_commit=False)
         try:
             await consumer.start()
-            partitions = consumer.partitions_for_topic(name) or set()
-            assigned = [TopicPartition(name, p) for p in sorted(partitions)]
+            assigned = await asyncio.wait_for(_all_partitions(consumer, name), timeout_s)
             consumer.assign(assigned)
             await consumer.seek_to_beginning(*assigned)
             ends = await consumer.end_offsets(assigned)

@@ -166,15 +166,21 @@ def _share(_: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("relevanz-demo"), show_default=True,
               help="Where the demo keeps its store file and the broker log.")
+@click.option("--stack", type=click.Choice(["embedded", "kafka-cassandra"]),
+              default="embedded", show_default=True,
+              help="embedded: Tansu broker and SQLite store. kafka-cassandra: Apache Kafka "
+                   "and Apache Cassandra from Maven Central (needs Java 17 and Maven), "
+                   "their data under --data-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_one_line_errors
 def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue_size: int,
          malformed_share: float, duplicate_share: float, rate: float, data_dir: Path,
-         quiet: bool) -> None:
+         stack: str, quiet: bool) -> None:
     """Run everything on this machine: embedded broker, embedded store, worker, traffic.
 
     Needs no configuration. Prints where every event went: applied,
-    recognised as a duplicate, or dead-lettered.
+    recognised as a duplicate, or dead-lettered. With --stack kafka-cassandra
+    the same runs on a real Kafka and Cassandra, started for the run.
     """
     from streams.demo import DemoOptions, run_demo
 
@@ -182,7 +188,8 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
     logs.configure("warning" if settings.log_level == "info" else settings.log_level, "console")
     options = DemoOptions(events=events, seed=seed, customers=customers,
                           catalogue_size=catalogue_size, malformed_share=malformed_share,
-                          duplicate_share=duplicate_share, rate=rate, data_dir=data_dir)
+                          duplicate_share=duplicate_share, rate=rate, data_dir=data_dir,
+                          stack=stack)
     progress = (lambda _: None) if quiet else _stderr
     result = _run_until_signal(lambda stop: run_demo(settings, options, progress, stop,
                                                      announce=_stderr))

@@ -1,7 +1,9 @@
 """``relevanz demo``: the whole engine on one machine with zero set-up.
 
 Starts the embedded broker, a fresh embedded store and a worker in this
-process, publishes synthetic traffic and reports where every event went.
+process (or, with ``--stack kafka-cassandra``, Apache Kafka and Apache
+Cassandra from Maven Central in place of the two), publishes synthetic
+traffic and reports where every event went.
 With ``events`` set it stops once all of them are accounted for and returns
 the counts; without, it keeps generating traffic at ``rate`` until stopped.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,8 +28,11 @@ from streams.broker import EmbeddedBroker
 from streams.campaign_sim import evaluate_campaigns
 from streams.errors import RelevanzError
 from streams.publish import Publisher
+from streams.servers.cassandra import CassandraServer
+from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
 from streams.simulation import evaluate_policies
+from streams.store import open_store
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.web import serve_for_demo
 
@@ -50,6 +56,8 @@ class DemoOptions:
     rate: float = 200.0  # events/s in continuous mode
     data_dir: Path = Path("relevanz-demo")
     stall_timeout_s: float = 60.0
+    #: "embedded" (Tansu and SQLite) or "kafka-cassandra" (the real servers).
+    stack: str = "embedded"
 
 
 Progress = Callable[[str], None]
@@ -64,22 +72,10 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
     ``announce`` (default: ``progress``) the dashboard URL and the tokens.
     """
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    store_path = options.data_dir / "store.db"
-    for stale in options.data_dir.glob("store.db*"):
-        # The embedded broker starts empty, so yesterday's ledger would only
-        # misreport today's events as duplicates.
-        stale.unlink()
-    with EmbeddedBroker(options.data_dir / "broker.log") as broker:
-        # A short session timeout makes the local consumer group form in about
-        # 4 s instead of 16 s; nothing else shares this broker.
-        settings = settings.with_(broker_servers=broker.bootstrap_servers,
-                                  store_url=f"embedded:{store_path}",
-                                  session_timeout_s=min(settings.session_timeout_s, 6.0),
-                                  heartbeat_s=min(settings.heartbeat_s, 1.0),
-                                  # It fails aiokafka's InitProducerId (see the setting).
-                                  idempotent_producers=False)
-        progress(f"embedded broker on {broker.bootstrap_servers}, store {store_path}, "
-                 f"broker log {options.data_dir / 'broker.log'}")
+    stack = _real_stack if options.stack == "kafka-cassandra" else _embedded_stack
+    with stack(settings, options.data_dir, progress) as settings:
+        if settings.store_kind == "cassandra":
+            await open_store(settings).migrate()
         worker = build_worker(settings)
         api = (await serve_for_demo(worker, announce or progress)
                if options.events is None else None)
@@ -93,6 +89,50 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
             await worker.stop()
             if api is not None:
                 await api.cleanup()
+
+
+@contextlib.contextmanager
+def _embedded_stack(settings: Settings, data_dir: Path, progress: Progress
+                    ) -> Iterator[Settings]:
+    """The embedded broker and a fresh embedded store in ``data_dir``."""
+    store_path = data_dir / "store.db"
+    for stale in data_dir.glob("store.db*"):
+        # The embedded broker starts empty, so yesterday's ledger would only
+        # misreport today's events as duplicates.
+        stale.unlink()
+    with EmbeddedBroker(data_dir / "broker.log") as broker:
+        progress(f"embedded broker on {broker.bootstrap_servers}, store {store_path}, "
+                 f"broker log {data_dir / 'broker.log'}")
+        # The embedded broker fails aiokafka's InitProducerId (see the setting).
+        yield _local(settings.with_(idempotent_producers=False), broker.bootstrap_servers,
+                     f"embedded:{store_path}")
+
+
+@contextlib.contextmanager
+def _real_stack(settings: Settings, data_dir: Path, progress: Progress) -> Iterator[Settings]:
+    """Apache Kafka and Apache Cassandra from Maven Central, fresh, in ``data_dir``.
+
+    Started on this (the main) thread: each server is told to stop when the
+    thread that started it ends.
+    """
+    kafka_dir, cassandra_dir = data_dir / "kafka", data_dir / "cassandra"
+    for old in (kafka_dir, cassandra_dir):  # like the embedded stack: a fresh start
+        shutil.rmtree(old, ignore_errors=True)
+    progress("starting Apache Kafka and Apache Cassandra (Java 17, Maven; the first run "
+             "downloads them into ~/.m2)")
+    with KafkaServer(kafka_dir) as kafka, CassandraServer(cassandra_dir) as cassandra:
+        progress(f"Apache Kafka on {kafka.bootstrap_servers} (ready in {kafka.started_in_s}s), "
+                 f"Apache Cassandra on {cassandra.hosts} (ready in {cassandra.started_in_s}s); "
+                 f"logs in {kafka.log_path} and {cassandra.log_path}")
+        yield _local(settings, kafka.bootstrap_servers, cassandra.store_url("relevanz_demo"))
+
+
+def _local(settings: Settings, servers: str, store_url: str) -> Settings:
+    # A short session timeout makes the local consumer group form in about
+    # 4 s instead of 16 s; nothing else shares this broker.
+    return settings.with_(broker_servers=servers, store_url=store_url,
+                          session_timeout_s=min(settings.session_timeout_s, 6.0),
+                          heartbeat_s=min(settings.heartbeat_s, 1.0))
 
 
 def demo_traffic(options: DemoOptions, n: int) -> TrafficGenerator:

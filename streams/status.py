@@ -297,6 +297,9 @@ class Monitor:
             partitions = (consumer.partitions_for_topic(self._dead_letter_topic)
                           if self.broker.ok else None)
             if not partitions:
+                # Apache Kafka names no topic in metadata the client did not ask for
+                # (the embedded broker names all): tracking one partition asks for it.
+                consumer.assign([TopicPartition(self._dead_letter_topic, 0)])
                 continue
             assigned = [TopicPartition(self._dead_letter_topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)

@@ -8,6 +8,8 @@ one worker would no longer own a customer across all topics.
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined] # public, not re-exported in stubs
@@ -56,6 +58,32 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a racing worker created it
                 raise BrokerUnavailable(f"could not create topic {name}: {exc.args[0]}") from exc
         log.info("topic_created", topic=name, partitions=settings.partitions)
+    _wait_until_served(admin, [t.topic for t in missing], timeout_s)
+
+
+def _wait_until_served(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once metadata shows every partition of ``names`` with a leader.
+
+    Apache Kafka answers CreateTopics once its controller has the topic, a
+    moment before the broker serves it: a client that asks for its partitions
+    at once (the catalogue reader) would find none.  The embedded broker
+    serves a topic as soon as it is created.
+    """
+    deadline = time.monotonic() + timeout_s
+    waiting = list(names)
+    while waiting:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        waiting = [n for n in waiting
+                   if n not in topics or topics[n].error is not None
+                   or not topics[n].partitions
+                   or any(p.leader < 0 for p in topics[n].partitions.values())]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(
+                f"topics {', '.join(waiting)} were created but not served within "
+                f"{timeout_s:g}s")
+        time.sleep(0.05)
 
 
 def message_limit(settings: Settings, logical: str, timeout_s: float = 5.0) -> int | None:

@@ -8,7 +8,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from schemas.records import PURPOSES
 from streams.settings import Settings
@@ -60,10 +67,17 @@ def produce_raw(settings: Settings, messages: list[tuple[str, bytes | None, byte
                 ) -> None:
     """Publish ``(logical topic, key, value)`` triples as they are, bytes untouched."""
     producer = Producer({"bootstrap.servers": settings.broker_servers, "acks": "all"})
+    refused: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            refused.append(f"{message.topic()}: {error.str()}")
+
     for topic, key, value in messages:
-        producer.produce(settings.topic(topic), key=key, value=value)
+        producer.produce(settings.topic(topic), key=key, value=value, on_delivery=delivered)
         producer.poll(0)
     assert producer.flush(30) == 0, "messages left unconfirmed"
+    assert not refused, f"the broker refused {len(refused)} message(s): {refused[0]}"
 
 
 def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 60.0

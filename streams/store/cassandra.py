@@ -66,7 +66,7 @@ from cassandra.cluster import (
 )
 from cassandra.metadata import protect_name
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
-from cassandra.protocol import ErrorMessage
+from cassandra.protocol import ErrorMessage, UnavailableErrorMessage
 from cassandra.query import tuple_factory
 from cassandra.timestamps import MonotonicTimestampGenerator
 
@@ -221,6 +221,9 @@ class CassandraStore:
         )
         return Cluster(
             contact_points=self.contact_points,
+            # Cassandra 4.0 and later speak v5 (framing with checksums); pinned, so the
+            # driver does not start lower and renegotiate on every connect.
+            protocol_version=5,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=s.store_timeout_s,
             control_connection_timeout=s.store_timeout_s,
@@ -331,7 +334,13 @@ class CassandraStore:
     def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailable:
         """A readable :class:`StoreUnavailable` for a driver error."""
         consistency = self.settings.cassandra_consistency
-        if isinstance(exc, NoHostAvailable):
+        if isinstance(exc, NoHostAvailable) and (replicas := _replicas_missing(exc)):
+            # Every host answered, but too few replicas of the data are up for the
+            # consistency level: not a connection problem.
+            alive, required = replicas
+            detail = (f"only {alive} of {required} replicas needed for consistency "
+                      f"{consistency} are alive (RELEVANZ_CASSANDRA_CONSISTENCY)")
+        elif isinstance(exc, NoHostAvailable):
             errors = exc.errors or {}
             tried = ("; ".join(f"{host}: {error}" for host, error in errors.items())
                      if isinstance(errors, dict) else ", ".join(map(str, errors)))
@@ -675,6 +684,23 @@ class CassandraStore:
         rows = await self._rows("resolve_proposal", prepared["resolve_proposals"],
                                 (status, to_ms(at), by, note, proposal_id))
         return bool(rows and rows[0][0])
+
+
+def _replicas_missing(exc: NoHostAvailable) -> tuple[int, int] | None:
+    """``(alive, required)`` replicas when every host tried answered "unavailable".
+
+    The retry policy tries the next host on an unavailable answer, so the
+    driver reports it wrapped in :class:`NoHostAvailable`.
+    """
+    errors = list((exc.errors or {}).values()) if isinstance(exc.errors, dict) else []
+    if not errors or not all(isinstance(e, UnavailableErrorMessage | Unavailable)
+                             for e in errors):
+        return None
+    first = errors[0]
+    if isinstance(first, Unavailable):
+        return first.alive_replicas, first.required_replicas
+    info = first.info or {}
+    return int(info.get("alive_replicas", 0)), int(info.get("required_replicas", 0))
 
 
 def _proposal(row: Sequence[Any]) -> StoredProposal:

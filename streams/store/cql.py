@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
@@ -32,6 +33,11 @@ from streams.store.codec import (
 
 #: Cassandra's largest TTL (20 years).
 MAX_TTL_S = 630_720_000
+#: The latest expiry Cassandra accepts in its Cassandra 4 storage compatibility mode
+#: (5.0's default): 2038-01-19T03:14:06Z, in seconds since the epoch (CASSANDRA-14092).
+EXPIRY_LIMIT_S = 2_147_483_646
+#: Room for the server's clock running ahead of ours.
+EXPIRY_MARGIN_S = 86_400
 DEFAULT_PORT = 9042
 #: Columns of type ``timestamp`` (``recent`` is a list of them).
 TIME_COLUMNS = frozenset({
@@ -253,9 +259,26 @@ def bindable(row: Iterable[Any]) -> list[Any]:
     return [UNSET_VALUE if value is None or value in ({}, []) else value for value in row]
 
 
-def ttl_seconds(remaining_ms: int) -> int:
-    """A TTL in whole seconds that does not end before ``remaining_ms``."""
-    return max(1, min(MAX_TTL_S, math.ceil(remaining_ms / 1000)))
+def ttl_seconds(remaining_ms: int, wall_s: float | None = None) -> int:
+    """A TTL in whole seconds that does not end before ``remaining_ms``; 0 (no TTL) when
+    the expiry would pass what the server accepts.
+
+    Cassandra rejects a write whose expiry passes :data:`EXPIRY_LIMIT_S`
+    (2038-01-19, in the storage compatibility mode 5.0 starts in) or whose TTL
+    passes :data:`MAX_TTL_S`.  Such a row (a retention of decades) is written
+    without a TTL: reads still hide it once ``expires_at`` passes, and the
+    customer's next save rewrites it.  ``wall_s`` is the server's clock
+    (the TTL counts from the write), by default this machine's.
+
+    >>> ttl_seconds(1001, wall_s=0)
+    2
+    >>> ttl_seconds(10**15, wall_s=0), ttl_seconds(10 * 365 * 86400_000, wall_s=2_000_000_000)
+    (0, 0)
+    """
+    wall = time.time() if wall_s is None else wall_s
+    horizon = min(MAX_TTL_S, int(EXPIRY_LIMIT_S - wall) - EXPIRY_MARGIN_S)
+    ttl = max(1, math.ceil(remaining_ms / 1000))
+    return 0 if ttl > horizon else ttl
 
 
 def customer_batch(prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int,

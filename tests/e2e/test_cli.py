@@ -87,6 +87,25 @@ def test_demo_accounts_for_every_event_and_logs_no_raw_customer_id(tmp_path: Pat
     assert nobody.stderr.strip() == "relevanz: nothing is held about this customer"
 
 
+@pytest.mark.cassandra
+def test_the_demo_balances_on_real_kafka_and_cassandra(tmp_path: Path) -> None:
+    done = run(["demo", "--stack", "kafka-cassandra", "--events", "3000", "--json",
+                "--data-dir", str(tmp_path)], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Apache Kafka on 127.0.0.1:" in done.stderr
+    assert "Apache Cassandra on 127.0.0.1:" in done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["balanced"] is True
+    assert result["events_in"] == 3000 == (
+        result["applied"] + result["duplicates"] + result["dead_letters"])
+    assert result["dead_letters"] == result["injected_malformed"] > 0
+    assert result["duplicates"] == result["injected_duplicates"] > 0
+    assert result["decisions"] > 0
+    # The servers' data stayed in the data directory; nothing is left running.
+    assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
+    assert (tmp_path / "cassandra" / "data" / "commitlog").is_dir()
+
+
 def test_ctrl_c_stops_the_demo_cleanly_with_its_summary(tmp_path: Path) -> None:
     # A terminal's Ctrl-C signals the whole foreground process group: the demo's
     # embedded broker must outlive the worker's clean shutdown, not die with it.

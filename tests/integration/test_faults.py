@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -26,6 +27,9 @@ from streams.broker import EmbeddedBroker
 from tests.faults import committed, consume_decoded, ledger
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 from tests.strategies import key_of, payloads_for
+
+#: Run against the embedded broker and Apache Kafka (tests/conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 _ints = st.integers(-(2**62), 2**62)  # what msgpack can carry
 CUSTOMER_TOPICS = tuple(t.name for t in INPUT_TOPICS if t.name != "content")

@@ -38,6 +38,9 @@ from tests.harness import (
 )
 from tests.integration.conftest import stop_or_explain
 
+#: Run against the embedded broker and Apache Kafka (tests/conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 OPERATOR = "operator-token-0123456789"
 VIEWER = "viewer-token-0123456789ab"
 

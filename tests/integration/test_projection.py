@@ -12,6 +12,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from agents.core.customer import CustomerState
 from schemas.codec import pack
 from streams.app import build_worker, utc_now
@@ -21,6 +23,9 @@ from streams.settings import Settings
 from streams.store import open_store
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
+
+#: Run against the embedded broker and Apache Kafka (tests/conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 

@@ -1,10 +1,11 @@
 """The store contract: every implementation of :class:`streams.store.Store` passes it.
 
-Each test runs against the embedded store (a fresh SQLite file) and, when
-``RELEVANZ_CASSANDRA_HOSTS`` names a cluster (comma-separated ``host[:port]``),
-against Cassandra: one keyspace per test session, created with ``migrate``
-and dropped at the end (other ``RELEVANZ_*`` settings such as
-``RELEVANZ_CASSANDRA_LOCAL_DC`` are read from the environment as usual).
+Each test runs against the embedded store (a fresh SQLite file) and against
+Apache Cassandra: the session's node (``cassandra_hosts``: one started for the
+session, or the cluster ``RELEVANZ_CASSANDRA_HOSTS`` names), one keyspace per
+test session, created with ``migrate`` and dropped at the end (other
+``RELEVANZ_*`` settings such as ``RELEVANZ_CASSANDRA_LOCAL_DC`` are read from
+the environment as usual).
 The tests know nothing of the implementation: the same expectations hold for
 both.  Customer ids carry a per-test prefix, because the Cassandra keyspace is
 shared by the whole session.
@@ -18,9 +19,9 @@ everything including ledger entries.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -46,7 +47,6 @@ from streams.store import CampaignCounts, Store, StoredDecision, StoredProposal,
 from streams.store.codec import normalise
 from tests.customer_strategies import customer_states, ms_times
 
-HOSTS = os.environ.get("RELEVANZ_CASSANDRA_HOSTS", "").strip()
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 YEAR_S = 365 * 86400.0
@@ -58,8 +58,8 @@ LEDGER_TTL_S = 30 * 86400.0
 # -- fixtures ----------------------------------------------------------------------
 
 
-def _cassandra_settings(keyspace: str) -> Settings:
-    return Settings.from_env().with_(store_url=f"cassandra://{HOSTS}/{keyspace}")
+def _cassandra_settings(hosts: str, keyspace: str) -> Settings:
+    return Settings.from_env().with_(store_url=f"cassandra://{hosts}/{keyspace}")
 
 
 def _keyspace() -> str:
@@ -67,14 +67,14 @@ def _keyspace() -> str:
 
 
 @pytest.fixture(scope="session")
-def cassandra_keyspaces() -> Iterator[list[str]]:
+def cassandra_keyspaces(cassandra_hosts: str) -> Iterator[list[str]]:
     """Keyspaces created by this session; dropped at its end."""
     created: list[str] = []
     yield created
     if created:
         from streams.store.cassandra import CassandraStore
 
-        cluster = CassandraStore(_cassandra_settings(created[0])).new_cluster()
+        cluster = CassandraStore(_cassandra_settings(cassandra_hosts, created[0])).new_cluster()
         try:
             session = cluster.connect()
             for keyspace in created:
@@ -84,11 +84,15 @@ def cassandra_keyspaces() -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def cassandra_keyspace(cassandra_keyspaces: list[str]) -> str:
+def cassandra_keyspace(cassandra_hosts: str, cassandra_keyspaces: list[str]) -> str:
     """The keyspace most tests share, migrated once."""
     keyspace = _keyspace()
     cassandra_keyspaces.append(keyspace)
-    asyncio.run(open_store(_cassandra_settings(keyspace)).migrate())
+    # First asked for by an async fixture, whose event loop is running: migrate on a
+    # loop of its own in another thread.
+    migrate = open_store(_cassandra_settings(cassandra_hosts, keyspace)).migrate
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
     return keyspace
 
 
@@ -98,25 +102,20 @@ IMPLEMENTATIONS = [
 ]
 
 
-def _require(kind: str) -> None:
-    if kind == "cassandra" and not HOSTS:
-        pytest.skip("RELEVANZ_CASSANDRA_HOSTS is not set: no Cassandra to run the contract on")
-
-
 @pytest.fixture(params=IMPLEMENTATIONS)
 def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     """Makes stores on an empty location (new file, new keyspace): no schema yet."""
     kind: str = request.param
-    _require(kind)
     created: list[str] = (request.getfixturevalue("cassandra_keyspaces")
                           if kind == "cassandra" else [])
+    hosts: str = request.getfixturevalue("cassandra_hosts") if kind == "cassandra" else ""
 
     def make() -> Store:
         if kind == "embedded":
             return open_store(Settings(store_url=f"embedded:{tmp_path / uuid.uuid4().hex}.db"))
         keyspace = _keyspace()
         created.append(keyspace)
-        return open_store(_cassandra_settings(keyspace))
+        return open_store(_cassandra_settings(hosts, keyspace))
 
     return make
 
@@ -125,11 +124,11 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], 
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An open store with its schema in place."""
     kind: str = request.param
-    _require(kind)
     if kind == "embedded":
         opened = open_store(Settings(store_url=f"embedded:{tmp_path / 'store.db'}"))
     else:
-        opened = open_store(_cassandra_settings(request.getfixturevalue("cassandra_keyspace")))
+        opened = open_store(_cassandra_settings(request.getfixturevalue("cassandra_hosts"),
+                                                request.getfixturevalue("cassandra_keyspace")))
     await opened.open()
     yield opened
     await opened.close()

@@ -13,6 +13,8 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from schemas.codec import decode
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
@@ -29,6 +31,9 @@ from tests.faults import (
     worker_env,
 )
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
+
+#: Run against the embedded broker and Apache Kafka (tests/conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 SHUTDOWN_TIMEOUT_S = 10
 

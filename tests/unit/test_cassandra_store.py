@@ -262,7 +262,10 @@ def test_ttls_never_end_before_the_logical_expiry() -> None:
     assert ttl_seconds(1) == 1
     assert ttl_seconds(1000) == 1
     assert ttl_seconds(1001) == 2
-    assert ttl_seconds(10**15) == 630_720_000  # Cassandra's maximum
+    # Beyond what the server accepts (a 20-year TTL, an expiry after 2038): no TTL.
+    assert ttl_seconds(10**15) == 0
+    assert ttl_seconds(400_000_000_000, wall_s=1_700_000_000) == 400_000_000
+    assert ttl_seconds(400_000_000_000, wall_s=1_800_000_000) == 0
 
 
 def test_history_ttl_counts_from_the_event_time() -> None:

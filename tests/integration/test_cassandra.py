@@ -1,0 +1,109 @@
+"""The Cassandra store as Cassandra users judge it, on the session's real node.
+
+What the store contract cannot state for both implementations: that the
+configured consistency level is the one sent, and that ``relevanz store
+migrate`` upgrades a keyspace made by an older schema.  (Exactly one of two
+concurrent approvals winning, counters and an idempotent migrate are in the
+contract suite, which runs on Cassandra too.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import RoundRobinPolicy
+
+from agents.core.customer import CustomerPredictions, CustomerState
+from streams.errors import StoreUnavailable
+from streams.settings import Settings
+from streams.store import Store, open_store
+
+pytestmark = pytest.mark.cassandra
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _settings(hosts: str, keyspace: str, **changes: object) -> Settings:
+    return Settings(store_url=f"cassandra://{hosts}/{keyspace}").with_(**changes)
+
+
+@contextmanager
+def _session(hosts: str) -> Iterator[Any]:
+    """A plain driver session on the first of ``hosts`` (for DDL the store would not run)."""
+    host, _, port = hosts.partition(",")[0].partition(":")
+    cluster = Cluster([host], port=int(port or 9042), protocol_version=5, execution_profiles={
+        EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())})
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+async def keyspaces(cassandra_hosts: str) -> AsyncIterator[Callable[[], str]]:
+    """Makes new keyspace names; drops the keyspaces at the end of the test."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"relevanz_test_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield new
+    with _session(cassandra_hosts) as session:
+        for keyspace in made:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+async def _round_trip(store: Store, customer_id: str) -> CustomerState | None:
+    await store.save_customers([CustomerState(customer_id)], [], NOW, 86400.0, 86400.0)
+    return (await store.load_customers([customer_id], NOW)).get(customer_id)
+
+
+async def test_the_configured_consistency_level_is_the_one_sent(
+        cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
+    # Three replicas asked for on a one-node cluster: only consistency ONE can be met.
+    keyspace = keyspaces()
+    one = open_store(_settings(cassandra_hosts, keyspace, cassandra_consistency="one",
+                               cassandra_replication="SimpleStrategy:3"))
+    await one.migrate()
+    await one.open()
+    try:
+        assert await _round_trip(one, "c-1") == CustomerState("c-1")
+    finally:
+        await one.close()
+    quorum = open_store(_settings(cassandra_hosts, keyspace,
+                                  cassandra_consistency="local_quorum"))
+    await quorum.open()
+    try:
+        with pytest.raises(StoreUnavailable,
+                           match=r"only 1 of 2 replicas needed for consistency local_quorum"):
+            await _round_trip(quorum, "c-2")
+    finally:
+        await quorum.close()
+
+
+async def test_migrate_upgrades_a_keyspace_of_the_older_schema(
+        cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
+    keyspace = keyspaces()
+    store = open_store(_settings(cassandra_hosts, keyspace))
+    await store.migrate()
+    with _session(cassandra_hosts) as session:  # the first release had no predictions column
+        session.execute(f"ALTER TABLE {keyspace}.customers DROP predictions", timeout=60)
+    with pytest.raises(StoreUnavailable, match=r"lacks customers\.predictions.*migrate"):
+        await store.open()
+    await store.migrate()
+    await store.migrate()
+    await store.open()
+    try:
+        state = CustomerState("c-1", predictions=CustomerPredictions(
+            0.125, 0.75, 19, NOW, {19: 2.5}, NOW))
+        await store.save_customers([state], [], NOW, 86400.0, 86400.0)
+        assert (await store.load_customers(["c-1"], NOW))["c-1"] == state
+    finally:
+        await store.close()

@@ -1,0 +1,62 @@
+"""What Apache Kafka answers about offsets, which the embedded broker answers wrongly.
+
+The worker's lag (``streams/status.py``) and ``relevanz replay --since``
+(``streams/replay.py``) are written so that they are right on the embedded
+broker, whose high watermarks, ListOffsets and offsets-for-times answers are
+off.  These tests pin down that Apache Kafka's answers are the truth, so
+that the readings the worker takes from it are right as they are.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.servers.kafka import KafkaServer
+from streams.settings import Settings
+from tests.harness import isolated_settings
+
+pytestmark = pytest.mark.brokers("kafka")
+
+
+@pytest.fixture
+def settings(broker: KafkaServer, tmp_path: Path) -> Settings:
+    return isolated_settings(broker.bootstrap_servers, tmp_path)
+
+
+def _produce_batches(settings: Settings, topic: str, stamps_ms: list[int]) -> None:
+    """One message per stamp, in several producer batches, all to partition 0."""
+    producer = Producer({"bootstrap.servers": settings.broker_servers, "acks": "all",
+                         "linger.ms": 50})
+    for i, stamp in enumerate(stamps_ms):
+        producer.produce(topic, value=b"x", partition=0, timestamp=stamp)
+        if i % 7 == 6:
+            assert producer.flush(30) == 0
+    assert producer.flush(30) == 0
+
+
+def test_high_watermark_and_offsets_for_times_are_exact(settings: Settings) -> None:
+    topic = settings.topic(f"answers-{uuid.uuid4().hex[:6]}")
+    # Recent times: older than the topic's retention (7 days) Kafka may drop them.
+    base = int(time.time() * 1000) - 100_000
+    stamps = [base + 1000 * i for i in range(30)]
+    _produce_batches(settings, topic, stamps)
+    consumer = Consumer({"bootstrap.servers": settings.broker_servers,
+                         "group.id": f"answers-{uuid.uuid4().hex[:6]}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        assert (low, high) == (0, 30)  # the embedded broker answers less than 30
+        for index in (0, 1, 13, 29):
+            found = consumer.offsets_for_times([TopicPartition(topic, 0, stamps[index])],
+                                               timeout=10)
+            assert found[0].offset == index  # the embedded broker answers 0
+        # Between two stamps: the first message at or after the time.
+        found = consumer.offsets_for_times([TopicPartition(topic, 0, stamps[13] + 1)],
+                                           timeout=10)
+        assert found[0].offset == 14
+    finally:
+        consumer.close()
