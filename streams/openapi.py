@@ -299,6 +299,27 @@ def document() -> dict[str, Any]:
                                 "schema": {"type": "string", "minLength": 1,
                                            "maxLength": 200}}],
             }},
+            "/v1/customers/{customer_id}/erasure": {"post": {
+                "summary": "Request the erasure of one customer: a consents event with "
+                           "action erasure_requested, applied as any erasure",
+                "security": [{"bearer": []}], "x-relevanz-role": "operator",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False}}}},
+                "responses": {
+                    "202": _json({"type": "object",
+                                  "required": ["customer_id", "event_id", "requested_at"],
+                                  "properties": {
+                                      "customer_id": {"type": "string"},
+                                      "event_id": {"type": "string"},
+                                      "requested_at": {"type": "string",
+                                                       "format": "date-time"}}},
+                                 "The request is on the consents topic"),
+                    "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
+                    "413": _TOO_LARGE, "503": _UNAVAILABLE},
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1,
+                                           "maxLength": 200}}],
+            }},
             "/v1/decide": {"post": {
                 **_viewer("Choose content for a customer, channel and slot now", _json(
                     {"$ref": "#/components/schemas/Decision"}, "The decision, with reasons"),

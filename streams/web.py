@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from streams import campaign_desk
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
@@ -76,6 +77,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/openapi.json", Role.VIEWER, "openapi", "This API's OpenAPI document"),
     Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
           "Everything held about one customer"),
+    Route("POST", "/v1/customers/{customer_id}/erasure", Role.OPERATOR, "erase",
+          "Request the erasure of one customer (published on consents, as any erasure)"),
     Route("POST", "/v1/decide", Role.VIEWER, "decide",
           "Choose content for a customer, channel and slot now (web touchpoints)"),
     Route("GET", "/v1/controls", Role.VIEWER, "controls",
@@ -268,6 +271,34 @@ class OperatorApi:
         if held is None:
             return _error(404, "nothing is held about this customer")
         return web.json_response(held)
+
+    async def erase(self, request: web.Request) -> web.Response:
+        import uuid
+
+        from schemas.codec import encode
+        from streams.app import utc_now
+        from streams.logs import customer_ref
+        from streams.privacy import erasure_request
+
+        customer_id = _identifier(request, "customer_id")
+        await _body(request, set())
+        record = erasure_request(customer_id, f"erasure-{uuid.uuid4().hex}", utc_now())
+        settings = self.worker.settings
+        consents = self.worker.app.topic(settings.topic("consents"), key_type=bytes,
+                                         value_type=bytes, key_serializer="raw",
+                                         value_serializer="raw")
+        try:
+            sent = await consents.send(key=customer_id.encode(), value=encode(record))
+            await sent  # the answer says the request is on the topic
+        except KafkaError as exc:
+            log.warning("erasure_request_failed", error=str(exc))
+            return _error(503, "the broker did not take the request; nothing changed, "
+                               "try again")
+        log.info("erasure_requested", customer=customer_ref(customer_id),
+                 token=request[_FINGERPRINT])
+        return web.json_response({"customer_id": customer_id, "event_id": record.event_id,
+                                  "requested_at": record.occurred_at.isoformat()},
+                                 status=202)
 
     async def decide(self, request: web.Request) -> web.Response:
         from agents.core.customer import CustomerState

@@ -399,6 +399,41 @@ async def test_customer_view_shows_what_is_held(api: Api, worker: Worker,
     assert (status, body) == (404, {"error": "nothing is held about this customer"})
 
 
+async def test_an_operator_requests_an_erasure_and_the_worker_erases(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    consent = pack({"event_id": "k1", "customer_id": "c-gone", "schema_version": 1,
+                    "occurred_at": at, "action": "granted",
+                    "purposes": ["profiling", "email"], "source": "preference-centre"})
+    _produce(settings, [("consents", b"c-gone", consent),
+                        ("clicks", b"c-gone", _click("e1", "c-gone"))])
+
+    async def held() -> bool:
+        status, _, _ = await api.call("GET", "/v1/customers/c-gone", VIEWER)
+        return status == 200
+
+    await eventually_async(held, 30, "the customer to be stored", poll_s=0.5)
+    status, _, _ = await api.call("POST", "/v1/customers/c-gone/erasure", VIEWER)
+    assert status == 403  # viewers read; only operators erase
+    status, body, _ = await api.call("POST", "/v1/customers/c-gone/erasure", OPERATOR,
+                                     json={"why": "x"})
+    assert (status, body["error"]) == (400, "unknown field 'why'; allowed: ")
+    status, body, _ = await api.call("POST", "/v1/customers/c-gone/erasure", OPERATOR)
+    assert (status, body["customer_id"]) == (202, "c-gone")
+    (request,) = [decode(m.value()) for m in consume_exactly(settings, "consents", 2)
+                  if decode(m.value())["action"] == "erasure_requested"]
+    assert (request["event_id"], request["legal_basis"]) == (body["event_id"],
+                                                             "legal_obligation")
+
+    async def gone() -> bool:
+        status, _, _ = await api.call("GET", "/v1/customers/c-gone", VIEWER)
+        return status == 404
+
+    await eventually_async(gone, 30, "the worker to erase the customer", poll_s=0.5)
+    (erased,) = consume_exactly(settings, "customer-erased", 1)
+    assert decode(erased.value())["customer_id"] == "c-gone"
+
+
 
 async def test_decide_answers_with_a_decision_and_respects_consent(
         api: Api, worker: Worker, settings: Settings) -> None:
