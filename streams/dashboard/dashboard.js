@@ -32,6 +32,7 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = new Error((data && data.error) || ("HTTP " + response.status));
     error.status = response.status;
+    error.data = data;
     throw error;
   }
   return data;
@@ -39,6 +40,8 @@ async function api(method, path, body) {
 
 function showLogin(message) {
   $("board").hidden = true;
+  $("views").hidden = true;
+  for (const view of document.querySelectorAll(".view")) view.hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
 }
@@ -166,8 +169,277 @@ function renderHistory(history) {
   drawChart($("chart-tags"), tags);
 }
 
+// --- views -------------------------------------------------------------------------
+
+let view = "overview";
+
+function showView(name) {
+  view = name;
+  $("board").hidden = name !== "overview";
+  $("proposals-view").hidden = name !== "proposals";
+  $("customer-view").hidden = name !== "customer";
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.setAttribute("aria-pressed", String(tab.dataset.view === name));
+  }
+  refresh();
+}
+
+function utc(iso) {
+  if (!iso) return "–";
+  return iso.slice(0, 16).replace("T", " ");
+}
+
+function relative(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  const size = Math.abs(seconds);
+  const text = size < 90 ? Math.round(size) + " s" : size < 5400 ? Math.round(size / 60) + " min"
+    : size < 172800 ? Math.round(size / 3600) + " h" : Math.round(size / 86400) + " days";
+  return seconds >= 0 ? "in " + text : text + " ago";
+}
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+// --- proposals -------------------------------------------------------------------------
+
+const ANSWERS = { approved: "approved: one send trigger went out", rejected: "rejected: nothing is sent",
+  expired: "expired: nobody answered in time", withdrawn: "withdrawn: consent no longer allows it" };
+const cards = new Map();
+
+function answerText(p) {
+  let text = ANSWERS[p.status] || p.status;
+  if (p.resolved_by) text += " · by " + p.resolved_by;
+  if (p.resolved_at) text += " · " + utc(p.resolved_at) + " UTC";
+  if (p.note) text += " · “" + p.note + "”";
+  return text;
+}
+
+function showAnswer(card, p) {
+  card.classList.add("resolved", p.status);
+  const answer = card.querySelector(".answer");
+  answer.textContent = answerText(p);
+  for (const control of card.querySelectorAll("button, input")) control.disabled = true;
+}
+
+function proposalCard(p) {
+  const card = element("article", null, "proposal");
+  card.id = "proposal-" + p.proposal_id;
+  card.dataset.proposalId = p.proposal_id;
+  const head = element("h3");
+  head.appendChild(element("span", p.campaign_id, "campaign"));
+  head.appendChild(element("span", " · " + p.channel + " · send " + utc(p.send_at) + " UTC (" +
+    relative(p.send_at) + ")", "muted"));
+  card.appendChild(head);
+  const facts = element("dl");
+  const who = element("button", p.customer_id, "link customer-ref");
+  who.type = "button";
+  who.title = "Look up this customer";
+  who.addEventListener("click", () => lookUp(p.customer_id));
+  const add = (term, value) => {
+    facts.appendChild(element("dt", term));
+    const dd = element("dd");
+    if (typeof value === "string") dd.textContent = value; else dd.appendChild(value);
+    facts.appendChild(dd);
+  };
+  add("customer", who);
+  add("content", p.content_id + " (" + p.variant_language + ")");
+  add("proposed", utc(p.created_at) + " UTC, waits until " + utc(p.expires_at) + " UTC");
+  card.appendChild(facts);
+  card.appendChild(element("p", "Why:", "why"));
+  const reasons = element("ul", null, "reasons");
+  for (const reason of p.reasons) reasons.appendChild(element("li", reason));
+  card.appendChild(reasons);
+  const actions = element("div", null, "actions");
+  const approve = element("button", "Approve", "approve");
+  approve.type = "button";
+  const note = element("input");
+  note.type = "text";
+  note.maxLength = 500;
+  note.placeholder = "reason for rejecting (optional)";
+  note.setAttribute("aria-label", "reason for rejecting");
+  note.className = "reject-reason";
+  const reject = element("button", "Reject", "reject");
+  reject.type = "button";
+  const operator = role === "operator";
+  for (const control of [approve, note, reject]) {
+    control.disabled = !operator;
+    actions.appendChild(control);
+  }
+  if (!operator) actions.appendChild(element("span", "Viewers see proposals; an operator token answers them.", "muted"));
+  approve.addEventListener("click", () => resolveProposal(card, "approve"));
+  reject.addEventListener("click", () => resolveProposal(card, "reject", note.value.trim()));
+  card.appendChild(actions);
+  card.appendChild(element("p", "", "answer"));
+  return card;
+}
+
+async function resolveProposal(card, action, reason) {
+  $("proposal-error").textContent = "";
+  const id = card.dataset.proposalId;
+  for (const control of card.querySelectorAll("button, input")) control.disabled = true;
+  try {
+    const body = reason ? { reason } : {};
+    showAnswer(card, await api("POST", "/v1/proposals/" + encodeURIComponent(id) + "/" + action, body));
+  } catch (error) {
+    if (error.data && error.data.status && error.data.status !== "proposed") {
+      showAnswer(card, error.data);  // answered elsewhere (or expired): show that answer
+      return;
+    }
+    $("proposal-error").textContent = error.message;
+    for (const control of card.querySelectorAll("button, input")) control.disabled = role !== "operator";
+  }
+}
+
+function renderProposals(open, recent) {
+  const list = $("proposals");
+  const byId = new Map(recent.map((p) => [p.proposal_id, p]));
+  for (const p of open) {
+    if (!cards.has(p.proposal_id)) cards.set(p.proposal_id, proposalCard(p));
+  }
+  for (const [id, card] of cards) {
+    if (!open.some((p) => p.proposal_id === id) && !card.classList.contains("resolved")) {
+      const now = byId.get(id);
+      if (now) showAnswer(card, now); else cards.delete(id);
+    }
+  }
+  // Newest first, as the API lists them; answered cards stay until the page reloads.
+  const order = [...cards.values()];
+  const created = new Map([...open, ...recent].map((p) => [p.proposal_id, p.created_at]));
+  order.sort((a, b) => String(created.get(b.dataset.proposalId) || "").localeCompare(
+    String(created.get(a.dataset.proposalId) || "")));
+  order.forEach((card) => list.appendChild(card));
+  $("proposal-count").textContent = open.length ? String(open.length) : "";
+  $("proposals-note").textContent = open.length
+    ? open.length + " open proposal" + (open.length === 1 ? "" : "s") + "."
+    : "No proposal is waiting. Campaigns with approval = true in the campaign book put their sends here.";
+  fill("resolved-proposals", recent.filter((p) => p.status !== "proposed").slice(0, 20).map((p) => row(
+    [p.proposal_id, p.customer_id, p.campaign_id, p.status, p.resolved_by || "–",
+      utc(p.resolved_at), p.note || "–"])));
+}
+
+async function refreshProposals() {
+  const open = (await api("GET", "/v1/proposals?status=proposed&limit=100")).proposals;
+  const recent = (await api("GET", "/v1/proposals?limit=100")).proposals;
+  renderProposals(open, recent);
+}
+
+// --- customer lookup ----------------------------------------------------------------------
+
+let customer = null;
+
+function lookUp(id) {
+  $("customer-id").value = id;
+  showView("customer");
+  loadCustomer();
+}
+
+function pairs(id, entries) {
+  fill(id, entries.map(([k, v]) => row([k, v === null || v === undefined || v === "" ? "–" : String(v)])));
+}
+
+function renderCustomer(c) {
+  const m = c.master || {};
+  pairs("customer-profile", [["customer id", c.customer_id], ["language", m.language],
+    ["locale", m.locale], ["time zone", m.time_zone], ["country", m.country],
+    ["birth year", m.birth_year], ["orders", c.purchases.orders],
+    ["revenue", fmt(c.purchases.revenue, 2)], ["last event (UTC)", utc(c.last_event_at)],
+    ...Object.entries(m.attributes || {}).map(([k, v]) => ["CRM " + k, v])]);
+  const consent = Object.entries(c.consent || {}).sort();
+  fill("customer-consent", consent.length ? consent.map(([purpose, e]) => row(
+    [purpose, e.granted ? "granted" : "revoked", utc(e.at), e.source, e.legal_basis]))
+    : [row(["no consent recorded: the strict default applies", "", "", "", ""])]);
+  const interests = Object.entries(c.interests || {}).sort((a, b) => b[1].score - a[1].score);
+  const tagged = {};  // topic -> "tag (since ...)"
+  for (const [tag, t] of Object.entries(c.tags || {})) {
+    tagged[t.topic] = (tagged[t.topic] ? tagged[t.topic] + ", " : "") + tag + " since " +
+      utc(t.assigned_at) + " UTC";
+  }
+  fill("customer-interests", interests.length ? interests.map(([topic, i]) => row(
+    [topic, fmt(i.score, 2), tagged[topic] || "–"], [1]))
+    : [row(["no interests yet", "", ""])]);
+  const p = c.predictions;
+  pairs("customer-predictions", p ? [["chance of an order", pct(p.purchase)],
+    ["chance of churning", pct(p.churn)],
+    ["best send hour (local)", p.best_hour === null ? "not enough data yet" : p.best_hour + ":00"],
+    ["as of (UTC)", utc(p.at)]]
+    : [["predictions", "not enough data yet (or no consent to profiling)"]]);
+  fill("customer-decisions", c.recent_decisions.length ? c.recent_decisions.map((d) => {
+    const tr = row([utc(d.decided_at), d.channel + " / " + d.slot,
+      d.content_id + " (" + d.variant_language + ")",
+      d.policy + (d.score === null || d.score === undefined ? "" : " · score " + fmt(d.score, 3)),
+      d.campaign_id || "–", ""]);
+    const ul = element("ul", null, "reasons");
+    for (const reason of d.reasons) ul.appendChild(element("li", reason));
+    tr.lastChild.appendChild(ul);
+    return tr;
+  }) : [row(["no decision kept for this customer", "", "", "", "", ""])]);
+  fill("customer-sends", (c.pending || []).length ? c.pending.map((s) => row(
+    [utc(s.send_at), s.channel, s.campaign_id, s.content_id, s.trigger_id]))
+    : [row(["no sends planned or counting against a cap", "", "", "", ""])]);
+}
+
+function pct(value) {
+  return value === null || value === undefined ? "not enough data yet" : fmt(value * 100, 1) + " %";
+}
+
+async function loadCustomer() {
+  const id = $("customer-id").value.trim();
+  $("customer-error").textContent = "";
+  $("erase-confirm").hidden = true;
+  if (!id) { $("customer-error").textContent = "Enter a customer id first."; return; }
+  try {
+    customer = await api("GET", "/v1/customers/" + encodeURIComponent(id));
+    $("customer-note").textContent = "Held as of " + utc(customer.exported_at) + " UTC.";
+    $("customer-panels").hidden = false;
+    renderCustomer(customer);
+  } catch (error) {
+    customer = null;
+    $("customer-panels").hidden = true;
+    $("customer-note").textContent = "";
+    $("customer-error").textContent = error.status === 404
+      ? "Nothing is held about " + id + "." : error.message;
+  }
+  updateCustomerButtons();
+}
+
+function updateCustomerButtons() {
+  const operator = role === "operator";
+  $("customer-export").disabled = !operator || customer === null;
+  $("customer-erase").disabled = !operator || !$("customer-id").value.trim();
+}
+
+function exportCustomer() {
+  if (customer === null) return;
+  const blob = new Blob([JSON.stringify(customer, null, 2)], { type: "application/json" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "customer-" + customer.customer_id + ".json";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+async function eraseCustomer() {
+  const id = $("customer-id").value.trim();
+  $("erase-confirm").hidden = true;
+  try {
+    const answer = await api("POST", "/v1/customers/" + encodeURIComponent(id) + "/erasure", {});
+    $("customer-note").textContent = "Erasure requested at " + utc(answer.requested_at) +
+      " UTC; the worker deletes everything held within seconds.";
+  } catch (error) {
+    $("customer-error").textContent = error.message;
+  }
+}
+
 async function refresh() {
   try {
+    if (view === "proposals") { await refreshProposals(); return; }
+    if (view === "customer") return;  // a lookup is read when asked for
     const status = await api("GET", "/v1/status");
     renderStatus(status);
     renderModels(status.models);
@@ -213,9 +485,10 @@ async function start() {
     return;
   }
   $("login").hidden = true;
-  $("board").hidden = false;
+  $("views").hidden = false;
   $("role").textContent = "signed in as " + role;
-  await refresh();
+  updateCustomerButtons();
+  showView(view);
   if (timer === null) timer = setInterval(refresh, 2000);
 }
 
@@ -229,5 +502,17 @@ document.addEventListener("DOMContentLoaded", () => {
   $("resume-all").addEventListener("click", () => control("/v1/controls/resume"));
   $("pause-campaign").addEventListener("click", () => campaignControl("pause"));
   $("resume-campaign").addEventListener("click", () => campaignControl("resume"));
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => showView(tab.dataset.view));
+  }
+  $("customer-form").addEventListener("submit", (event) => { event.preventDefault(); loadCustomer(); });
+  $("customer-id").addEventListener("input", updateCustomerButtons);
+  $("customer-export").addEventListener("click", exportCustomer);
+  $("customer-erase").addEventListener("click", () => {
+    $("erase-who").textContent = $("customer-id").value.trim();
+    $("erase-confirm").hidden = false;
+  });
+  $("erase-yes").addEventListener("click", eraseCustomer);
+  $("erase-no").addEventListener("click", () => { $("erase-confirm").hidden = true; });
   start();
 });
