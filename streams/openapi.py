@@ -285,6 +285,24 @@ def document() -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Status"}, "The status"))},
             "/v1/history": {"get": _viewer("Recent history for charts", _json(
                 {"$ref": "#/components/schemas/History"}, "Points, oldest first"))},
+            "/v1/trends": {"get": _viewer(
+                "Campaign uplift on each campaign's goal (with its 95% interval) and model "
+                "quality, every 15 s over the last 2 hours; the models' recent drifts", _json(
+                    {"type": "object", "required": ["step_s", "points", "drift"],
+                     "properties": {
+                         "step_s": {"type": "number"},
+                         "points": {"type": "array", "items": {
+                             "type": "object", "required": ["at", "models", "campaigns"],
+                             "properties": {
+                                 "at": {"type": "string", "format": "date-time"},
+                                 "models": {"type": "array", "items": {"type": "object"}},
+                                 "campaigns": {"type": "array", "items": {
+                                     "type": "object",
+                                     "required": ["campaign_id", "goal", "sends",
+                                                  "held_out", "difference", "low",
+                                                  "high"]}}}}},
+                         "drift": {"type": "array", "items": {"type": "object"}}}},
+                    "Points, oldest first"))},
             "/metrics": {"get": _viewer("Prometheus metrics", {
                 "description": "Prometheus text format 0.0.4",
                 "content": {"text/plain": {}}})},

@@ -73,6 +73,8 @@ ROUTES: tuple[Route, ...] = (
           "Partitions and lag, throughput, dead letters, store, models, controls, version"),
     Route("GET", "/v1/history", Role.VIEWER, "history",
           "The last 15 minutes of throughput, lag and tag changes, every 5 s"),
+    Route("GET", "/v1/trends", Role.VIEWER, "trends",
+          "The last 2 hours of campaign uplift and model quality, every 15 s"),
     Route("GET", "/metrics", Role.VIEWER, "metrics", "Prometheus text format"),
     Route("GET", "/v1/openapi.json", Role.VIEWER, "openapi", "This API's OpenAPI document"),
     Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
@@ -214,6 +216,13 @@ def _identifier(request: web.Request, name: str) -> str:
     return value
 
 
+def _models_drift(monitor: Monitor) -> list[dict[str, Any]]:
+    """The recent drifts of the learned models, each with its time (chart markers)."""
+    from streams.status import recent_drifts
+
+    return recent_drifts(monitor.worker.stage)
+
+
 class OperatorApi:
     """The handlers, bound to one worker and its monitor."""
 
@@ -246,6 +255,12 @@ class OperatorApi:
 
     async def history(self, _: web.Request) -> web.Response:
         return web.json_response({"step_s": 5, "points": list(self.monitor.history)})
+
+    async def trends(self, _: web.Request) -> web.Response:
+        from streams.status import TREND_STEP_S
+
+        return web.json_response({"step_s": TREND_STEP_S, "points": list(self.monitor.trends),
+                                  "drift": _models_drift(self.monitor)})
 
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=render(self.monitor), headers={"Content-Type": CONTENT_TYPE})

@@ -47,30 +47,104 @@ function showLogin(message) {
 }
 
 function fmt(value, digits) {
-  if (value === null || value === undefined) return "–";
-  return Number(value).toLocaleString("en", { maximumFractionDigits: digits || 0 });
+  if (value === null || value === undefined || Number.isNaN(Number(value))) return "–";
+  const text = Number(value).toLocaleString("en", { maximumFractionDigits: digits || 0 });
+  return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text;  // never "-0"
 }
 
-function drawChart(svg, values) {
+const NO_DATA = "not enough data yet";
+
+const SVG = "http://www.w3.org/2000/svg";
+const SERIES_CLASSES = 5;  // .s0 ... .s4 in the style sheet (no inline styles under the CSP)
+
+function svgElement(parent, tag, attributes, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attributes)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  parent.appendChild(node);
+  return node;
+}
+
+function clock(ms, seconds) {
+  return new Date(ms).toISOString().slice(11, seconds ? 19 : 16);
+}
+
+// A time chart drawn in the element's own pixels: y axis with its unit, x axis in UTC,
+// one line per series (gaps where a value is missing), an optional interval band,
+// a zero line when values cross it, and vertical markers (drifts).
+// series: [{name, points: [{t, v, low, high}]}]; options: {unit, digits, min, max, markers}
+function drawTimeChart(svg, series, options) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
-  const ns = "http://www.w3.org/2000/svg";
-  // Draw in the element's own pixels, so lines and labels keep their shape.
-  const width = Math.max(svg.clientWidth, 100);
-  svg.setAttribute("viewBox", "0 0 " + width + " 120");
-  const points = values.filter((v) => v !== null && v !== undefined);
-  const max = Math.max(1, ...points);
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", "4");
-  label.setAttribute("y", "12");
-  label.textContent = points.length ? "max " + fmt(max, 1) : "collecting…";
-  svg.appendChild(label);
-  if (values.length < 2) return;
-  const step = width / (values.length - 1);
-  const coords = values.map((v, i) =>
-    (i * step).toFixed(1) + "," + (115 - ((v || 0) / max) * 95).toFixed(1));
-  const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", coords.join(" "));
-  svg.appendChild(line);
+  const width = Math.max(svg.clientWidth, 200);
+  const height = Math.max(svg.clientHeight, 100);
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  const left = 52, right = 10, top = 24, bottom = 20;
+  const all = series.flatMap((s) => s.points.filter((p) => p.v !== null && p.v !== undefined));
+  svgElement(svg, "text", { x: 4, y: 11 }, options.unit);
+  const times = series.flatMap((s) => s.points.map((p) => p.t));
+  if (all.length < 2 || Math.max(...times) - Math.min(...times) <= 0) {
+    svgElement(svg, "text", { x: width / 2, y: height / 2 + 4, "text-anchor": "middle", class: "empty" },
+      "not enough data yet");
+    return;
+  }
+  const values = all.flatMap((p) => [p.v, p.low, p.high]).filter((v) => v !== null && v !== undefined);
+  let low = options.min !== undefined ? options.min : Math.min(0, ...values);
+  let high = options.max !== undefined ? options.max : Math.max(...values);
+  if (high - low < 1e-9) { high = low + 1; }
+  const pad = (high - low) * 0.05;
+  if (options.max === undefined) high += pad;
+  if (options.min === undefined && low < 0) low -= pad;
+  const t0 = Math.min(...times), t1 = Math.max(...times);
+  const x = (t) => left + ((t - t0) / (t1 - t0)) * (width - left - right);
+  const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
+  for (let i = 0; i <= 2; i++) {  // three horizontal guides with their values
+    const v = low + ((high - low) * i) / 2;
+    svgElement(svg, "line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid-line" });
+    svgElement(svg, "text", { x: left - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v, options.digits));
+  }
+  svgElement(svg, "line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" });
+  svgElement(svg, "line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis" });
+  const ticks = Math.max(2, Math.min(6, Math.floor((width - left - right) / 90)));
+  for (let i = 0; i <= ticks; i++) {
+    const t = t0 + ((t1 - t0) * i) / ticks;
+    svgElement(svg, "text", { x: x(t), y: height - 5, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
+      clock(t, t1 - t0 < 600000) + (i === ticks ? " UTC" : ""));
+  }
+  if (low < 0 && high > 0) {
+    svgElement(svg, "line", { x1: left, x2: width - right, y1: y(0), y2: y(0), class: "zero" });
+  }
+  series.forEach((s, index) => {
+    const colour = "s" + (index % SERIES_CLASSES);
+    const banded = s.points.filter((p) => p.low !== null && p.low !== undefined && p.high !== null && p.high !== undefined);
+    if (banded.length >= 2) {
+      const upper = banded.map((p) => x(p.t).toFixed(1) + "," + y(p.high).toFixed(1));
+      const lower = banded.slice().reverse().map((p) => x(p.t).toFixed(1) + "," + y(p.low).toFixed(1));
+      svgElement(svg, "polygon", { points: upper.concat(lower).join(" "), class: "band" });
+    }
+    let run = [];
+    const flush = () => {
+      if (run.length >= 2) svgElement(svg, "polyline", { points: run.join(" "), class: colour });
+      else if (run.length === 1) {
+        const [cx, cy] = run[0].split(",");
+        svgElement(svg, "circle", { cx, cy, r: 2.5, class: colour });
+      }
+      run = [];
+    };
+    for (const p of s.points) {
+      if (p.v === null || p.v === undefined) flush();
+      else run.push(x(p.t).toFixed(1) + "," + y(p.v).toFixed(1));
+    }
+    flush();
+    if (series.length > 1) {
+      svgElement(svg, "text", { x: width - right - 4, y: 11 + 12 * index, "text-anchor": "end", class: "legend " + colour },
+        s.name);
+    }
+  });
+  for (const m of options.markers || []) {
+    if (m.t < t0 || m.t > t1) continue;
+    svgElement(svg, "line", { x1: x(m.t), x2: x(m.t), y1: top, y2: height - bottom, class: "drift" });
+    svgElement(svg, "text", { x: x(m.t) + 3, y: top + 10, class: "drift-label" }, m.label);
+  }
 }
 
 function row(cells, numeric) {
@@ -149,24 +223,78 @@ function renderCampaigns(report) {
     const has = clicks && clicks.difference !== null;
     return row([c.campaign_id, c.paused ? "paused" : (c.approval ? "approval" : "on"),
       fmt(c.treated.sends), fmt(c.holdout.sends),
-      has ? fmt(clicks.rate_treated, 3) : "–", has ? fmt(clicks.rate_holdout, 3) : "–",
-      has ? (clicks.difference >= 0 ? "+" : "") + fmt(clicks.difference, 3) : "–",
-      has ? fmt(clicks.low, 3) + " to " + fmt(clicks.high, 3) : "–"], [2, 3, 4, 5, 6]);
+      has ? fmt(clicks.rate_treated, 3) : NO_DATA, has ? fmt(clicks.rate_holdout, 3) : NO_DATA,
+      has ? (clicks.difference > 0 ? "+" : "") + fmt(clicks.difference, 3) : NO_DATA,
+      has ? fmt(clicks.low, 3) + " to " + fmt(clicks.high, 3) : NO_DATA], [2, 3, 4, 5, 6]);
   }));
 }
 
 function renderModels(models) {
-  fill("models", models.quality.map((q) => row(
-    [q.model, fmt(q.examples), fmt(q.roc_auc, 3), fmt(q.log_loss, 3), fmt(q.drifts)],
-    [1, 2, 3, 4])));
+  fill("models", models.quality.map((q) => {
+    const learnt = hasFigures(q);
+    return row([q.model, fmt(q.examples), learnt ? fmt(q.roc_auc, 3) : NO_DATA,
+      learnt ? fmt(q.log_loss, 3) : NO_DATA, fmt(q.drifts)], [1, 2, 3, 4]);
+  }));
 }
 
 function renderHistory(history) {
-  const points = history.points;
-  drawChart($("chart-throughput"), points.map((p) => p.events_per_s));
-  drawChart($("chart-lag"), points.map((p) => p.lag));
-  const tags = points.map((p, i) => (i ? p.tag_changes - points[i - 1].tag_changes : 0));
-  drawChart($("chart-tags"), tags);
+  const points = history.points.map((p) => ({ ...p, t: Date.parse(p.at) }));
+  const line = (name, key) => [{ name, points: points.map((p) => ({ t: p.t, v: p[key] })) }];
+  drawTimeChart($("chart-throughput"), line("events/s", "events_per_s"),
+    { unit: "events/s", digits: 1 });
+  drawTimeChart($("chart-lag"), line("lag", "lag"), { unit: "messages behind", digits: 0 });
+  const tags = points.map((p, i) => ({ t: p.t, v: i ? p.tag_changes - points[i - 1].tag_changes : null }));
+  drawTimeChart($("chart-tags"), [{ name: "tag changes", points: tags }],
+    { unit: "interest tag changes per " + history.step_s + " s", digits: 0 });
+}
+
+// Before its first labels a model has no figures, and River's ROC AUC stays 0 until both
+// outcomes have been seen: both mean "not enough data yet", not a score of 0.
+function hasFigures(q) {
+  return q.examples > 0 && q.roc_auc !== null && q.roc_auc !== 0;
+}
+
+const GOAL_UNITS = { clicks: "clicks per send", conversions: "orders per send", revenue: "revenue per send" };
+
+function renderTrends(trends) {
+  const points = trends.points.map((p) => ({ ...p, t: Date.parse(p.at) }));
+  const campaigns = new Map();
+  for (const p of points) {
+    for (const c of p.campaigns) {
+      if (!campaigns.has(c.campaign_id)) campaigns.set(c.campaign_id, { goal: c.goal, points: [] });
+      campaigns.get(c.campaign_id).points.push({ t: p.t, v: c.difference, low: c.low, high: c.high,
+        sends: c.sends, held: c.held_out });
+    }
+  }
+  const box = $("uplift-charts");
+  for (const [id, c] of campaigns) {
+    let figure = document.getElementById("uplift-" + id);
+    if (!figure) {
+      figure = element("figure", null, "small-chart");
+      figure.id = "uplift-" + id;
+      figure.appendChild(element("figcaption"));
+      svgElement(figure, "svg", { class: "chart", role: "img", "aria-label": "uplift of " + id + " over time" });
+      box.appendChild(figure);
+    }
+    const last = c.points[c.points.length - 1];
+    figure.firstChild.textContent = id + " — " + fmt(last.sends) + " sent, " + fmt(last.held) +
+      " held out";
+    drawTimeChart(figure.querySelector("svg"), [{ name: id, points: c.points }],
+      { unit: "uplift, " + (GOAL_UNITS[c.goal] || c.goal) + " (95% interval shaded)", digits: 3 });
+  }
+  $("uplift-note").textContent = campaigns.size ? "" : NO_DATA;
+  const models = new Map();
+  for (const p of points) {
+    for (const m of p.models) {
+      if (!models.has(m.model)) models.set(m.model, []);
+      const learnt = hasFigures(m);
+      models.get(m.model).push({ t: p.t, auc: learnt ? m.roc_auc : null, loss: learnt ? m.log_loss : null });
+    }
+  }
+  const markers = trends.drift.map((d) => ({ t: Date.parse(d.at), label: "drift " + d.model }));
+  const series = (key) => [...models].map(([name, ps]) => ({ name, points: ps.map((p) => ({ t: p.t, v: p[key] })) }));
+  drawTimeChart($("chart-auc"), series("auc"), { unit: "ROC AUC (0.5 = chance)", digits: 2, min: 0, max: 1, markers });
+  drawTimeChart($("chart-logloss"), series("loss"), { unit: "log loss (lower is better)", digits: 2, min: 0, markers });
 }
 
 // --- views -------------------------------------------------------------------------
@@ -444,6 +572,7 @@ async function refresh() {
     renderStatus(status);
     renderModels(status.models);
     renderHistory(await api("GET", "/v1/history"));
+    renderTrends(await api("GET", "/v1/trends"));
     renderCampaigns(await api("GET", "/v1/campaigns"));
   } catch (error) {
     if (error.status === 401) {

@@ -12,6 +12,7 @@ approval mode, so that proposals wait in the page for a person.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 
 from schemas.codec import decode
 from streams.broker import free_port
@@ -192,7 +194,12 @@ def _screenshot(driver: Any, name: str) -> None:
     folder = os.environ.get("RELEVANZ_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, max(700, min(int(height) + 40, 1500)))  # no blank tail
+        try:
+            assert driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+        finally:
+            driver.set_window_size(1280, 1600)
 
 
 def _open_tab(driver: Any, view: str) -> None:
@@ -220,11 +227,30 @@ def test_operator_pauses_and_resumes_from_the_dashboard(browser: Any, demo: Demo
     assert len(rows) == 20
     _wait(browser, lambda d: d.find_elements("css selector", "#chart-throughput polyline"),
           "the throughput chart", timeout_s=40)
-    assert browser.find_elements("css selector", "#chart-lag polyline")
+    _wait(browser, lambda d: d.find_elements("css selector", "#chart-lag polyline"),
+          "the lag chart")  # the lag is unknown until the group has committed
     # The campaign table lists the book's campaigns; the model table the learned models.
     _wait(browser, lambda d: "interest-follow-up" in _text(d, "campaigns"), "the campaigns")
     assert len(browser.find_elements("css selector", "#campaigns tr")) == 4
     _wait(browser, lambda d: "content-policy" in _text(d, "models"), "the model table")
+    assert "-0" not in _text(browser, "models")  # a model without labels has no figures yet
+    # Charts people can read: a unit on the y axis, UTC times on the x axis.
+    for chart, unit in (("chart-throughput", "events/s"), ("chart-lag", "messages behind"),
+                        ("chart-auc", "ROC AUC"), ("chart-logloss", "log loss")):
+        drawn = browser.find_element("id", chart).get_attribute("textContent")
+        assert unit in drawn, (chart, drawn)
+        if chart.startswith("chart-t") or chart == "chart-lag":
+            assert " UTC" in drawn, (chart, drawn)
+    _wait(browser, lambda d: len(d.find_elements("css selector", "#uplift-charts svg")) == 4,
+          "an uplift chart per campaign", timeout_s=40)
+    uplift = browser.find_element("id", "uplift-charts").get_attribute("textContent")
+    assert "interval" in uplift
+    assert "-0" not in uplift
+    if os.environ.get("RELEVANZ_SCREENSHOTS"):  # a few points on every chart for the picture
+        with contextlib.suppress(TimeoutException):
+            _wait(browser, lambda d: d.find_elements("css selector", "#uplift-charts polygon"),
+                  "an uplift band", timeout_s=60)
+    _screenshot(browser, "overview")
 
     browser.find_element("id", "pause-reason").send_keys("checking the kill switch")
     browser.find_element("id", "pause-all").click()

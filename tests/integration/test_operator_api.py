@@ -368,6 +368,24 @@ async def test_pause_and_resume_reach_every_worker_and_survive_a_restart(
     assert (await api.get("/v1/status"))["controls"]["paused"] is False
 
 
+async def test_trends_hold_campaign_uplift_and_model_quality_over_time(
+        api: Api, worker: Worker) -> None:
+    async def sampled() -> bool:
+        return bool((await api.get("/v1/trends"))["points"])
+
+    await eventually_async(sampled, 30, "a first trend point", poll_s=0.5)
+    trends = await api.get("/v1/trends")
+    assert trends["step_s"] == 15
+    point = trends["points"][0]
+    datetime.fromisoformat(point["at"])
+    assert [c["campaign_id"] for c in point["campaigns"]] == [
+        c.campaign_id for c in worker.campaigns.campaigns]
+    assert {"goal", "sends", "held_out", "difference", "low", "high"} <= set(
+        point["campaigns"][0])
+    assert "content-policy" in [m["model"] for m in point["models"]]
+    assert trends["drift"] == []
+
+
 # --- the customer view -------------------------------------------------------------
 
 
