@@ -442,7 +442,8 @@ function renderProposals(open, recent) {
   order.forEach((card) => list.appendChild(card));
   $("proposal-count").textContent = open.length ? String(open.length) : "";
   $("proposals-note").textContent = open.length
-    ? open.length + " open proposal" + (open.length === 1 ? "" : "s") + "."
+    ? (open.length >= 100 ? "The 100 newest of more" : open.length) + " open proposal" +
+      (open.length === 1 ? "" : "s") + "."
     : "No proposal is waiting. Campaigns with approval = true in the campaign book put their sends here.";
   fill("resolved-proposals", recent.filter((p) => p.status !== "proposed").slice(0, 20).map((p) => row(
     [p.proposal_id, p.customer_id, p.campaign_id, p.status, p.resolved_by || "–",
@@ -505,6 +506,11 @@ function renderCustomer(c) {
     tr.lastChild.appendChild(ul);
     return tr;
   }) : [row(["no decision kept for this customer", "", "", "", "", ""])]);
+  const history = (c.history || []).slice().reverse().slice(0, 20);
+  fill("customer-history", history.length ? history.map((h) => row(
+    [utc(h.occurred_at), h.kind, h.content_id || "–", h.campaign_id || "–",
+      h.amount === null || h.amount === undefined ? "–" : fmt(h.amount, 2)]))
+    : [row(["nothing yet (or no consent to profiling)", "", "", "", ""])]);
   fill("customer-sends", (c.pending || []).length ? c.pending.map((s) => row(
     [utc(s.send_at), s.channel, s.campaign_id, s.content_id, s.trigger_id]))
     : [row(["no sends planned or counting against a cap", "", "", "", ""])]);

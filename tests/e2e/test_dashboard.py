@@ -189,10 +189,15 @@ def _text(driver: Any, element_id: str) -> str:
     return str(driver.find_element("id", element_id).text)
 
 
-def _screenshot(driver: Any, name: str) -> None:
-    """A PNG of the page into ``RELEVANZ_SCREENSHOTS`` when that folder is named."""
+def _screenshot(driver: Any, name: str, element_id: str | None = None) -> None:
+    """A PNG of the page (or one element) into ``RELEVANZ_SCREENSHOTS`` when it is set."""
     folder = os.environ.get("RELEVANZ_SCREENSHOTS")
-    if folder:
+    if folder and element_id is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        element = driver.find_element("id", element_id)
+        driver.execute_script("arguments[0].scrollIntoView()", element)
+        assert element.screenshot(str(Path(folder) / f"{name}.png"))
+    elif folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, max(700, min(int(height) + 40, 1500)))  # no blank tail
@@ -251,6 +256,7 @@ def test_operator_pauses_and_resumes_from_the_dashboard(browser: Any, demo: Demo
             _wait(browser, lambda d: d.find_elements("css selector", "#uplift-charts polygon"),
                   "an uplift band", timeout_s=60)
     _screenshot(browser, "overview")
+    _screenshot(browser, "campaigns", "campaigns-panel")
 
     browser.find_element("id", "pause-reason").send_keys("checking the kill switch")
     browser.find_element("id", "pause-all").click()
