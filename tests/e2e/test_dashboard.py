@@ -302,7 +302,7 @@ def test_an_operator_approves_a_proposal_in_the_page(browser: Any, demo: Demo) -
     operator = demo.lines["operator token"]
     browser.get(f"{demo.base}/dashboard#token={operator}")
     _wait(browser, lambda d: _text(d, "role") == "signed in as operator", "the board")
-    first, second = _open_proposals(browser, 2)[:2]
+    first, second, third = _open_proposals(browser, 3)[:3]
     # What a person needs to judge it: who, what, where, when and why.
     text = first.text
     for part in ("Why:", " UTC", "customer", "content"):
@@ -327,6 +327,18 @@ def test_an_operator_approves_a_proposal_in_the_page(browser: Any, demo: Demo) -
     assert _text(browser, "proposal-error") == ""
     assert demo.send_triggers(other) == 0
     assert demo.send_triggers(chosen) == 1
+
+    # Rejected in the page, with a reason: kept with the proposal, nothing sent.
+    rejected = third.get_attribute("data-proposal-id")
+    third.find_element("css selector", ".reject-reason").send_keys("wrong audience")
+    third.find_element("css selector", "button.reject").click()
+    _wait(browser, lambda d: "wrong audience" in third.find_element(
+        "css selector", ".answer").text, "the rejection's answer")
+    status, listed = demo.get("/v1/proposals?status=rejected&limit=1000", operator)
+    assert status == 200
+    assert [p["note"] for p in listed["proposals"] if p["proposal_id"] == rejected] == [
+        "wrong audience"]
+    assert demo.send_triggers(rejected) == 0
 
 
 def test_a_viewer_sees_proposals_but_cannot_approve(browser: Any, demo: Demo) -> None:
