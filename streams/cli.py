@@ -162,7 +162,7 @@ def _share(_: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--duplicate-share", type=float, default=0.01, show_default=True,
               callback=_share, help="Share of redelivered (duplicate) events.")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=200.0, show_default=True,
-              help="Events per second without --events.")
+              help="Events per second without --events (live: event time starts now).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("relevanz-demo"), show_default=True,
               help="Where the demo keeps its store file and the broker log.")

@@ -135,8 +135,19 @@ def _local(settings: Settings, servers: str, store_url: str) -> Settings:
                           heartbeat_s=min(settings.heartbeat_s, 1.0))
 
 
-def demo_traffic(options: DemoOptions, n: int) -> TrafficGenerator:
-    """The demo's synthetic audience and traffic for ``n`` events (same options, same events)."""
+def demo_traffic(options: DemoOptions, n: int, live: bool = False) -> TrafficGenerator:
+    """The demo's synthetic audience and traffic for ``n`` events (same options, same events).
+
+    ``live`` (continuous mode): event time starts now and advances at ``rate``,
+    so pending sends, proposals and their expiry happen in the operator's own
+    time; a proposal in the dashboard can be approved before it expires.
+    """
+    if live:
+        return TrafficGenerator(TrafficConfig(
+            seed=options.seed, customers=options.customers,
+            catalogue_size=options.catalogue_size, malformed_share=options.malformed_share,
+            duplicate_share=options.duplicate_share, mean_gap_s=1.0 / options.rate,
+            start=utc_now()))
     config = TrafficConfig(
         seed=options.seed, customers=options.customers, catalogue_size=options.catalogue_size,
         malformed_share=options.malformed_share, duplicate_share=options.duplicate_share,
@@ -251,7 +262,7 @@ async def _tag_quality(worker: Worker, generator: TrafficGenerator) -> tuple[flo
 async def _continuous(settings: Settings, options: DemoOptions,
                       counts: Callable[[], dict[str, Any]], progress: Progress,
                       stop: asyncio.Event) -> dict[str, Any]:
-    generator = demo_traffic(options, 10_000_000)
+    generator = demo_traffic(options, 10_000_000, live=True)
     stream = generator.messages(10_000_000)
     publisher = Publisher(settings)
     started = time.monotonic()

@@ -294,6 +294,24 @@ def document() -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Status"}, "The status"))},
             "/v1/history": {"get": _viewer("Recent history for charts", _json(
                 {"$ref": "#/components/schemas/History"}, "Points, oldest first"))},
+            "/v1/trends": {"get": _viewer(
+                "Campaign uplift on each campaign's goal (with its 95% interval) and model "
+                "quality, every 15 s over the last 2 hours; the models' recent drifts", _json(
+                    {"type": "object", "required": ["step_s", "points", "drift"],
+                     "properties": {
+                         "step_s": {"type": "number"},
+                         "points": {"type": "array", "items": {
+                             "type": "object", "required": ["at", "models", "campaigns"],
+                             "properties": {
+                                 "at": {"type": "string", "format": "date-time"},
+                                 "models": {"type": "array", "items": {"type": "object"}},
+                                 "campaigns": {"type": "array", "items": {
+                                     "type": "object",
+                                     "required": ["campaign_id", "goal", "sends",
+                                                  "held_out", "difference", "low",
+                                                  "high"]}}}}},
+                         "drift": {"type": "array", "items": {"type": "object"}}}},
+                    "Points, oldest first"))},
             "/metrics": {"get": _viewer("Prometheus metrics", {
                 "description": "Prometheus text format 0.0.4",
                 "content": {"text/plain": {}}})},
@@ -304,6 +322,27 @@ def document() -> dict[str, Any]:
                     {"$ref": "#/components/schemas/Customer"}, "The customer"),
                     **{"400": _BAD_INPUT, "404": _json(_ERROR, "Nothing held"),
                        "503": _UNAVAILABLE}),
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1,
+                                           "maxLength": 200}}],
+            }},
+            "/v1/customers/{customer_id}/erasure": {"post": {
+                "summary": "Request the erasure of one customer: a consents event with "
+                           "action erasure_requested, applied as any erasure",
+                "security": [{"bearer": []}], "x-relevanz-role": "operator",
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False}}}},
+                "responses": {
+                    "202": _json({"type": "object",
+                                  "required": ["customer_id", "event_id", "requested_at"],
+                                  "properties": {
+                                      "customer_id": {"type": "string"},
+                                      "event_id": {"type": "string"},
+                                      "requested_at": {"type": "string",
+                                                       "format": "date-time"}}},
+                                 "The request is on the consents topic"),
+                    "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
+                    "413": _TOO_LARGE, "503": _UNAVAILABLE},
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string", "minLength": 1,
                                            "maxLength": 200}}],

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agents.core.customer import CustomerState
 from schemas.codec import decode, to_wire
 from schemas.customer_export import CUSTOMER_EXPORT_VERSION
-from schemas.records import Record
+from schemas.records import ConsentChanged, Record
 from streams.store import Store
 
 if TYPE_CHECKING:
@@ -137,6 +137,22 @@ async def export_customer(store: Store, customer_id: str, now: datetime,
     data["exported_at"] = now.isoformat()
     data["format_version"] = CUSTOMER_EXPORT_VERSION  # schemas/customer_export.py
     return data
+
+
+def erasure_request(customer_id: str, event_id: str, now: datetime) -> ConsentChanged:
+    """The ``consents`` event of an erasure an operator requests through the API.
+
+    It takes the path every erasure takes (the worker cancels, deletes and
+    forgets); the legal basis is the customer's right to erasure.
+
+    >>> from datetime import UTC
+    >>> r = erasure_request("c-42", "erasure-1", datetime(2026, 1, 1, tzinfo=UTC))
+    >>> r.action, r.purposes, r.source, r.legal_basis
+    ('erasure_requested', [], 'operator-api', 'legal_obligation')
+    """
+    return ConsentChanged(event_id=event_id, customer_id=customer_id, occurred_at=now,
+                          schema_version=1, action="erasure_requested", purposes=[],
+                          source="operator-api", legal_basis="legal_obligation")
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """What a worker reports about itself: readiness, throughput, lag, store latency.
 
 :class:`Monitor` watches one running :class:`~streams.app.Worker` and answers
-``/ready``, ``/v1/status``, ``/v1/history`` and ``/metrics`` from numbers it
+``/ready``, ``/v1/status``, ``/v1/history``, ``/v1/trends`` and ``/metrics`` from numbers it
 keeps current in the background, so a request never waits on the broker or
 the store.
 
@@ -73,6 +73,10 @@ WINDOWS_S = (60, 300)
 PROBE_INTERVAL_S = 2.0
 HISTORY_STEP_S = 5.0
 HISTORY_POINTS = 180  # 15 minutes
+#: Campaign uplift and model quality are sampled more slowly: they change slowly,
+#: and the uplift is read from the store.
+TREND_STEP_S = 15.0
+TREND_POINTS = 480  # 2 hours
 DEAD_LETTER_SAMPLES = 20
 #: How old the last successful probe may be for the worker to count as ready.
 FRESH_S = 10.0
@@ -161,6 +165,7 @@ class Monitor:
         self.group_committed: dict[TopicPartition, int] = {}
         self.dead_letters: deque[dict[str, Any]] = deque(maxlen=DEAD_LETTER_SAMPLES)
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
+        self.trends: deque[dict[str, Any]] = deque(maxlen=TREND_POINTS)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -208,6 +213,7 @@ class Monitor:
 
     async def _sample_loop(self) -> None:
         last_point = self.clock()
+        last_trend: float | None = None
         while True:
             await asyncio.sleep(1.0)
             now = self.clock()
@@ -218,6 +224,33 @@ class Monitor:
                     self.history.append(self._history_point(now))
                 except Exception:  # as in the probe loop: log it, keep sampling
                     log.exception("status_history_crashed")
+            if self.worker.ready and (last_trend is None or now - last_trend >= TREND_STEP_S):
+                last_trend = now
+                try:
+                    self.trends.append(await self._trend_point())
+                except StoreUnavailable as exc:  # a gap in the chart, not a crash
+                    log.warning("status_trend_skipped", error=str(exc))
+                except Exception:  # as above: log it, keep sampling
+                    log.exception("status_trend_crashed")
+
+    async def _trend_point(self) -> dict[str, Any]:
+        """Each model's quality and each campaign's uplift on its goal, now."""
+        from streams.campaign_desk import campaign_report
+
+        stage = self.worker.stage
+        models = [{k: q.get(k) for k in ("model", "examples", "roc_auc", "log_loss", "drifts")}
+                  for q in _models(stage)["quality"]]
+        campaigns = []
+        if stage is not None:
+            for entry in await campaign_report(self.worker):
+                uplift = (entry["uplift"] or {}).get(entry["goal"]) or {}
+                campaigns.append({
+                    "campaign_id": entry["campaign_id"], "goal": entry["goal"],
+                    "sends": entry["treated"]["sends"], "held_out": entry["holdout"]["sends"],
+                    "difference": uplift.get("difference"), "low": uplift.get("low"),
+                    "high": uplift.get("high")})
+        return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "models": models,
+                "campaigns": campaigns}
 
     def _history_point(self, now: float) -> dict[str, Any]:
         rates = self.meter.window(now, self.counts(), HISTORY_STEP_S)
@@ -464,6 +497,12 @@ def _by_field(by_topic: dict[str, dict[str, int]]) -> dict[str, int]:
         for label, count in counts.items():
             total[label] = total.get(label, 0) + count
     return dict(sorted(total.items()))
+
+
+def recent_drifts(stage: Any) -> list[dict[str, Any]]:
+    """The drifts of the learned models this worker remembers, with their times."""
+    drift: list[dict[str, Any]] = _models(stage)["drift"]
+    return drift
 
 
 def _models(stage: Any) -> dict[str, Any]:

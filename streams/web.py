@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiokafka.errors import KafkaError
 
 from streams import campaign_desk
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
@@ -74,10 +75,14 @@ ROUTES: tuple[Route, ...] = (
           "Partitions and lag, throughput, dead letters, store, models, controls, version"),
     Route("GET", "/v1/history", Role.VIEWER, "history",
           "The last 15 minutes of throughput, lag and tag changes, every 5 s"),
+    Route("GET", "/v1/trends", Role.VIEWER, "trends",
+          "The last 2 hours of campaign uplift and model quality, every 15 s"),
     Route("GET", "/metrics", Role.VIEWER, "metrics", "Prometheus text format"),
     Route("GET", "/v1/openapi.json", Role.VIEWER, "openapi", "This API's OpenAPI document"),
     Route("GET", "/v1/customers/{customer_id}", Role.VIEWER, "customer",
           "Everything held about one customer"),
+    Route("POST", "/v1/customers/{customer_id}/erasure", Role.OPERATOR, "erase",
+          "Request the erasure of one customer (published on consents, as any erasure)"),
     Route("POST", "/v1/decide", Role.VIEWER, "decide",
           "Choose content for a customer, channel and slot now (web touchpoints); "
           "for a customer the store does not hold (unknown or erased) a non-personalised "
@@ -221,6 +226,13 @@ def _identifier(request: web.Request, name: str) -> str:
     return value
 
 
+def _models_drift(monitor: Monitor) -> list[dict[str, Any]]:
+    """The recent drifts of the learned models, each with its time (chart markers)."""
+    from streams.status import recent_drifts
+
+    return recent_drifts(monitor.worker.stage)
+
+
 class OperatorApi:
     """The handlers, bound to one worker and its monitor."""
 
@@ -254,6 +266,12 @@ class OperatorApi:
     async def history(self, _: web.Request) -> web.Response:
         return web.json_response({"step_s": 5, "points": list(self.monitor.history)})
 
+    async def trends(self, _: web.Request) -> web.Response:
+        from streams.status import TREND_STEP_S
+
+        return web.json_response({"step_s": TREND_STEP_S, "points": list(self.monitor.trends),
+                                  "drift": _models_drift(self.monitor)})
+
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=render(self.monitor), headers={"Content-Type": CONTENT_TYPE})
 
@@ -280,6 +298,34 @@ class OperatorApi:
         if held is None:
             return _error(404, "nothing is held about this customer")
         return web.json_response(held)
+
+    async def erase(self, request: web.Request) -> web.Response:
+        import uuid
+
+        from schemas.codec import encode
+        from streams.app import utc_now
+        from streams.logs import customer_ref
+        from streams.privacy import erasure_request
+
+        customer_id = _identifier(request, "customer_id")
+        await _body(request, set())
+        record = erasure_request(customer_id, f"erasure-{uuid.uuid4().hex}", utc_now())
+        settings = self.worker.settings
+        consents = self.worker.app.topic(settings.topic("consents"), key_type=bytes,
+                                         value_type=bytes, key_serializer="raw",
+                                         value_serializer="raw")
+        try:
+            sent = await consents.send(key=customer_id.encode(), value=encode(record))
+            await sent  # the answer says the request is on the topic
+        except KafkaError as exc:
+            log.warning("erasure_request_failed", error=str(exc))
+            return _error(503, "the broker did not take the request; nothing changed, "
+                               "try again")
+        log.info("erasure_requested", customer=customer_ref(customer_id),
+                 token=request[_FINGERPRINT])
+        return web.json_response({"customer_id": customer_id, "event_id": record.event_id,
+                                  "requested_at": record.occurred_at.isoformat()},
+                                 status=202)
 
     async def decide(self, request: web.Request) -> web.Response:
         """A decision for a touchpoint.

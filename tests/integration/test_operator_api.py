@@ -402,6 +402,24 @@ async def test_pause_and_resume_reach_every_worker_and_survive_a_restart(
     assert (await api.get("/v1/status"))["controls"]["paused"] is False
 
 
+async def test_trends_hold_campaign_uplift_and_model_quality_over_time(
+        api: Api, worker: Worker) -> None:
+    async def sampled() -> bool:
+        return bool((await api.get("/v1/trends"))["points"])
+
+    await eventually_async(sampled, 30, "a first trend point", poll_s=0.5)
+    trends = await api.get("/v1/trends")
+    assert trends["step_s"] == 15
+    point = trends["points"][0]
+    datetime.fromisoformat(point["at"])
+    assert [c["campaign_id"] for c in point["campaigns"]] == [
+        c.campaign_id for c in worker.campaigns.campaigns]
+    assert {"goal", "sends", "held_out", "difference", "low", "high"} <= set(
+        point["campaigns"][0])
+    assert "content-policy" in [m["model"] for m in point["models"]]
+    assert trends["drift"] == []
+
+
 # --- the customer view -------------------------------------------------------------
 
 
@@ -431,6 +449,41 @@ async def test_customer_view_shows_what_is_held(api: Api, worker: Worker,
     assert "email" in text
     status, body, _ = await api.call("GET", "/v1/customers/nobody", VIEWER)
     assert (status, body) == (404, {"error": "nothing is held about this customer"})
+
+
+async def test_an_operator_requests_an_erasure_and_the_worker_erases(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    consent = pack({"event_id": "k1", "customer_id": "c-gone", "schema_version": 1,
+                    "occurred_at": at, "action": "granted",
+                    "purposes": ["profiling", "email"], "source": "preference-centre"})
+    _produce(settings, [("consents", b"c-gone", consent),
+                        ("clicks", b"c-gone", _click("e1", "c-gone"))])
+
+    async def held() -> bool:
+        status, _, _ = await api.call("GET", "/v1/customers/c-gone", VIEWER)
+        return status == 200
+
+    await eventually_async(held, 30, "the customer to be stored", poll_s=0.5)
+    status, _, _ = await api.call("POST", "/v1/customers/c-gone/erasure", VIEWER)
+    assert status == 403  # viewers read; only operators erase
+    status, body, _ = await api.call("POST", "/v1/customers/c-gone/erasure", OPERATOR,
+                                     json={"why": "x"})
+    assert (status, body["error"]) == (400, "unknown field 'why'; allowed: ")
+    status, body, _ = await api.call("POST", "/v1/customers/c-gone/erasure", OPERATOR)
+    assert (status, body["customer_id"]) == (202, "c-gone")
+    (request,) = [decode(m.value()) for m in consume_exactly(settings, "consents", 2)
+                  if decode(m.value())["action"] == "erasure_requested"]
+    assert (request["event_id"], request["legal_basis"]) == (body["event_id"],
+                                                             "legal_obligation")
+
+    async def gone() -> bool:
+        status, _, _ = await api.call("GET", "/v1/customers/c-gone", VIEWER)
+        return status == 404
+
+    await eventually_async(gone, 30, "the worker to erase the customer", poll_s=0.5)
+    (erased,) = consume_exactly(settings, "customer-erased", 1)
+    assert decode(erased.value())["customer_id"] == "c-gone"
 
 
 
