@@ -168,6 +168,11 @@ class Monitor:
         self.trends: deque[dict[str, Any]] = deque(maxlen=TREND_POINTS)
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: AIOKafkaConsumer | None = None
+        # The dead-letter sampler reads with a consumer of its own: assigning the
+        # probe's consumer to the dead-letter topic narrowed its metadata to that
+        # topic, and the probe's end-offset requests for the input topics then
+        # timed out on the embedded broker (the worker never became ready).
+        self._letters: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._dead_letter_topic = worker.settings.topic("dead-letters")
         self._inputs = {worker.settings.topic(t.name) for t in INPUT_TOPICS}
@@ -187,6 +192,8 @@ class Monitor:
         settings = self.worker.settings
         self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker_servers,
                                           group_id=None, enable_auto_commit=False)
+        self._letters = AIOKafkaConsumer(bootstrap_servers=settings.broker_servers,
+                                         group_id=None, enable_auto_commit=False)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_servers)
         self.meter.sample(self.clock(), self.counts())
         self._tasks = [asyncio.create_task(self._sample_loop()),
@@ -203,6 +210,7 @@ class Monitor:
         # The probe clients talk to the broker: never wait on them for long.
         closing = [asyncio.ensure_future(c) for c in (
             self._consumer.stop() if self._consumer is not None else None,
+            self._letters.stop() if self._letters is not None else None,
             self._admin.close() if self._admin is not None else None) if c is not None]
         if closing:
             _, late = await asyncio.wait(closing, timeout=STOP_TIMEOUT_S)
@@ -323,12 +331,21 @@ class Monitor:
 
     async def _dead_letter_loop(self) -> None:
         """Keep the latest dead letters of the whole deployment (every worker's)."""
-        consumer = self._consumer
+        consumer = self._letters
         assert consumer is not None
-        while True:  # until the probe client runs and knows the topic
+        while True:  # until the broker answers the probe
             await asyncio.sleep(PROBE_INTERVAL_S)
-            partitions = (consumer.partitions_for_topic(self._dead_letter_topic)
-                          if self.broker.ok else None)
+            if not self.broker.ok:
+                continue
+            try:
+                await asyncio.wait_for(consumer.start(), FRESH_S)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("dead_letter_read_failed", error=_text(exc))
+                continue
+            break
+        while True:  # until the client knows the topic
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            partitions = consumer.partitions_for_topic(self._dead_letter_topic)
             if not partitions:
                 # Apache Kafka names no topic in metadata the client did not ask for
                 # (the embedded broker names all): tracking one partition asks for it.

@@ -23,8 +23,11 @@ def test_every_setting_is_documented_with_its_default() -> None:
 def test_every_documented_setting_exists() -> None:
     # Not _RELEVANZ_COMPLETE, click's shell-completion switch.
     documented = set(re.findall(r"(?<!_)RELEVANZ_[A-Z_]+", README))
-    # RELEVANZ_CASSANDRA_HOSTS switches on the store contract tests; it is no product setting.
-    known = {s.name for s in SETTINGS} | {"RELEVANZ_CASSANDRA_HOSTS"}
+    # Switches of the test run, not product settings: RELEVANZ_CASSANDRA_HOSTS points the
+    # Cassandra tests at a cluster of yours, RELEVANZ_SCREENSHOTS collects the dashboard
+    # test's pictures, RELEVANZ_SLOW_TESTS opts in to the long tests.
+    known = {s.name for s in SETTINGS} | {
+        "RELEVANZ_CASSANDRA_HOSTS", "RELEVANZ_SCREENSHOTS", "RELEVANZ_SLOW_TESTS"}
     assert documented <= known, f"README names unknown settings: {documented - known}"
 
 
