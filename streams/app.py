@@ -24,7 +24,7 @@ from faust.types import TP
 
 from agents import ingest as ingest_agent
 from agents.core.accounting import Accounting
-from agents.core.campaigns import DEFAULT_BOOK, CampaignBook, CampaignFileError, load_campaigns
+from agents.core.campaigns import DEFAULT_BOOK, CampaignBook, CampaignFileError
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
@@ -36,6 +36,7 @@ from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
 from streams import campaign_desk
+from streams.campaign_file import load_campaigns
 from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.customer_cache import CustomerCache
