@@ -62,8 +62,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("streams.web", "streams.app"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"streams.store", "streams.store.cassandra", "streams.store.codec",
-               "streams.store.cql", "streams.store.embedded"}),
     frozenset({"agents.profiles", "streams.app", "streams.campaign_desk"}),
     frozenset({"streams.baselines", "streams.evaluation"}),
     frozenset({"streams.bench", "streams.bench_decide", "streams.bench_sweep", "streams.cli",
