@@ -351,7 +351,7 @@ def customer_export(customer_id: str, output: Any) -> None:
     target = open_store(settings, existing=True)
 
     async def run() -> dict[str, Any] | None:
-        from streams.forecasts import Forecaster
+        from agents.pipeline.forecasts import Forecaster
 
         await target.open()
         try:

@@ -157,8 +157,8 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
 
     Returns the served predictions by customer and the forecaster (for its weights).
     """
+    from agents.pipeline.customer_cache import CustomerCache
     from streams.app import build_worker
-    from streams.customer_cache import CustomerCache
     from streams.store.embedded import EmbeddedStore
 
     with tempfile.TemporaryDirectory(prefix="relevanz-evaluate-") as tmp:

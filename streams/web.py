@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka.errors import KafkaError
 
-from streams import campaign_desk
+from agents.pipeline import campaign_desk, campaign_rows
 from streams.auth import Role, Tokens, fingerprint, generate_tokens
 from streams.errors import BrokerUnavailable, ConfigError, StoreUnavailable
 from streams.metrics import CONTENT_TYPE, render
@@ -387,7 +387,7 @@ class OperatorApi:
             await decisions.send(key=cid.encode(), value=encode(decision))
         # Kept for the customer view off the answer's path: the page load does not wait.
         self._background(worker.store.record_decisions(
-            [campaign_desk.stored_decision(decision)], now, worker.settings.history_retention_s))
+            [campaign_rows.stored_decision(decision)], now, worker.settings.history_retention_s))
         return web.json_response(_decision_json(decision))
 
     async def controls(self, _: web.Request) -> web.Response:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from agents import ingest, profiles
+from agents import ingest
+from agents.pipeline import customer_stage as profiles
 from schemas.codec import decode, pack
 from schemas.topics import OUTPUT_TOPICS
 from streams.app import Worker, build_worker
