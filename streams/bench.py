@@ -48,6 +48,7 @@ from streams.bench_stages import (
     measure_raw,
     read_spool,
 )
+from streams.cli.one_line import one_line_errors
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.traffic import TrafficConfig
@@ -313,10 +314,8 @@ def bench(**kwargs: Any) -> None:
     load. POST /v1/decide is measured at 200 requests/s. Progress goes to
     stderr.
     """
-    # Imported here: streams.cli imports this module to register the command.
-    from streams.cli import _one_line_errors
 
-    _one_line_errors(_bench)(**kwargs)
+    one_line_errors(_bench)(**kwargs)
 
 
 def _bench(events: int, customers: int, catalogue_size: int, partitions: int | None,
