@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from agents.core.interests import tag_quality, true_tags
+from streams.api.web import serve_for_demo
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
 from streams.campaign_sim import evaluate_campaigns
@@ -34,7 +35,6 @@ from streams.settings import Settings
 from streams.simulation import evaluate_policies
 from streams.store import open_store
 from streams.traffic import Message, TrafficConfig, TrafficGenerator
-from streams.web import serve_for_demo
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """What operators do with campaigns: read their statistics, approve or reject proposals.
 
-The operator API (:mod:`streams.web`) calls these; the law of a proposal
+The operator API (:mod:`streams.api.web`) calls these; the law of a proposal
 (approve once, expire, withdraw without consent) is :mod:`agents.core.proposals`,
 this module adds the store and the topics:
 

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import click
 
 from streams import logs
+from streams.api.overview import status
 from streams.bench import bench
 from streams.cli.one_line import one_line_errors
-from streams.overview import status
 from streams.settings import SETTINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,8 +105,8 @@ def worker() -> None:
     Creates missing topics, joins the consumer group and processes events
     until SIGTERM or Ctrl-C, then commits and exits.
     """
+    from streams.api.web import build_api, serve
     from streams.app import build_worker
-    from streams.web import build_api, serve
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)

@@ -21,14 +21,14 @@ from referencing import Registry, Resource
 from agents.pipeline import campaign_rows
 from schemas.codec import decode, pack
 from schemas.records import SendProposed
+from streams.api.auth import Role
+from streams.api.openapi import document
+from streams.api.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
 from streams.app import Worker, build_worker, utc_now
-from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
-from streams.openapi import document
 from streams.privacy import export_customer
 from streams.settings import Settings
-from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
 from tests.harness import (
     consume_all,
     consume_exactly,
