@@ -27,7 +27,7 @@ import click
 
 from streams import logs
 from streams.api.overview import status
-from streams.bench import bench
+from streams.bench.run import bench
 from streams.cli.one_line import one_line_errors
 from streams.settings import SETTINGS, Settings
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from streams.api.auth import Tokens, generate_tokens
 from streams.api.web import bound_port, build_api, serve
 from streams.app import build_worker, utc_now
-from streams.bench_stages import Progress
+from streams.bench.stages import Progress
 from streams.settings import Settings
 
 #: The issue's figure: p99 below this at :data:`RATE` requests/s.
