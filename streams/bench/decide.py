@@ -32,7 +32,7 @@ from streams.settings import Settings
 #: The issue's figure: p99 below this at :data:`RATE` requests/s.
 TARGET_P99_MS = 20.0
 RATE = 200.0
-#: Channel and slot pairs the synthetic catalogue offers (see streams/traffic.py).
+#: Channel and slot pairs the synthetic catalogue offers (see streams/sim/traffic.py).
 TOUCHPOINTS = (("web", "landing-page"), ("web", "web-banner"), ("email", "newsletter-block"),
                ("push", "app-card"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from streams.app import utc_now
 from streams.errors import ConfigError
 from streams.settings import Settings
-from streams.traffic import TrafficConfig
+from streams.sim.traffic import TrafficConfig
 
 STORES = ("embedded",)
 

@@ -1,7 +1,7 @@
 """``relevanz bench``: how fast the engine is, next to what Kafka and Faust allow.
 
 One invocation starts the embedded broker, generates synthetic traffic once
-(:class:`streams.traffic.TrafficGenerator`, in a process of its own),
+(:class:`streams.sim.traffic.TrafficGenerator`, in a process of its own),
 publishes it once, and reads that same data with three stages
 (:mod:`streams.bench.stages`): a confluent-kafka consumer (the raw limit), a
 bare Faust agent (the framework ceiling) and the full pipeline as
@@ -111,8 +111,8 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
                "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
                "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
                "decide_max_ms": round(decide.max_ms, 1)}
-    # Decision quality on the same audience (streams/simulation.py), after the timings.
-    from streams.simulation import evaluate_policies
+    # Decision quality on the same audience (streams/sim/simulation.py), after the timings.
+    from streams.sim.simulation import evaluate_policies
 
     events = min(n, CTR_EVENTS)
     progress(f"decision quality over {events} events (engine, random, most-popular)")

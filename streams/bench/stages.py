@@ -59,10 +59,10 @@ from streams.app import build_faust_app, build_worker, utc_now
 from streams.errors import BrokerUnavailable, RelevanzError
 from streams.publish import Publisher
 from streams.settings import Settings
+from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 from streams.store import EventKey
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 
 Progress = Callable[[str], None]
 

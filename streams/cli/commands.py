@@ -168,7 +168,7 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
     recognised as a duplicate, or dead-lettered. With --stack kafka-cassandra
     the same runs on a real Kafka and Cassandra, started for the run.
     """
-    from streams.demo import DemoOptions, run_demo
+    from streams.sim.demo import DemoOptions, run_demo
 
     settings = _settings()
     logs.configure("warning" if settings.log_level == "info" else settings.log_level, "console")
@@ -413,7 +413,7 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
     outputs again, and stops once it has consumed what the topics held when
     it started. Stop the workers first: they would write to the same store.
     """
-    from streams.replay import run_replay
+    from streams.cli.replay import run_replay
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -457,7 +457,7 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
     an RFM logistic regression and BG/NBD fitted in the same run. Needs
     the evaluate extra: pip install 'relevanz[evaluate]'.
     """
-    from streams.evaluation import evaluate as run_evaluation
+    from streams.sim.evaluation import evaluate as run_evaluation
 
     settings = _settings()
     logs.configure("warning", settings.log_format)
@@ -491,7 +491,7 @@ def cdnow_csv(output: Any, ids: str) -> None:
     with: relevanz evaluate FILE --cutoff 1997-10-01T00:00:00+00:00
     --holdout-weeks 39 (calibration to 1997-09-30, as Fader, Hardie & Lee 2005).
     """
-    from streams.evaluation import write_cdnow
+    from streams.sim.evaluation import write_cdnow
 
     rows = write_cdnow(output, ids)
     _stderr(f"wrote {rows} purchases of the customers with {ids} ids")

@@ -21,8 +21,8 @@ from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
+from streams.sim.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from streams.store import open_store
-from streams.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from tests.faults import ledger
 from tests.harness import (
     consume_all,

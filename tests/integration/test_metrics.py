@@ -20,7 +20,7 @@ from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
-from streams.traffic import TrafficConfig, TrafficGenerator
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 from tests.integration.conftest import stop_or_explain
 
