@@ -18,14 +18,10 @@ import aiohttp
 import click
 
 from streams.cli.one_line import one_line_errors
-from streams.errors import ConfigError, RelevanzError
+from streams.errors import ConfigError, OperatorApiError
 from streams.settings import Settings
 
 TIMEOUT_S = 10.0
-
-
-class OperatorApiError(RelevanzError):
-    """The operator API could not be reached or refused the request."""
 
 
 def default_url(settings: Settings) -> str:

@@ -26,7 +26,7 @@ from typing import Self
 
 import structlog
 
-from streams.errors import RelevanzError
+from streams.errors import ServerUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -37,14 +37,6 @@ INSTALL_HINT = ("install a JDK 17 and Maven 3 (Debian/Ubuntu: "
 #: Lines of the server's log quoted when it fails to start.
 LOG_TAIL_LINES = 40
 MVN_TIMEOUT_S = 900.0
-
-
-class ServerUnavailable(RelevanzError):
-    """A real server (Kafka, Cassandra) could not be resolved, started or reached.
-
-    The message names the server, what failed and, when it started, the tail
-    of its log.
-    """
 
 
 def java_release(java: str) -> int | None:

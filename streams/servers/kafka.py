@@ -25,7 +25,8 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from streams.broker import free_port
-from streams.servers.jvm import JvmServer, ServerUnavailable, log_tail
+from streams.errors import ServerUnavailable
+from streams.servers.jvm import JvmServer, log_tail
 
 LOG4J2 = """\
 status = warn

@@ -26,7 +26,7 @@ from agents.core.interests import tag_quality, true_tags
 from streams.api.web import serve_for_demo
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
-from streams.errors import RelevanzError
+from streams.errors import DemoStalled
 from streams.publish import Publisher
 from streams.servers.cassandra import CassandraServer
 from streams.servers.kafka import KafkaServer
@@ -37,10 +37,6 @@ from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.store import open_store
 
 log = structlog.get_logger(__name__)
-
-
-class DemoStalled(RelevanzError):
-    """The worker stopped making progress before every event was accounted for."""
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,10 @@ from typing import Any
 
 from agents.core.customer import CustomerState
 from schemas.records import ConsentChanged, Purchased, PurchasedItem, Record
-from streams.errors import ConfigError
+from streams.errors import ConfigError, InvalidTransactions
 from streams.settings import Settings
 from streams.sim import baselines
-from streams.sim.transactions import (
-    HEADER,
-    InvalidTransactions,
-    Transaction,
-    read_transactions,
-)
+from streams.sim.transactions import HEADER, Transaction, read_transactions
 from streams.store import EventKey
 
 BATCH = 2000

@@ -13,16 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from streams.errors import ConfigError
+from streams.errors import InvalidTransactions
 
 HEADER = ("customer_id", "occurred_at", "amount", "quantity")
-
-
-class InvalidTransactions(ConfigError):
-    """The transaction log given to ``relevanz evaluate`` cannot be read.
-
-    The message names the file, the line and what is wrong with it.
-    """
 
 
 @dataclass(frozen=True)
