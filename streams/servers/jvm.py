@@ -27,6 +27,7 @@ from typing import Self
 import structlog
 
 from streams.errors import ServerUnavailable
+from streams.processes import stop_process
 
 log = structlog.get_logger(__name__)
 
@@ -196,15 +197,8 @@ class JvmServer:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (the servers shut down cleanly on it), SIGKILL after ``timeout_s``."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
-        log.info("server_stopped", server=self.name)
+        if stop_process(process, timeout_s):
+            log.info("server_stopped", server=self.name)
 
     @property
     def running(self) -> bool:
