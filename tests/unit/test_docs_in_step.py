@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.cli.commands import main
 from streams.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,6 +21,8 @@ must have no cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +182,28 @@ def test_imports_point_down_the_tiers(graph: dict[str, list[Import]]) -> None:
 def test_the_import_graph_has_no_cycle(graph: dict[str, list[Import]]) -> None:
     found = [sorted(c) for c in cycles(graph)]
     assert not found, "import cycles:\n  " + "\n  ".join(" <-> ".join(c) for c in found)
+
+
+_IMPORT_EACH = """
+import importlib, sys
+failed = []
+for module in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("schemas", "agents", "streams")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        failed.append(f"{module}: {exc}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first_on_its_own() -> None:
+    """Importing a module first works whatever it is: no cycle through a package's __init__."""
+    done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *product_modules()],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not done.stdout.strip(), f"cannot be imported first:\n{done.stdout}"
 
 
 def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
