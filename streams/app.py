@@ -24,26 +24,27 @@ from faust.types import TP
 
 from agents import ingest as ingest_agent
 from agents.core.accounting import Accounting
-from agents.core.campaigns import DEFAULT_BOOK, CampaignBook, CampaignFileError, load_campaigns
+from agents.core.campaigns import DEFAULT_BOOK, CampaignBook, CampaignFileError
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
 from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
-from agents.profiles import CustomerStage
+from agents.pipeline import campaign_desk
+from agents.pipeline.customer_cache import CustomerCache
+from agents.pipeline.customer_stage import CustomerStage
+from agents.pipeline.forecasts import Forecaster
+from agents.pipeline.learner import Learner
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
 from schemas.validation import Limits
-from streams import campaign_desk
+from streams.campaign_file import load_campaigns
 from streams.catalogue import Catalogue
 from streams.controls import Controls
-from streams.customer_cache import CustomerCache
 from streams.errors import ConfigError, StoreUnavailable
-from streams.forecasts import Forecaster
 from streams.idempotent_faust import IdempotentApp
 from streams.instruments import Instruments
-from streams.learner import Learner
 from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings

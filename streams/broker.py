@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 
 import structlog
-from confluent_kafka.admin import AdminClient
 
 from streams.errors import BrokerUnavailable
+from streams.processes import serves_kafka_metadata, stop_process
 
 log = structlog.get_logger(__name__)
 
@@ -108,29 +108,13 @@ class EmbeddedBroker:
         )
 
     def _serves_metadata(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
-            return False
-        # A fresh client per probe: a lingering one would keep reconnecting after stop().
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        with contextlib.suppress(Exception):  # not ready yet: any client error means retry
-            return bool(admin.list_topics(timeout=2.0).brokers)
-        return False
+        return serves_kafka_metadata(self.port, self.bootstrap_servers)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Terminate the broker, killing it if it does not exit in time."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
-        log.info("embedded_broker_stopped", servers=self.bootstrap_servers)
+        if stop_process(process, timeout_s):
+            log.info("embedded_broker_stopped", servers=self.bootstrap_servers)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

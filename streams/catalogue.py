@@ -32,6 +32,7 @@ from schemas.errors import InvalidEvent
 from schemas.records import ContentPublished
 from schemas.validation import Limits, parse_message
 from streams.errors import BrokerUnavailable
+from streams.following import keep_following
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -104,15 +105,7 @@ class Catalogue:
                     del pending[tp]
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                await self._read_once()
-            except KafkaError as exc:  # the client reconnects; keep following
-                log.warning("catalogue_read_failed", error=str(exc))
-                await asyncio.sleep(1.0)
-            except Exception:  # a bug, not the input (parsing is guarded): say so, go on
-                log.exception("catalogue_reader_failed")
-                await asyncio.sleep(1.0)
+        await keep_following(self._read_once, log, "catalogue")
 
     async def _read_once(self) -> None:
         assert self._consumer is not None

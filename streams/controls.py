@@ -52,6 +52,7 @@ from schemas.errors import InvalidEvent
 from schemas.records import ControlChanged
 from schemas.validation import parse_record
 from streams.errors import BrokerUnavailable
+from streams.following import keep_following
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -205,15 +206,7 @@ class Controls:
                     pending.discard(tp)
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                await self._read_once()
-            except KafkaError as exc:  # the client reconnects; keep following
-                log.warning("controls_read_failed", error=str(exc))
-                await asyncio.sleep(1.0)
-            except Exception:  # a bug, not the input (parsing is guarded): say so, go on
-                log.exception("controls_reader_failed")
-                await asyncio.sleep(1.0)
+        await keep_following(self._read_once, log, "controls")
 
     async def _read_once(self) -> None:
         assert self._consumer is not None

@@ -1,6 +1,6 @@
 """Latency histograms and the process collectors of one worker, in a registry of its own.
 
-``/metrics`` (:mod:`streams.metrics`) renders this registry next to the
+``/metrics`` (:mod:`streams.api.metrics`) renders this registry next to the
 figures read from the worker's status at scrape time.  Everything here is
 observed where it happens, so Prometheus can aggregate it across workers
 (``histogram_quantile(0.99, sum by (le) (rate(..._bucket[5m])))``):

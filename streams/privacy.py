@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agents.core.customer import CustomerState
 from schemas.codec import decode, to_wire
@@ -27,8 +27,12 @@ from schemas.customer_export import CUSTOMER_EXPORT_VERSION
 from schemas.records import ConsentChanged, Record
 from streams.store import Store
 
-if TYPE_CHECKING:
-    from streams.forecasts import Forecaster
+
+class Forecaster(Protocol):
+    """What an export asks of the worker's forecasts (the hot path's ``Forecaster``)."""
+
+    def predict_at(self, state: CustomerState, at: datetime) -> tuple[float, float] | None:
+        """Purchase probability and churn risk of ``state`` as of ``at``."""
 
 
 class Pseudonyms:

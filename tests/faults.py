@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS
 from streams.settings import Settings
-from streams.traffic import Message
+from streams.sim.traffic import Message
 from tests.harness import consume_all
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")

@@ -9,7 +9,8 @@ when no file is configured; ``deploy/campaigns.toml`` is the same book as a
 commented file (a test keeps the two equal), and the README describes every
 key.
 
-:func:`parse_campaigns` reads a book from TOML.  Every problem raises
+:func:`parse_campaigns` reads a book from TOML text (``streams.campaign_file``
+reads the file).  Every problem raises
 :class:`CampaignFileError` with one line naming the file, the campaign and the
 key; unknown keys are refused, so a typo never passes silently.
 
@@ -37,7 +38,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from agents.core.customer import CustomerState
@@ -270,15 +270,6 @@ _CAMPAIGN_KEYS = ("id", "description", "goal", "trigger", "channels", "content",
 _AUDIENCE_KEYS = ("tags_any", "tags_all", "countries", "languages", "min_orders",
                   "max_orders", "attributes")
 _CAP_KEYS = ("channel", "max", "per")
-
-
-def load_campaigns(path: str | Path) -> CampaignBook:
-    """The book in the TOML file at ``path``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CampaignFileError(f"{path}: cannot read the campaign file ({exc})") from exc
-    return parse_campaigns(text, str(path))
 
 
 def parse_campaigns(text: str, source: str = "campaigns file") -> CampaignBook:

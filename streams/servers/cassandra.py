@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from streams.broker import free_port
+from streams.processes import accepts_connections
 from streams.servers.jvm import JvmServer
 
 #: ``--add-exports`` / ``--add-opens`` and properties of Cassandra 5.0's
@@ -146,10 +146,7 @@ class CassandraServer(JvmServer):
         ]
 
     def ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
+        if not accepts_connections(self.port):
             return False
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import RoundRobinPolicy

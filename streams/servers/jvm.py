@@ -26,7 +26,8 @@ from typing import Self
 
 import structlog
 
-from streams.errors import RelevanzError
+from streams.errors import ServerUnavailable
+from streams.processes import stop_process
 
 log = structlog.get_logger(__name__)
 
@@ -37,14 +38,6 @@ INSTALL_HINT = ("install a JDK 17 and Maven 3 (Debian/Ubuntu: "
 #: Lines of the server's log quoted when it fails to start.
 LOG_TAIL_LINES = 40
 MVN_TIMEOUT_S = 900.0
-
-
-class ServerUnavailable(RelevanzError):
-    """A real server (Kafka, Cassandra) could not be resolved, started or reached.
-
-    The message names the server, what failed and, when it started, the tail
-    of its log.
-    """
 
 
 def java_release(java: str) -> int | None:
@@ -204,15 +197,8 @@ class JvmServer:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (the servers shut down cleanly on it), SIGKILL after ``timeout_s``."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
-        log.info("server_stopped", server=self.name)
+        if stop_process(process, timeout_s):
+            log.info("server_stopped", server=self.name)
 
     @property
     def running(self) -> bool:

@@ -14,18 +14,16 @@ offsets topic on the first group join takes a fraction of 50 partitions' time).
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
 from streams.broker import free_port
-from streams.servers.jvm import JvmServer, ServerUnavailable, log_tail
+from streams.errors import ServerUnavailable
+from streams.processes import serves_kafka_metadata
+from streams.servers.jvm import JvmServer, log_tail
 
 LOG4J2 = """\
 status = warn
@@ -115,15 +113,7 @@ class KafkaServer(JvmServer):
                 f"end of {self.log_path}:\n{log_tail(self.log_path)}")
 
     def ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
-            return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        with contextlib.suppress(Exception):  # not ready yet: any client error means retry
-            return bool(admin.list_topics(timeout=2.0).brokers)
-        return False
+        return serves_kafka_metadata(self.port, self.bootstrap_servers)
 
 
 def _cluster_id() -> str:

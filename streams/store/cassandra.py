@@ -73,7 +73,6 @@ from cassandra.timestamps import MonotonicTimestampGenerator
 from agents.core.customer import CustomerState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
-from streams.store import CampaignCounts, EventKey, Snapshot, StoredDecision, StoredProposal
 from streams.store.codec import (
     CUSTOMER_TABLES,
     CustomerRows,
@@ -99,6 +98,13 @@ from streams.store.cql import (
     schema_statements,
     schema_tables,
     ttl_seconds,
+)
+from streams.store.protocol import (
+    CampaignCounts,
+    EventKey,
+    Snapshot,
+    StoredDecision,
+    StoredProposal,
 )
 
 #: Most requests outstanding at once (the driver allows far more per connection).

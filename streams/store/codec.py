@@ -40,7 +40,7 @@ from agents.core.customer import (
 from schemas.codec import to_wire
 from schemas.records import Clicked, Purchased
 from schemas.validation import build
-from streams.store import CampaignCounts, StoredProposal
+from streams.store.protocol import CampaignCounts, StoredProposal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)

@@ -26,13 +26,6 @@ from typing import Any, TypeVar
 
 from agents.core.customer import CustomerState
 from streams.errors import ConfigError, StoreUnavailable
-from streams.store import (
-    CampaignCounts,
-    EventKey,
-    Snapshot,
-    StoredDecision,
-    StoredProposal,
-)
 from streams.store.codec import (
     CONSENT_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -55,6 +48,13 @@ from streams.store.codec import (
     state_of,
     summed_stats,
     to_ms,
+)
+from streams.store.protocol import (
+    CampaignCounts,
+    EventKey,
+    Snapshot,
+    StoredDecision,
+    StoredProposal,
 )
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ import pytest
 
 from schemas.codec import decode
 from streams.broker import EmbeddedBroker, free_port
-from streams.demo import DemoOptions, demo_traffic
+from streams.sim.demo import DemoOptions, demo_traffic
 from tests.harness import consume_exactly, isolated_settings
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")

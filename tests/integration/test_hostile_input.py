@@ -27,10 +27,10 @@ from hypothesis.strategies import SearchStrategy
 
 from schemas.codec import decode, pack
 from schemas.topics import INPUT_TOPICS
+from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
-from streams.web import bound_port, build_api, serve
 from tests.harness import (
     consume_all,
     consume_exactly,

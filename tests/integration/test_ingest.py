@@ -12,16 +12,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from agents import ingest, profiles
+from agents import ingest
+from agents.pipeline import customer_stage as profiles
 from schemas.codec import decode, pack
 from schemas.topics import OUTPUT_TOPICS
+from streams.api.status import Monitor
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
-from streams.status import Monitor
+from streams.sim.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from streams.store import open_store
-from streams.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from tests.faults import ledger
 from tests.harness import (
     consume_all,

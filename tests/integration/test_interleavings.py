@@ -37,8 +37,8 @@ from schemas.records import ContentPublished, DecisionMade, Record, SendTriggere
 from schemas.validation import Limits, parse_message
 from streams.app import build_stage
 from streams.settings import Settings
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from streams.store import open_store
-from streams.traffic import TrafficConfig, TrafficGenerator
 
 #: The wall clock the stage is given; nothing it decides may depend on it.
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """What Apache Kafka answers about offsets, which the embedded broker answers wrongly.
 
-The worker's lag (``streams/status.py``) and ``relevanz replay --since``
-(``streams/replay.py``) are written so that they are right on the embedded
+The worker's lag (``streams/api/status.py``) and ``relevanz replay --since``
+(``streams/cli/replay.py``) are written so that they are right on the embedded
 broker, whose high watermarks, ListOffsets and offsets-for-times answers are
 off.  These tests pin down that Apache Kafka's answers are the truth, so
 that the readings the worker takes from it are right as they are.

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from agents.pipeline.learner import MODEL_ID
 from schemas.codec import decode, pack
 from streams.app import build_worker
 from streams.broker import EmbeddedBroker
-from streams.learner import MODEL_ID
 from streams.settings import Settings
 from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
 
@@ -97,7 +97,7 @@ async def _latest(settings: Settings) -> int | None:
 
 async def test_two_workers_saving_in_turn_keep_both_their_learning(tmp_path: Path) -> None:
     from agents.core.learning import PolicyConfig
-    from streams.learner import Learner
+    from agents.pipeline.learner import Learner
     from streams.store.embedded import EmbeddedStore
 
     store = EmbeddedStore(tmp_path / "store.db")

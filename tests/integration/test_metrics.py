@@ -14,13 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import pack
+from streams.api.metrics import render
+from streams.api.status import Monitor
+from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker
 from streams.broker import EmbeddedBroker
-from streams.metrics import render
 from streams.settings import Settings
-from streams.status import Monitor
-from streams.traffic import TrafficConfig, TrafficGenerator
-from streams.web import bound_port, build_api, serve
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 from tests.integration.conftest import stop_or_explain
 

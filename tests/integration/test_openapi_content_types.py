@@ -7,11 +7,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from streams.api.openapi import document
+from streams.api.web import ROUTES, bound_port, build_api, serve
 from streams.app import Worker
 from streams.broker import EmbeddedBroker
-from streams.openapi import document
 from streams.settings import Settings
-from streams.web import ROUTES, bound_port, build_api, serve
 from tests.harness import isolated_settings
 from tests.integration.conftest import stop_or_explain
 

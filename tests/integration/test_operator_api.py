@@ -18,17 +18,17 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 
+from agents.pipeline import campaign_rows
 from schemas.codec import decode, pack
 from schemas.records import SendProposed
-from streams import campaign_desk
+from streams.api.auth import Role
+from streams.api.openapi import document
+from streams.api.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
 from streams.app import Worker, build_worker, utc_now
-from streams.auth import Role
 from streams.broker import EmbeddedBroker
 from streams.controls import Controls
-from streams.openapi import document
 from streams.privacy import export_customer
 from streams.settings import Settings
-from streams.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
 from tests.harness import (
     consume_all,
     consume_exactly,
@@ -624,9 +624,9 @@ def _proposed(proposal_id: str, expires_in: timedelta) -> SendProposed:
 async def test_a_proposal_is_approved_once_and_yields_exactly_one_trigger(
         api: Api, worker: Worker, settings: Settings) -> None:
     await worker.store.put_proposals([
-        campaign_desk.stored(_proposed("p-approve", timedelta(hours=1))),
-        campaign_desk.stored(_proposed("p-reject", timedelta(hours=1))),
-        campaign_desk.stored(_proposed("p-late", timedelta(seconds=-1)))])
+        campaign_rows.stored(_proposed("p-approve", timedelta(hours=1))),
+        campaign_rows.stored(_proposed("p-reject", timedelta(hours=1))),
+        campaign_rows.stored(_proposed("p-late", timedelta(seconds=-1)))])
     listed = await api.get("/v1/proposals?status=proposed")
     assert sorted(p["proposal_id"] for p in listed["proposals"]) == ["p-approve", "p-reject"]
     assert listed["proposals"][0]["reasons"] == ["tag golf-fans assigned"]
@@ -681,7 +681,7 @@ async def test_a_proposal_is_approved_once_and_yields_exactly_one_trigger(
 
 async def test_nothing_is_approved_while_sends_are_paused(api: Api, worker: Worker) -> None:
     await worker.store.put_proposals([
-        campaign_desk.stored(_proposed("p-paused", timedelta(hours=1)))])
+        campaign_rows.stored(_proposed("p-paused", timedelta(hours=1)))])
     status, _, _ = await api.call("POST", "/v1/controls/pause", OPERATOR)
     assert status == 200
     status, body, _ = await api.call("POST", "/v1/proposals/p-paused/approve", OPERATOR)

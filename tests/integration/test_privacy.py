@@ -22,8 +22,8 @@ from schemas.codec import decode, pack
 from schemas.export import EXPORT_DIR
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
+from streams.cli.replay import run_replay
 from streams.privacy import export_customer
-from streams.replay import run_replay
 from streams.settings import Settings
 from streams.store import open_store
 from streams.store.codec import CUSTOMER_TABLES

@@ -18,10 +18,10 @@ from agents.core.customer import CustomerState
 from schemas.codec import pack
 from streams.app import build_worker, utc_now
 from streams.broker import EmbeddedBroker
-from streams.replay import run_replay
+from streams.cli.replay import run_replay
 from streams.settings import Settings
+from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.store import open_store
-from streams.traffic import Message, TrafficConfig, TrafficGenerator
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 
 #: Run against the embedded broker and Apache Kafka (tests/conftest.py).

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.servers.jvm import ServerUnavailable, require_prerequisites
+from streams.errors import ServerUnavailable
+from streams.servers.jvm import require_prerequisites
 from streams.servers.kafka import KafkaServer
 
 

@@ -18,8 +18,8 @@ import pytest
 from schemas.codec import decode
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.topics import ensure_topics
-from streams.traffic import Message, TrafficConfig, TrafficGenerator
 from tests.faults import (
     WorkerProcess,
     balanced,

@@ -43,9 +43,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas.topics import INPUT_TOPICS
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from streams.store.embedded import EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import TrafficConfig, TrafficGenerator
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 SAMPLE_S = 10.0

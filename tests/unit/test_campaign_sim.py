@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from agents.core.campaigns import DEFAULT_BOOK
-from streams.campaign_sim import evaluate_campaigns
+from streams.sim.campaign_sim import evaluate_campaigns
 
 SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",
                           reason="runs the full evaluation; set RELEVANZ_SLOW_TESTS=1")

@@ -13,9 +13,9 @@ from agents.core.campaigns import (
     CampaignFileError,
     Cap,
     QuietHours,
-    load_campaigns,
     parse_campaigns,
 )
+from streams.campaign_file import load_campaigns
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "campaigns.toml"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.cli.commands import main
 from streams.settings import SETTINGS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

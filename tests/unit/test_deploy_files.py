@@ -521,7 +521,7 @@ def test_compose_stack_shape(compose_model: dict[str, Any]) -> None:
 def test_compose_commands_exist() -> None:
     from click.testing import CliRunner
 
-    from streams.cli import main
+    from streams.cli.commands import main
 
     for command in (["worker"], ["topics", "create"], ["store", "migrate"]):
         result = CliRunner().invoke(main, [*command, "--help"])

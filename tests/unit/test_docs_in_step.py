@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.cli.commands import main
 from streams.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,3 +42,18 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in README
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_layout_in_the_readme_names_files_that_exist() -> None:
+    """Every folder and module the Development section draws is where it says."""
+    section = README.split("## Development", 1)[1].split("```", 2)[1]
+    folder, named = "", []
+    for word in re.findall(r"(?<![\w/])[a-z_][\w/]*?(?:\.py|/)(?!\w)", section):
+        if word.startswith(("schemas/", "agents/", "streams/")):
+            named.append(word)
+            folder = word if word.endswith("/") else word.rpartition("/")[0] + "/"
+        else:
+            named.append(folder + word)
+    missing = [n for n in named if not (ROOT / n).exists()]
+    assert len(named) > 30
+    assert not missing, f"README's layout names missing files: {missing}"

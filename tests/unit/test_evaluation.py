@@ -7,8 +7,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from schemas.records import ConsentChanged, Purchased
-from streams.baselines import recency
-from streams.evaluation import Transaction, bootstrap_auc, cdnow_rows, customer_events, roc_auc
+from streams.sim.baselines import recency
+from streams.sim.evaluation import Transaction, bootstrap_auc, cdnow_rows, customer_events, roc_auc
 
 T0 = datetime(1997, 1, 1, tzinfo=UTC)
 

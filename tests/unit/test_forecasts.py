@@ -14,11 +14,11 @@ from agents.core.customer import (
     PurchaseFigures,
 )
 from agents.core.predictions import PredictionRules
-from agents.profiles import _drift_messages
+from agents.pipeline.customer_stage import _drift_messages
+from agents.pipeline.forecasts import Forecaster
 from schemas.codec import decode, encode
 from schemas.topics import TOPICS
 from schemas.validation import build
-from streams.forecasts import Forecaster
 
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
 BERLIN = MasterData("de-DE", "de", "Europe/Berlin", MONDAY)

@@ -30,8 +30,8 @@ from agents.core.profile import CustomerRules, ProfileRules, apply_event, reques
 from schemas.errors import InvalidEvent
 from schemas.records import ContentPublished
 from schemas.validation import parse_message
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from streams.tag_rules import load_rules
-from streams.traffic import TrafficConfig, TrafficGenerator
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WEEK, FORTNIGHT = timedelta(days=7), timedelta(days=14)

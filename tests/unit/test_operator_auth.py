@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.auth import Role, Tokens, fingerprint
+from streams.api.auth import Role, Tokens, fingerprint
 from streams.errors import ConfigError
 from streams.settings import Settings
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import traffic
-from streams.prediction_quality import evaluate_predictions
-from streams.simulation import ClickModel, evaluate_policies, summarise
-from streams.traffic import LOCALES, TOPICS, ContentTruth, CustomerTruth
+from streams.sim import traffic
+from streams.sim.prediction_quality import evaluate_predictions
+from streams.sim.simulation import ClickModel, evaluate_policies, summarise
+from streams.sim.traffic import LOCALES, TOPICS, ContentTruth, CustomerTruth
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",

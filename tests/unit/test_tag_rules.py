@@ -10,8 +10,8 @@ import pytest
 from agents.core.interests import InterestRules, TagRule
 from streams.errors import ConfigError
 from streams.settings import Settings
+from streams.sim.traffic import TOPICS
 from streams.tag_rules import load_rules, parse_rules
-from streams.traffic import TOPICS
 
 MINIMAL = """
 half_life_days = 3.5

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streams.traffic
+import streams.sim.traffic
 from schemas.errors import InvalidEvent
 from schemas.records import PURPOSES
 from schemas.validation import parse_message
 from streams.errors import ConfigError
-from streams.traffic import (
+from streams.sim.traffic import (
     LOCALES,
     MALFORMED_KINDS,
     TOPICS,
@@ -45,7 +45,7 @@ def valid(messages: list[Message]) -> list[Message]:
 
 
 def test_docstring_examples_run() -> None:
-    assert doctest.testmod(streams.traffic).failed == 0
+    assert doctest.testmod(streams.sim.traffic).failed == 0
 
 
 # --- determinism and counting ---------------------------------------------------

@@ -1,6 +1,6 @@
 """Campaign uplift on the synthetic audience: sends, reactions and the holdout comparison.
 
-:func:`evaluate_campaigns` replays the synthetic traffic (:mod:`streams.traffic`)
+:func:`evaluate_campaigns` replays the synthetic traffic (:mod:`streams.sim.traffic`)
 through :func:`agents.core.engine.handle` with a campaign book (the built-in
 one by default), the way a worker would: consent first, predictions
 (:class:`agents.core.predictions.Predictors`: churn risk and best send hour,
@@ -11,7 +11,7 @@ bought-together model learning from every consented order.
 not cancelled, the customer reacts like one of the traffic's short sessions:
 
 - a click with the documented click model's probability,
-  :class:`streams.simulation.ClickModel` (``0.01 + 0.20 * intent``, intent
+  :class:`streams.sim.simulation.ClickModel` (``0.01 + 0.20 * intent``, intent
   from the customer's hidden interests and the item's topics; nothing about
   campaigns, channels or hours enters it), a uniform 1 to 60 minutes after
   the send; the click carries the trigger's id as ``decision_id``, its
@@ -62,9 +62,9 @@ from schemas.records import (
     SendTriggered,
 )
 from schemas.validation import parse_message
-from streams.simulation import ClickModel
+from streams.sim.simulation import ClickModel
+from streams.sim.traffic import _PRICE, GroundTruth, TrafficConfig, TrafficGenerator
 from streams.tag_rules import load_rules
-from streams.traffic import _PRICE, GroundTruth, TrafficConfig, TrafficGenerator
 
 
 @dataclass(order=True)

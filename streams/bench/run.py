@@ -1,9 +1,9 @@
 """``relevanz bench``: how fast the engine is, next to what Kafka and Faust allow.
 
 One invocation starts the embedded broker, generates synthetic traffic once
-(:class:`streams.traffic.TrafficGenerator`, in a process of its own),
+(:class:`streams.sim.traffic.TrafficGenerator`, in a process of its own),
 publishes it once, and reads that same data with three stages
-(:mod:`streams.bench_stages`): a confluent-kafka consumer (the raw limit), a
+(:mod:`streams.bench.stages`): a confluent-kafka consumer (the raw limit), a
 bare Faust agent (the framework ceiling) and the full pipeline as
 :func:`streams.app.build_worker` wires it, in a process of its own like one
 deployed worker, so the benchmark grows with every agent added and the peak
@@ -18,7 +18,7 @@ decision (``p50_ms``…) over every valid event, and (``decided_p50_ms``…)
 over the events that did cause a decision, which become rare once a
 steady audience has its tags (follow-ups start on a new tag).
 
-``relevanz bench --sweep`` (:mod:`streams.bench_sweep`) repeats the pipeline
+``relevanz bench --sweep`` (:mod:`streams.bench.sweep`) repeats the pipeline
 stage over audience and catalogue sizes.
 """
 
@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from streams import logs
-from streams.app import utc_now
-from streams.bench_decide import TARGET_P99_MS as TARGET_DECIDE_P99_MS
-from streams.bench_decide import measure_decide
-from streams.bench_stages import (
+from streams.bench.decide import TARGET_P99_MS as TARGET_DECIDE_P99_MS
+from streams.bench.decide import measure_decide
+from streams.bench.options import BenchOptions, bench_settings, traffic_config
+from streams.bench.stages import (
     PipelineResult,
     Progress,
     Throughput,
@@ -48,9 +47,8 @@ from streams.bench_stages import (
     measure_raw,
     read_spool,
 )
-from streams.errors import ConfigError
+from streams.cli.one_line import one_line_errors
 from streams.settings import Settings
-from streams.traffic import TrafficConfig
 
 #: What ``p50_ms``, ``p95_ms`` and ``p99_ms`` measure.
 LATENCY_MEASURES = ("event-to-decision: publish to the batch holding the event handled "
@@ -60,61 +58,6 @@ TARGET_P99_MS = 50.0
 TARGET_RSS_MB = 400.0
 #: The issue's target: the full pipeline reaches this share of the bare-Faust ceiling.
 TARGET_PIPELINE_VS_FAUST = 0.5
-STORES = ("embedded",)
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """What one benchmark run generates and measures."""
-
-    events: int = 100_000
-    customers: int = 10_000
-    catalogue_size: int = 200
-    partitions: int | None = None  # None: RELEVANZ_PARTITIONS
-    store: str = "embedded"
-    seed: int = 7
-    latency_s: float = 10.0  # how long the fixed offered load lasts
-    load: float = 0.5  # the offered load, as a share of the pipeline's measured maximum
-    out_dir: Path = Path("relevanz-bench")
-    stall_timeout_s: float = 60.0
-    verbose: bool = True  # progress on stderr, also from the pipeline's process
-    log_level: str = "warning"
-
-    def __post_init__(self) -> None:
-        if self.store not in STORES:
-            raise ConfigError(
-                f"--store: only {', '.join(STORES)} can be benchmarked in this version "
-                f"(a Cassandra run would need a keyspace of its own per run), "
-                f"got {self.store!r}")
-        if self.events < 1 or self.customers < 1 or self.catalogue_size < 1:
-            raise ConfigError("--events, --customers and --catalogue: need at least 1")
-
-
-def traffic_config(options: BenchOptions, n: int) -> TrafficConfig:
-    """The seeded stream of a run: ``n`` measured events, then fresh ones.
-
-    Three times the events fit before "now", so the latency phases' fresh
-    events (the pipeline's and the bare Faust agent's, at most ``n`` each) are
-    in the past too.
-    """
-    return TrafficConfig.ending_at(utc_now(), 3 * n, seed=options.seed,
-                                   customers=options.customers,
-                                   catalogue_size=options.catalogue_size)
-
-
-def bench_settings(settings: Settings, servers: str, partitions: int | None,
-                   prefix: str = "bench.", group: str = "relevanz-bench") -> Settings:
-    """Settings for the embedded broker; short sessions make group joins take ~4 s.
-
-    Idempotent producers are off: the embedded broker fails aiokafka's InitProducerId.
-    """
-    return settings.with_(broker_servers=servers, topic_prefix=prefix, consumer_group=group,
-                          partitions=partitions or settings.partitions,
-                          session_timeout_s=min(settings.session_timeout_s, 6.0),
-                          heartbeat_s=min(settings.heartbeat_s, 1.0),
-                          idempotent_producers=False)
-
-
 #: Events the decision-quality evaluation runs over (at most; fewer when the bench has fewer).
 CTR_EVENTS = 30_000
 
@@ -168,8 +111,8 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
                "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
                "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
                "decide_max_ms": round(decide.max_ms, 1)}
-    # Decision quality on the same audience (streams/simulation.py), after the timings.
-    from streams.simulation import evaluate_policies
+    # Decision quality on the same audience (streams/sim/simulation.py), after the timings.
+    from streams.sim.simulation import evaluate_policies
 
     events = min(n, CTR_EVENTS)
     progress(f"decision quality over {events} events (engine, random, most-popular)")
@@ -313,10 +256,8 @@ def bench(**kwargs: Any) -> None:
     load. POST /v1/decide is measured at 200 requests/s. Progress goes to
     stderr.
     """
-    # Imported here: streams.cli imports this module to register the command.
-    from streams.cli import _one_line_errors
 
-    _one_line_errors(_bench)(**kwargs)
+    one_line_errors(_bench)(**kwargs)
 
 
 def _bench(events: int, customers: int, catalogue_size: int, partitions: int | None,
@@ -333,7 +274,7 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
                            seed=seed, latency_s=latency_s, load=load, out_dir=out_dir,
                            verbose=not quiet, log_level=log_level)
     if sweep:
-        from streams.bench_sweep import describe_sweep, run_sweep
+        from streams.bench.sweep import describe_sweep, run_sweep
 
         outcome = asyncio.run(run_sweep(settings, options, sweep_customers, sweep_catalogue,
                                         progress, repeats=sweep_repeats))

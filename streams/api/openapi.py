@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the operator API, served at ``/v1/openapi.json``.
 
 Written by hand, so it says what a client needs to know, and held in step
-with :data:`streams.web.ROUTES` by ``tests/integration/test_operator_api.py``:
+with :data:`streams.api.web.ROUTES` by ``tests/integration/test_operator_api.py``:
 the same paths and methods, the same roles (open routes have no security
 requirement, the rest name the role they need), and real responses validate
 against the schemas below (OpenAPI 3.1 schemas are JSON Schema 2020-12).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.status import relevanz_version
+from streams.api.status import relevanz_version
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NULLABLE_INT = {"type": ["integer", "null"]}

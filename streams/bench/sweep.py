@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streams.bench import BenchOptions, bench_settings, traffic_config
-from streams.bench_stages import (
+from streams.bench.options import BenchOptions, bench_settings, traffic_config
+from streams.bench.stages import (
     PipelineResult,
     Progress,
     Throughput,

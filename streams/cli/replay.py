@@ -22,13 +22,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from schemas.topics import INPUT_TOPICS
 from streams.app import Worker, build_worker
-from streams.errors import BrokerUnavailable, RelevanzError
+from streams.errors import BrokerUnavailable, ReplayStalled
 from streams.settings import Settings
 from streams.store import open_store
-
-
-class ReplayStalled(RelevanzError):
-    """Replay stopped making progress before it reached the end of the topics."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The operator HTTP API (aiohttp), served by every worker.
 
 Routes are declared once, in :data:`ROUTES`, with the role each needs; the
-OpenAPI document (:mod:`streams.openapi`) describes exactly these (a test
+OpenAPI document (:mod:`streams.api.openapi`) describes exactly these (a test
 holds them in step).  ``/health`` (the process is alive) and ``/ready`` (see
-:class:`streams.status.Monitor`) are open to orchestrators, as is the
+:class:`streams.api.status.Monitor`) are open to orchestrators, as is the
 dashboard's static shell, which holds no data: the page asks for a token and
 sends it with every API call.  Everything else needs a bearer token
-(:mod:`streams.auth`):
+(:mod:`streams.api.auth`):
 
 - missing, malformed or unknown token: 401, ``WWW-Authenticate: Bearer``;
 - a viewer token on a route that changes something: 403;
@@ -32,11 +32,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka.errors import KafkaError
 
-from streams import campaign_desk
-from streams.auth import Role, Tokens, fingerprint, generate_tokens
+from agents.pipeline import campaign_desk, campaign_rows
+from streams.api.auth import Role, Tokens, fingerprint, generate_tokens
+from streams.api.metrics import CONTENT_TYPE, render
+from streams.api.status import Monitor
 from streams.errors import BrokerUnavailable, ConfigError, StoreUnavailable
-from streams.metrics import CONTENT_TYPE, render
-from streams.status import Monitor
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -228,7 +228,7 @@ def _identifier(request: web.Request, name: str) -> str:
 
 def _models_drift(monitor: Monitor) -> list[dict[str, Any]]:
     """The recent drifts of the learned models, each with its time (chart markers)."""
-    from streams.status import recent_drifts
+    from streams.api.status import recent_drifts
 
     return recent_drifts(monitor.worker.stage)
 
@@ -252,7 +252,7 @@ class OperatorApi:
 
     async def dashboard_file(self, request: web.Request) -> web.Response:
         name, content_type = _DASHBOARD_FILES[request.path]
-        body = files("streams").joinpath("dashboard", name).read_bytes()
+        body = files("streams.api").joinpath("dashboard", name).read_bytes()
         return web.Response(body=body, content_type=content_type,
                             headers={"Content-Security-Policy": _DASHBOARD_CSP})
 
@@ -267,7 +267,7 @@ class OperatorApi:
         return web.json_response({"step_s": 5, "points": list(self.monitor.history)})
 
     async def trends(self, _: web.Request) -> web.Response:
-        from streams.status import TREND_STEP_S
+        from streams.api.status import TREND_STEP_S
 
         return web.json_response({"step_s": TREND_STEP_S, "points": list(self.monitor.trends),
                                   "drift": _models_drift(self.monitor)})
@@ -276,7 +276,7 @@ class OperatorApi:
         return web.Response(body=render(self.monitor), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, _: web.Request) -> web.Response:
-        from streams.openapi import document
+        from streams.api.openapi import document
 
         return web.json_response(document())
 
@@ -387,7 +387,7 @@ class OperatorApi:
             await decisions.send(key=cid.encode(), value=encode(decision))
         # Kept for the customer view off the answer's path: the page load does not wait.
         self._background(worker.store.record_decisions(
-            [campaign_desk.stored_decision(decision)], now, worker.settings.history_retention_s))
+            [campaign_rows.stored_decision(decision)], now, worker.settings.history_retention_s))
         return web.json_response(_decision_json(decision))
 
     async def controls(self, _: web.Request) -> web.Response:
@@ -614,7 +614,7 @@ async def serve_for_demo(worker: Worker, announce: Callable[[str], None]) -> web
         generated = generate_tokens()
         tokens = Tokens.from_lists(operators=[generated[0]], viewers=[generated[1]])
     runner = await serve(build_api(worker, tokens), settings.web_host, settings.web_port)
-    from streams.overview import default_url
+    from streams.api.overview import default_url
 
     base = default_url(settings.with_(web_port=bound_port(runner)))
     if generated is None:

@@ -1,6 +1,6 @@
 """``/metrics``: the worker's status in Prometheus text format (prometheus-client).
 
-A custom collector turns :meth:`streams.status.Monitor.snapshot` into metric
+A custom collector turns :meth:`streams.api.status.Monitor.snapshot` into metric
 families at scrape time, so ``/metrics`` and ``/v1/status`` never disagree;
 next to it are the worker's latency histograms and the standard process,
 platform and garbage-collector collectors (:mod:`streams.instruments`), all
@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from streams.status import Monitor
+from streams.api.status import Monitor
 
 #: The content type Prometheus expects for the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

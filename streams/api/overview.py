@@ -17,14 +17,11 @@ from typing import Any
 import aiohttp
 import click
 
-from streams.errors import ConfigError, RelevanzError
+from streams.cli.one_line import one_line_errors
+from streams.errors import ConfigError, OperatorApiError
 from streams.settings import Settings
 
 TIMEOUT_S = 10.0
-
-
-class OperatorApiError(RelevanzError):
-    """The operator API could not be reached or refused the request."""
 
 
 def default_url(settings: Settings) -> str:
@@ -174,10 +171,8 @@ def status(url: str | None, as_json: bool) -> None:
     Asks the worker's operator API (/v1/status) with the token in
     RELEVANZ_API_TOKEN (a viewer token is enough) and prints a table.
     """
-    # Imported here: streams.cli imports this module to register the command.
-    from streams.cli import _one_line_errors
 
-    _one_line_errors(_status)(url, as_json)
+    one_line_errors(_status)(url, as_json)
 
 
 def _status(url: str | None, as_json: bool) -> None:

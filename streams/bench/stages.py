@@ -56,13 +56,13 @@ from schemas.records import DecisionMade, Record
 from schemas.topics import INPUT_TOPICS
 from streams import logs
 from streams.app import build_faust_app, build_worker, utc_now
-from streams.errors import BrokerUnavailable, RelevanzError
+from streams.errors import BenchStalled, BrokerUnavailable
 from streams.publish import Publisher
 from streams.settings import Settings
+from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 from streams.store import EventKey
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
-from streams.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 
 Progress = Callable[[str], None]
 
@@ -76,10 +76,6 @@ def peak_rss_mb() -> float:
 def _spawn_pool(**kwargs: Any) -> ProcessPoolExecutor:
     """One fresh interpreter: a child that shares nothing with the bench's memory."""
     return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), **kwargs)
-
-
-class BenchStalled(RelevanzError):
-    """A stage stopped consuming before it had read every published event."""
 
 
 @dataclass(frozen=True)

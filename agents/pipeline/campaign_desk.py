@@ -1,6 +1,6 @@
 """What operators do with campaigns: read their statistics, approve or reject proposals.
 
-The operator API (:mod:`streams.web`) calls these; the law of a proposal
+The operator API (:mod:`streams.api.web`) calls these; the law of a proposal
 (approve once, expire, withdraw without consent) is :mod:`agents.core.proposals`,
 this module adds the store and the topics:
 
@@ -26,29 +26,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from agents.core import proposals as law
+from agents.core.accounting import Accounting
 from agents.core.campaigns import CampaignBook
 from agents.core.customer import CustomerState
-from agents.core.uplift import CampaignCounters, CampaignStats, StatDelta
+from agents.core.uplift import CampaignCounters, CampaignStats
+from agents.ingest import Ingest
+from agents.pipeline.campaign_rows import counts
+from agents.pipeline.customer_stage import CustomerStage
 from schemas.codec import decode, encode
 from schemas.records import (
     CampaignStatsReported,
-    DecisionMade,
     ProposalResolved,
     SendProposed,
     SendTriggered,
 )
 from schemas.validation import build
-from streams.store import CampaignCounts, StoredDecision, StoredProposal
-
-if TYPE_CHECKING:
-    from streams.app import Worker
+from streams.controls import Controls
+from streams.store import Store, StoredProposal
 
 log = structlog.get_logger(__name__)
+
+
+class Desk(Protocol):
+    """What the desk works with: the worker offers it (:class:`streams.app.Worker`)."""
+
+    @property
+    def campaigns(self) -> CampaignBook: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def controls(self) -> Controls | None: ...
+    @property
+    def stage(self) -> CustomerStage | None: ...
+    @property
+    def ingest(self) -> Ingest | None: ...
+    @property
+    def accounting(self) -> Accounting: ...
 
 
 @dataclass(frozen=True)
@@ -57,18 +75,6 @@ class Outcome:
 
     status: int
     body: dict[str, Any]
-
-
-def stored(record: SendProposed) -> StoredProposal:
-    """A new proposal as the store keeps it."""
-    return StoredProposal(record.proposal_id, record.customer_id, record.campaign_id,
-                          record.created_at, record.expires_at, "proposed", encode(record))
-
-
-def stored_decision(record: DecisionMade) -> StoredDecision:
-    """A decision as the store keeps it for the customer view."""
-    return StoredDecision(record.customer_id, record.decided_at, record.decision_id,
-                          encode(record))
 
 
 def proposal_of(row: StoredProposal) -> law.Proposal:
@@ -90,13 +96,7 @@ def as_json(proposal: law.Proposal) -> dict[str, Any]:
             "resolved_by": proposal.resolved_by, "note": proposal.note}
 
 
-def counts(delta: StatDelta) -> CampaignCounts:
-    """A statistics change of the core as the store adds it up."""
-    return CampaignCounts(delta.campaign_id, delta.variant, delta.group, delta.sends,
-                          delta.clicks, delta.conversions, delta.revenue, delta.revenue_sq)
-
-
-async def campaign_report(worker: Worker, campaign_id: str | None = None
+async def campaign_report(worker: Desk, campaign_id: str | None = None
                           ) -> list[dict[str, Any]]:
     """Each campaign of the book (or one) with its definition, pause state, counts and uplift."""
     book: CampaignBook = worker.campaigns
@@ -155,7 +155,7 @@ def stats_record(entry: dict[str, Any], now: datetime) -> CampaignStatsReported:
         revenue_uplift_high=of("revenue", "high"))
 
 
-async def report_campaigns(worker: Worker, now: datetime) -> int:
+async def report_campaigns(worker: Desk, now: datetime) -> int:
     """Publish every campaign's statistics on ``campaign-stats``; returns how many."""
     report = await campaign_report(worker)
     for entry in report:
@@ -164,7 +164,7 @@ async def report_campaigns(worker: Worker, now: datetime) -> int:
     return len(report)
 
 
-async def list_proposals(worker: Worker, status: str | None, limit: int, now: datetime
+async def list_proposals(worker: Desk, status: str | None, limit: int, now: datetime
                          ) -> list[dict[str, Any]]:
     """Proposals (of one status), newest first, after expiring those whose time has passed."""
     await expire_proposals(worker, now)
@@ -172,7 +172,7 @@ async def list_proposals(worker: Worker, status: str | None, limit: int, now: da
     return [as_json(proposal_of(row)) for row in rows]
 
 
-async def approve(worker: Worker, proposal_id: str, by: str, now: datetime) -> Outcome:
+async def approve(worker: Desk, proposal_id: str, by: str, now: datetime) -> Outcome:
     """Approve one proposal: exactly one send trigger, or why not."""
     row = await worker.store.proposal(proposal_id)
     if row is None:
@@ -190,7 +190,7 @@ async def approve(worker: Worker, proposal_id: str, by: str, now: datetime) -> O
     return await _settle(worker, proposal, resolved, result)
 
 
-async def reject(worker: Worker, proposal_id: str, by: str, note: str | None,
+async def reject(worker: Desk, proposal_id: str, by: str, note: str | None,
                  now: datetime) -> Outcome:
     """Reject one proposal: nothing is sent."""
     row = await worker.store.proposal(proposal_id)
@@ -201,7 +201,7 @@ async def reject(worker: Worker, proposal_id: str, by: str, note: str | None,
     return await _settle(worker, proposal, resolved, refused)
 
 
-async def expire_proposals(worker: Worker, now: datetime, limit: int = 1000) -> int:
+async def expire_proposals(worker: Desk, now: datetime, limit: int = 1000) -> int:
     """Resolve open proposals past their time as expired; returns how many."""
     rows = await worker.store.proposals("proposed", limit)
     done = 0
@@ -213,7 +213,7 @@ async def expire_proposals(worker: Worker, now: datetime, limit: int = 1000) -> 
     return done
 
 
-async def _settle(worker: Worker, before: law.Proposal, after: law.Proposal,
+async def _settle(worker: Desk, before: law.Proposal, after: law.Proposal,
                   result: SendTriggered | law.Refused | None) -> Outcome:
     if after is before:  # nothing changed: already resolved
         assert isinstance(result, law.Refused)
@@ -236,7 +236,7 @@ async def _settle(worker: Worker, before: law.Proposal, after: law.Proposal,
     return Outcome(200 if after.status == "rejected" else 409, body)
 
 
-async def _record(worker: Worker, resolved: law.Proposal) -> bool:
+async def _record(worker: Desk, resolved: law.Proposal) -> bool:
     """Store the resolution (only from ``proposed``) and publish it; False when too late."""
     assert resolved.resolved_at is not None
     won = await worker.store.resolve_proposal(resolved.proposal_id, resolved.status,
@@ -250,7 +250,7 @@ async def _record(worker: Worker, resolved: law.Proposal) -> bool:
     return won
 
 
-async def _publish(worker: Worker, topic: str, customer_id: str, record: Any) -> None:
+async def _publish(worker: Desk, topic: str, customer_id: str, record: Any) -> None:
     outputs = worker.ingest.outputs if worker.ingest is not None else {}
     target = outputs.get(topic)
     if target is not None:
@@ -259,7 +259,7 @@ async def _publish(worker: Worker, topic: str, customer_id: str, record: Any) ->
         await sent
 
 
-async def _customer(worker: Worker, customer_id: str, now: datetime) -> CustomerState:
+async def _customer(worker: Desk, customer_id: str, now: datetime) -> CustomerState:
     stage = worker.stage
     cached = stage.cache.peek(customer_id) if stage is not None else None
     if cached is not None:

@@ -5,7 +5,7 @@ and :class:`agents.core.predictions.Predictors` exactly as a worker would
 (consent respected, a timer sweep labelling expired examples every
 ``sweep`` events) and reports the models' progressive-validation figures
 and drift count.  The best send hour is checked against the ground truth:
-each customer has a usual local hour (:class:`streams.traffic.CustomerTruth`
+each customer has a usual local hour (:class:`streams.sim.traffic.CustomerTruth`
 ``active_hour``) and half of the traffic's sessions go to customers at
 their usual hour, so for customers with enough engagement the predicted
 hour should often be within an hour of it (by chance: 3 in 24).
@@ -30,8 +30,8 @@ from agents.core.predictions import PredictionRules, PredictionState, Predictors
 from agents.core.profile import CustomerRules, ProfileRules, apply_event
 from schemas.records import Clicked, ContentPublished, Purchased
 from schemas.validation import parse_message
+from streams.sim.traffic import TrafficConfig, TrafficGenerator
 from streams.tag_rules import load_rules
-from streams.traffic import TrafficConfig, TrafficGenerator
 
 
 def evaluate_predictions(seed: int, events: int = 30_000, customers: int = 1000,

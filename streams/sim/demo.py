@@ -23,24 +23,20 @@ from typing import Any
 import structlog
 
 from agents.core.interests import tag_quality, true_tags
+from streams.api.web import serve_for_demo
 from streams.app import Worker, build_worker, utc_now
 from streams.broker import EmbeddedBroker
-from streams.campaign_sim import evaluate_campaigns
-from streams.errors import RelevanzError
+from streams.errors import DemoStalled
 from streams.publish import Publisher
 from streams.servers.cassandra import CassandraServer
 from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
-from streams.simulation import evaluate_policies
+from streams.sim.campaign_sim import evaluate_campaigns
+from streams.sim.simulation import evaluate_policies
+from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.store import open_store
-from streams.traffic import Message, TrafficConfig, TrafficGenerator
-from streams.web import serve_for_demo
 
 log = structlog.get_logger(__name__)
-
-
-class DemoStalled(RelevanzError):
-    """The worker stopped making progress before every event was accounted for."""
 
 
 @dataclass(frozen=True)
@@ -208,14 +204,14 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
     elapsed = time.monotonic() - started
     counts = accounting.as_dict()
     precision, recall = await _tag_quality(worker, generator)
-    # Decision quality on the same audience and number of events (streams/simulation.py);
+    # Decision quality on the same audience and number of events (streams/sim/simulation.py);
     # after the throughput figures, so it does not slow them down.
     progress("measuring decision quality (engine, random and most-popular policies)")
     quality = await asyncio.to_thread(
         evaluate_policies, seed=options.seed, events=n, warmup=n // 6,
         customers=options.customers, catalogue_size=options.catalogue_size)
     # Campaign uplift needs customers who react to sends, which the published
-    # traffic does not do: the same audience, simulated (streams/campaign_sim.py).
+    # traffic does not do: the same audience, simulated (streams/sim/campaign_sim.py).
     progress("measuring campaign uplift (simulated reactions to sends, holdout groups)")
     simulated = await asyncio.to_thread(
         evaluate_campaigns, seed=options.seed, events=n, warmup=n // 6,

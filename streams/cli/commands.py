@@ -20,14 +20,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from streams import logs
-from streams.errors import RelevanzError
+from streams.api.overview import status
+from streams.bench.run import bench
+from streams.cli.one_line import one_line_errors
 from streams.settings import SETTINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,21 +37,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ENV_WIDTH = max(len(s.name) for s in SETTINGS)
 _ENV_HELP = "\b\n" + "\n".join(
     f"{s.name.ljust(_ENV_WIDTH)}  {s.default or '(empty)'}" for s in SETTINGS)
-
-
-def _one_line_errors(fn: F) -> F:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RelevanzError as exc:
-            click.echo(f"relevanz: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("relevanz: interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings() -> Settings:
@@ -112,15 +98,15 @@ def main() -> None:
 
 @main.command(epilog=f"Environment (variable and default; the README says what each does):"
                      f"\n\n{_ENV_HELP}")
-@_one_line_errors
+@one_line_errors
 def worker() -> None:
     """Run a worker against the configured broker (RELEVANZ_BROKER_URL).
 
     Creates missing topics, joins the consumer group and processes events
     until SIGTERM or Ctrl-C, then commits and exits.
     """
+    from streams.api.web import build_api, serve
     from streams.app import build_worker
-    from streams.web import build_api, serve
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -172,7 +158,7 @@ def _share(_: click.Context, param: click.Parameter, value: float) -> float:
                    "and Apache Cassandra from Maven Central (needs Java 17 and Maven), "
                    "their data under --data-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_one_line_errors
+@one_line_errors
 def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue_size: int,
          malformed_share: float, duplicate_share: float, rate: float, data_dir: Path,
          stack: str, quiet: bool) -> None:
@@ -182,7 +168,7 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
     recognised as a duplicate, or dead-lettered. With --stack kafka-cassandra
     the same runs on a real Kafka and Cassandra, started for the run.
     """
-    from streams.demo import DemoOptions, run_demo
+    from streams.sim.demo import DemoOptions, run_demo
 
     settings = _settings()
     logs.configure("warning" if settings.log_level == "info" else settings.log_level, "console")
@@ -230,7 +216,7 @@ def _uplift_line(campaign_id: str, campaign: dict[str, Any]) -> str:
               help="Every line is a bare event for this topic (instead of "
                    '{"topic": ..., "event": ...} lines).')
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_one_line_errors
+@one_line_errors
 def produce(source: Any, topic: str | None, quiet: bool) -> None:
     """Publish JSON-lines events from SOURCE (a file, or - for stdin) to the input topics.
 
@@ -297,7 +283,7 @@ def store_group() -> None:
 
 
 @store_group.command(name="migrate")
-@_one_line_errors
+@one_line_errors
 def store_migrate() -> None:
     """Create or upgrade the store's schema; safe to run any number of times.
 
@@ -332,7 +318,7 @@ def customer_group() -> None:
 @click.argument("customer_id")
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
               show_default=True, help="Where to write the JSON (- for stdout).")
-@_one_line_errors
+@one_line_errors
 def customer_export(customer_id: str, output: Any) -> None:
     """Export everything held about CUSTOMER_ID as JSON (GDPR Art. 15 data access).
 
@@ -351,7 +337,7 @@ def customer_export(customer_id: str, output: Any) -> None:
     target = open_store(settings, existing=True)
 
     async def run() -> dict[str, Any] | None:
-        from streams.forecasts import Forecaster
+        from agents.pipeline.forecasts import Forecaster
 
         await target.open()
         try:
@@ -377,7 +363,7 @@ def topics_group() -> None:
 
 
 @topics_group.command(name="create")
-@_one_line_errors
+@one_line_errors
 def topics_create() -> None:
     """Create every missing Relevanz topic; check the partition count of the rest.
 
@@ -417,7 +403,7 @@ def _since(_: click.Context, param: click.Parameter, value: str | None) -> datet
                    "earliest offset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON line.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_one_line_errors
+@one_line_errors
 def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
     """Rebuild every projection in the store from the topics.
 
@@ -427,7 +413,7 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
     outputs again, and stops once it has consumed what the topics held when
     it started. Stop the workers first: they would write to the same store.
     """
-    from streams.replay import run_replay
+    from streams.cli.replay import run_replay
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -456,7 +442,7 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
               help="Read order of the replay: all events in event-time order, or every "
                    "consent before the purchases (as when one topic is read ahead).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_one_line_errors
+@one_line_errors
 def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, seed: int,
              order: str, quiet: bool) -> None:
     """Score the served predictions on a real transaction log, next to baselines.
@@ -471,7 +457,7 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
     an RFM logistic regression and BG/NBD fitted in the same run. Needs
     the evaluate extra: pip install 'relevanz[evaluate]'.
     """
-    from streams.evaluation import evaluate as run_evaluation
+    from streams.sim.evaluation import evaluate as run_evaluation
 
     settings = _settings()
     logs.configure("warning", settings.log_format)
@@ -496,7 +482,7 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
 @click.argument("output", type=click.File("w", encoding="utf-8"), default="-")
 @click.option("--ids", type=click.Choice(["odd", "even", "all"]), default="odd",
               show_default=True, help="Which customers to write, by the parity of their id.")
-@_one_line_errors
+@one_line_errors
 def cdnow_csv(output: Any, ids: str) -> None:
     """Write the CDNOW purchase log as the CSV that 'relevanz evaluate' reads.
 
@@ -505,14 +491,12 @@ def cdnow_csv(output: Any, ids: str) -> None:
     with: relevanz evaluate FILE --cutoff 1997-10-01T00:00:00+00:00
     --holdout-weeks 39 (calibration to 1997-09-30, as Fader, Hardie & Lee 2005).
     """
-    from streams.evaluation import write_cdnow
+    from streams.sim.evaluation import write_cdnow
 
     rows = write_cdnow(output, ids)
     _stderr(f"wrote {rows} purchases of the customers with {ids} ids")
 
 
-from streams.bench import bench  # noqa: E402 - registered last; it imports this module lazily
-from streams.overview import status  # noqa: E402 - as above
 
 main.add_command(bench)
 main.add_command(status)

@@ -31,6 +31,11 @@ from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
 from agents.core.uplift import StatDelta
 from agents.ingest import Output
+from agents.pipeline.campaign_rows import counts as stat_counts
+from agents.pipeline.campaign_rows import stored, stored_decision
+from agents.pipeline.customer_cache import CustomerCache
+from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
+from agents.pipeline.learner import Learner
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -44,12 +49,7 @@ from schemas.records import (
     Record,
     SendProposed,
 )
-from streams.campaign_desk import counts as stat_counts
-from streams.campaign_desk import stored, stored_decision
 from streams.catalogue import Catalogue
-from streams.customer_cache import CustomerCache
-from streams.forecasts import Forecaster, kind_of, local_hour, units_of
-from streams.learner import Learner
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
 from streams.store import EventKey

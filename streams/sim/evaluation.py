@@ -17,7 +17,7 @@ the stored customer states as of the cutoff and scored:
   ``churn_expected`` / ``churn_actual`` against the customers with no
   purchase within the churn horizon;
 - baselines computed in the same run from the same calibration purchases
-  (:mod:`streams.baselines`): ``recency_auc``, ``rfm_auc``, ``bgnbd_auc``;
+  (:mod:`streams.sim.baselines`): ``recency_auc``, ``rfm_auc``, ``bgnbd_auc``;
 - ``purchase_weights`` / ``churn_weights``: what each outcome model learnt,
   per feature, in the online scaler's standard units.
 
@@ -40,76 +40,13 @@ from typing import Any
 
 from agents.core.customer import CustomerState
 from schemas.records import ConsentChanged, Purchased, PurchasedItem, Record
-from streams import baselines
-from streams.errors import ConfigError
+from streams.errors import ConfigError, InvalidTransactions
 from streams.settings import Settings
+from streams.sim import baselines
+from streams.sim.transactions import HEADER, Transaction, read_transactions
 from streams.store import EventKey
 
-HEADER = ("customer_id", "occurred_at", "amount", "quantity")
 BATCH = 2000
-
-
-class InvalidTransactions(ConfigError):
-    """The transaction log given to ``relevanz evaluate`` cannot be read.
-
-    The message names the file, the line and what is wrong with it.
-    """
-
-
-@dataclass(frozen=True)
-class Transaction:
-    """One purchase of the log."""
-
-    customer_id: str
-    occurred_at: datetime
-    amount: float
-    quantity: int
-
-
-def read_transactions(path: Path) -> list[Transaction]:
-    """The transactions of the CSV at ``path``, in file order.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
-    >>> _ = p.write_text("customer_id,occurred_at,amount,quantity\\n"
-    ...                  "7,1997-01-01T00:00:00+00:00,11.77,1\\n")
-    >>> read_transactions(p)[0].amount
-    11.77
-    """
-    try:
-        with path.open(encoding="utf-8", newline="") as file:
-            rows = csv.reader(file)
-            header = next(rows, None)
-            if header is None or tuple(h.strip() for h in header) != HEADER:
-                raise InvalidTransactions(
-                    f"{path}: the first line must be the header {','.join(HEADER)}, "
-                    f"got {','.join(header or [])!r}")
-            return [_transaction(path, line, row) for line, row in enumerate(rows, start=2)]
-    except OSError as exc:
-        raise InvalidTransactions(f"{path}: cannot be read ({exc.strerror})") from exc
-
-
-def _transaction(path: Path, line: int, row: Sequence[str]) -> Transaction:
-    if len(row) != len(HEADER):
-        raise InvalidTransactions(f"{path} line {line}: expected {len(HEADER)} fields, "
-                                  f"got {len(row)}")
-    cid, at, amount, quantity = (v.strip() for v in row)
-    try:
-        occurred_at = datetime.fromisoformat(at)
-    except ValueError as exc:
-        raise InvalidTransactions(f"{path} line {line}: occurred_at {at!r} is not an ISO 8601 "
-                                  "time") from exc
-    if occurred_at.tzinfo is None:
-        raise InvalidTransactions(f"{path} line {line}: occurred_at {at!r} has no UTC offset")
-    try:
-        value, count = float(amount), int(quantity)
-    except ValueError as exc:
-        raise InvalidTransactions(f"{path} line {line}: amount {amount!r} or quantity "
-                                  f"{quantity!r} is not a number") from exc
-    if not cid or value < 0 or not math.isfinite(value) or count < 0:
-        raise InvalidTransactions(f"{path} line {line}: needs a customer id, an amount >= 0 "
-                                  "and a quantity >= 0")
-    return Transaction(cid, occurred_at, value, count)
 
 
 def customer_events(transactions: Iterable[Transaction], order: str = "time") -> list[Record]:
@@ -157,8 +94,8 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
 
     Returns the served predictions by customer and the forecaster (for its weights).
     """
+    from agents.pipeline.customer_cache import CustomerCache
     from streams.app import build_worker
-    from streams.customer_cache import CustomerCache
     from streams.store.embedded import EmbeddedStore
 
     with tempfile.TemporaryDirectory(prefix="relevanz-evaluate-") as tmp:

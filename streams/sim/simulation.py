@@ -1,6 +1,6 @@
 """Decision quality on the synthetic audience: a click model and a CTR evaluation.
 
-**The click model.**  :mod:`streams.traffic` draws the topic of each of a
+**The click model.**  :mod:`streams.sim.traffic` draws the topic of each of a
 customer's clicks from their hidden interests: with probability ``noise``
 (0.1, traffic's own share of off-interest browsing) a uniformly random
 topic, otherwise a topic with probability equal to its hidden weight.  The
@@ -74,8 +74,7 @@ from agents.core.profile import CustomerRules, ProfileRules, apply_event
 from agents.core.rewards import OpenDecision, Reaction, Reward, attribute, expire, open_decision
 from schemas.records import Clicked, ContentPublished, Purchased
 from schemas.validation import parse_message
-from streams.tag_rules import load_rules
-from streams.traffic import (
+from streams.sim.traffic import (
     _NOISE,
     TOPICS,
     ContentTruth,
@@ -83,6 +82,7 @@ from streams.traffic import (
     TrafficConfig,
     TrafficGenerator,
 )
+from streams.tag_rules import load_rules
 
 #: Slots each channel can fill (the traffic generator's slot names).
 SLOTS_BY_CHANNEL = {"email": ("newsletter-block",), "app": ("app-card",),
@@ -108,7 +108,7 @@ class ClickModel:
     def probability(self, customer: CustomerTruth, item: ContentTruth) -> float:
         """The click probability of showing ``item`` to ``customer``.
 
-        >>> from streams.traffic import LOCALES
+        >>> from streams.sim.traffic import LOCALES
         >>> from datetime import UTC, datetime
         >>> c = CustomerTruth("c", {"golf": 1.0}, LOCALES[0], 19, 0.1, 1, None, None)
         >>> t = datetime(2026, 1, 1, tzinfo=UTC)

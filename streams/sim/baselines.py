@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from streams.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streams.evaluation import Transaction
+    from streams.sim.transactions import Transaction
 
 BGNBD_LIBRARY = "lifetimes 0.11.3 BetaGeoFitter"
 

@@ -243,7 +243,7 @@ class Monitor:
 
     async def _trend_point(self) -> dict[str, Any]:
         """Each model's quality and each campaign's uplift on its goal, now."""
-        from streams.campaign_desk import campaign_report
+        from agents.pipeline.campaign_desk import campaign_report
 
         stage = self.worker.stage
         models = [{k: q.get(k) for k in ("model", "examples", "roc_auc", "log_loss", "drifts")}

@@ -23,16 +23,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.api.auth import Tokens, generate_tokens
+from streams.api.web import bound_port, build_api, serve
 from streams.app import build_worker, utc_now
-from streams.auth import Tokens, generate_tokens
-from streams.bench_stages import Progress
+from streams.bench.stages import Progress
 from streams.settings import Settings
-from streams.web import bound_port, build_api, serve
 
 #: The issue's figure: p99 below this at :data:`RATE` requests/s.
 TARGET_P99_MS = 20.0
 RATE = 200.0
-#: Channel and slot pairs the synthetic catalogue offers (see streams/traffic.py).
+#: Channel and slot pairs the synthetic catalogue offers (see streams/sim/traffic.py).
 TOUCHPOINTS = (("web", "landing-page"), ("web", "web-banner"), ("email", "newsletter-block"),
                ("push", "app-card"))
 
