@@ -50,7 +50,7 @@ from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
 from streams.tag_rules import load_rules
-from streams.topics import ensure_topics, message_limit
+from streams.topics import ensure_topics, input_limit_warnings, message_limits
 
 log = structlog.get_logger(__name__)
 
@@ -181,10 +181,13 @@ class Worker:
         """Create topics, open the store, read the catalogue, join the consumer group."""
         await asyncio.to_thread(ensure_topics, self.settings)
         if self.ingest is not None:
-            broker_max = await asyncio.to_thread(message_limit, self.settings, "dead-letters")
+            limits = await asyncio.to_thread(
+                message_limits, self.settings, ["dead-letters", *(t.name for t in INPUT_TOPICS)])
             self.ingest.max_publish_bytes = publish_limit(
                 self.settings.max_event_bytes, self.app.conf.producer_max_request_size,
-                broker_max)
+                limits["dead-letters"])
+            for line in input_limit_warnings(self.settings, limits):
+                log.warning("input_topic_limit_below_max_event_bytes", problem=line)
         await self.store.open()
         if self.stage is not None:
             await self.load_privacy()

@@ -4,6 +4,15 @@
 configured partition count, ``content`` compacted) and refuses to run when an
 existing customer-keyed topic has a different partition count, because then
 one worker would no longer own a customer across all topics.
+
+Input topics are created to take the largest event ``RELEVANZ_MAX_EVENT_BYTES``
+admits: Apache Kafka refuses a message above a topic's ``max.message.bytes``
+(1,048,588 bytes unless the broker says otherwise) to its producer, so an
+event the worker would take (or dead-letter with a reason) never reached it.
+Above that default, an input topic is created with ``max.message.bytes`` of
+the limit plus :data:`RECORD_HEADROOM_BYTES` for the key, headers and the
+record batch's framing.  An input topic that exists with a smaller limit is
+named in a warning at start (:func:`input_limit_warnings`); it is not altered.
 """
 
 from __future__ import annotations
@@ -18,11 +27,30 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # public, not 
     NewTopic,
 )
 
-from schemas.topics import TOPICS
+from schemas.topics import INPUT_TOPICS, TOPICS
 from streams.errors import BrokerUnavailable, ConfigError
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+#: Room above an event's bytes for its key, headers and record batch framing.
+RECORD_HEADROOM_BYTES = 64 * 1024
+#: Apache Kafka's default ``message.max.bytes`` (a topic's ``max.message.bytes``).
+KAFKA_DEFAULT_MESSAGE_BYTES = 1_048_588
+_INPUT_NAMES = frozenset(t.name for t in INPUT_TOPICS)
+
+
+def input_message_bytes(max_event_bytes: int) -> int | None:
+    """The ``max.message.bytes`` an input topic is created with, or None for the
+    broker's default when that already takes every admitted event.
+
+    >>> input_message_bytes(65536) is None
+    True
+    >>> input_message_bytes(16 * 1024 * 1024)
+    16842752
+    """
+    wanted = max_event_bytes + RECORD_HEADROOM_BYTES
+    return wanted if wanted > KAFKA_DEFAULT_MESSAGE_BYTES else None
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
@@ -48,6 +76,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
                 )
             continue
         config = {"cleanup.policy": "compact"} if contract.compacted else {}
+        limit = input_message_bytes(settings.max_event_bytes)
+        if contract.name in _INPUT_NAMES and limit is not None:
+            config["max.message.bytes"] = str(limit)
         missing.append(NewTopic(name, settings.partitions, settings.replication, config=config))
     if not missing:
         return
@@ -90,12 +121,39 @@ def message_limit(settings: Settings, logical: str, timeout_s: float = 5.0) -> i
     """The largest message the broker takes on topic ``logical`` (its effective
     ``max.message.bytes``), or None when the broker does not report it (the
     embedded broker reports no topic configuration)."""
+    return message_limits(settings, [logical], timeout_s)[logical]
+
+
+def message_limits(settings: Settings, logicals: list[str], timeout_s: float = 5.0
+                   ) -> dict[str, int | None]:
+    """:func:`message_limit` of each topic in ``logicals``, in one request."""
     admin = AdminClient({"bootstrap.servers": settings.broker_servers, "log_level": 2})
-    resource = ConfigResource("TOPIC", settings.topic(logical))
-    try:
-        (future,) = admin.describe_configs([resource], request_timeout=timeout_s).values()
-        entry = future.result(timeout_s).get("max.message.bytes")
-    except (KafkaException, TimeoutError, ValueError) as exc:
-        log.info("topic_limit_not_reported", topic=resource.name, error=str(exc))
-        return None
-    return int(entry.value) if entry is not None and entry.value else None
+    resources = {settings.topic(logical): logical for logical in logicals}
+    limits: dict[str, int | None] = dict.fromkeys(logicals)
+    futures = admin.describe_configs([ConfigResource("TOPIC", name) for name in resources],
+                                     request_timeout=timeout_s)
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout_s).get("max.message.bytes")
+        except (KafkaException, TimeoutError, ValueError) as exc:
+            log.info("topic_limit_not_reported", topic=resource.name, error=str(exc))
+            continue
+        if entry is not None and entry.value:
+            limits[resources[resource.name]] = int(entry.value)
+    return limits
+
+
+def input_limit_warnings(settings: Settings, limits: dict[str, int | None]) -> list[str]:
+    """One line per input topic whose broker limit (from :func:`message_limits`)
+    refuses events the settings admit; none where the broker reports no limit."""
+    lines = []
+    for contract in INPUT_TOPICS:
+        limit = limits.get(contract.name)
+        if limit is not None and limit < settings.max_event_bytes:
+            lines.append(
+                f"topic {settings.topic(contract.name)} takes messages up to {limit} bytes "
+                f"but RELEVANZ_MAX_EVENT_BYTES is {settings.max_event_bytes}: the broker "
+                f"refuses larger events to their producers; raise the topic's "
+                f"max.message.bytes to at least "
+                f"{settings.max_event_bytes + RECORD_HEADROOM_BYTES}")
+    return lines

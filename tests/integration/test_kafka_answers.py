@@ -16,8 +16,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from schemas.topics import INPUT_TOPICS
 from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
+from streams.topics import (
+    KAFKA_DEFAULT_MESSAGE_BYTES,
+    RECORD_HEADROOM_BYTES,
+    ensure_topics,
+    input_limit_warnings,
+    message_limit,
+    message_limits,
+)
 from tests.harness import isolated_settings
 
 pytestmark = pytest.mark.brokers("kafka")
@@ -60,3 +69,30 @@ def test_high_watermark_and_offsets_for_times_are_exact(settings: Settings) -> N
         assert found[0].offset == 14
     finally:
         consumer.close()
+
+
+def test_input_topics_take_the_largest_admitted_event_and_the_limits_are_read_back(
+    broker: KafkaServer, tmp_path: Path
+) -> None:
+    large = isolated_settings(broker.bootstrap_servers, tmp_path / "large",
+                              max_event_bytes=16 * 1024 * 1024)
+    ensure_topics(large)
+    limits = message_limits(large, ["clicks", "content", "dead-letters"])
+    wanted = 16 * 1024 * 1024 + RECORD_HEADROOM_BYTES
+    # Input topics, the compacted one included, are created to take the limit;
+    # the dead letters keep the broker's default (they carry a bounded prefix).
+    assert limits == {"clicks": wanted, "content": wanted,
+                      "dead-letters": KAFKA_DEFAULT_MESSAGE_BYTES}
+    assert message_limit(large, "purchases") == wanted
+    assert input_limit_warnings(large, limits) == []
+
+    # A topic that exists with Kafka's default is named at start, with the fix.
+    small = isolated_settings(broker.bootstrap_servers, tmp_path / "small")
+    ensure_topics(small)
+    assert message_limit(small, "clicks") == KAFKA_DEFAULT_MESSAGE_BYTES
+    raised = small.with_(max_event_bytes=4 * 1024 * 1024)
+    names = [t.name for t in INPUT_TOPICS]
+    warnings = input_limit_warnings(raised, message_limits(raised, names))
+    assert len(warnings) == len(names)
+    assert all("raise the topic's max.message.bytes" in line for line in warnings)
+    assert message_limit(small, "no-such-topic") is None
