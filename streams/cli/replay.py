@@ -33,6 +33,8 @@ class ReplayPlan:
 
     messages: int
     start_offsets: dict[tuple[str, int], int]
+    #: Messages read to make the plan (all of them, unless the broker found ``since``).
+    scanned: int = 0
 
 
 def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float = 2.0
@@ -40,34 +42,50 @@ def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float
     """Count the messages to replay and find where each partition starts, by reading once.
 
     With ``since``, a partition starts at its first message whose Kafka
-    timestamp is at or after ``since`` (as Kafka's offsets-for-times would
-    answer).  Broker-side answers would be cheaper, but the embedded broker
-    reports high watermarks and offsets-for-times wrongly, so a raw consumer
-    reads every partition from the beginning until nothing more arrives for
-    ``idle_s``; at several hundred thousand messages a second that is a small
-    part of a replay.
+    timestamp is at or after ``since``.  The broker is asked first (offsets-
+    for-times, a ListOffsets request by timestamp): Apache Kafka answers with
+    that offset, or "none" when every message is older, and the plan reads
+    only from there.  The embedded broker answers 0 whatever the time, which
+    is a start before the right one, never after it, so reading on from the
+    answer and skipping messages older than ``since`` is right on both.  The
+    count comes from reading too (compacted topics have gaps between
+    offsets): a raw consumer reads until nothing more arrives for ``idle_s``;
+    at several hundred thousand messages a second that is a small part of a
+    replay.
     """
     since_ms = int(since.timestamp() * 1000) if since is not None else None
     consumer = Consumer({"bootstrap.servers": settings.broker_servers,
                          "group.id": f"relevanz-replay-probe-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False})
     try:
-        assignment = []
+        partitions = []
         for contract in INPUT_TOPICS:
             name = settings.topic(contract.name)
             metadata = consumer.list_topics(name, timeout=10).topics.get(name)
             if metadata is None or metadata.error is not None:
                 continue
-            assignment += [TopicPartition(name, p, OFFSET_BEGINNING)
+            partitions += [TopicPartition(name, p, OFFSET_BEGINNING)
                            for p in metadata.partitions]
-        consumer.assign(assignment)
         starts: dict[tuple[str, int], int] = {}
         ends: dict[tuple[str, int], int] = {}
-        total, last_seen = 0, time.monotonic()
-        while time.monotonic() - last_seen < idle_s:
+        assignment = partitions
+        if since_ms is not None and partitions:
+            assignment = []
+            asked = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in partitions]
+            for found in consumer.offsets_for_times(asked, timeout=10):
+                if found.offset >= 0:
+                    assignment.append(TopicPartition(found.topic, found.partition, found.offset))
+                    continue
+                # Every message is older than `since`: the partition starts at its end.
+                _, high = consumer.get_watermark_offsets(found, timeout=10)
+                ends[(found.topic, found.partition)] = high
+        consumer.assign(assignment)
+        total, scanned, last_seen = 0, 0, time.monotonic()
+        while assignment and time.monotonic() - last_seen < idle_s:
             arrived = [m for m in consumer.consume(10_000, 0.5) if m.error() is None]
             if arrived:
                 last_seen = time.monotonic()
+            scanned += len(arrived)
             for message in arrived:
                 tp = (message.topic() or "", message.partition() or 0)
                 offset = message.offset() or 0
@@ -77,7 +95,7 @@ def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float
                     total += 1
         for tp, end in ends.items():
             starts.setdefault(tp, end)  # nothing at or after `since`: start at the end
-        return ReplayPlan(total, starts)
+        return ReplayPlan(total, starts, scanned)
     except KafkaException as exc:
         raise BrokerUnavailable(
             f"broker {settings.broker_servers} not reachable: {exc.args[0]}") from exc

@@ -18,7 +18,8 @@ from agents.core.customer import CustomerState
 from schemas.codec import pack
 from streams.app import build_worker, utc_now
 from streams.broker import EmbeddedBroker
-from streams.cli.replay import run_replay
+from streams.cli.replay import plan_replay, run_replay
+from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
 from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.store import open_store
@@ -199,6 +200,20 @@ async def test_replay_since_a_time_rebuilds_from_the_messages_published_after_it
     while datetime.now(UTC) <= since:  # message timestamps have millisecond resolution
         await asyncio.sleep(0.005)
     produce_raw(settings, after)
+
+    # Apache Kafka finds `since` by itself (offsets-for-times), so only the later
+    # messages are read to plan; the embedded broker answers 0, so all are.
+    plan = await asyncio.to_thread(plan_replay, settings, since)
+    assert plan.messages == len(after)
+    on_kafka = isinstance(broker, KafkaServer)
+    assert plan.scanned == (len(after) if on_kafka else len(before) + len(after))
+    # Each partition starts after its older messages.
+    assert sum(plan.start_offsets.values()) == len(before)
+    everything_older = await asyncio.to_thread(plan_replay, settings,
+                                               datetime.now(UTC) + timedelta(seconds=1))
+    assert everything_older.messages == 0
+    assert everything_older.scanned == (0 if on_kafka else len(before) + len(after))
+    assert sum(everything_older.start_offsets.values()) == len(before) + len(after)
 
     result = await run_replay(settings, progress=lambda _: None, since=since)
     assert result["messages_replayed"] == len(after)
