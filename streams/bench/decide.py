@@ -52,14 +52,15 @@ class DecideLatency:
 
 
 async def measure_decide(settings: Settings, store_path: Path, progress: Progress,
-                         seconds: float = 10.0, rate: float = RATE, audience: int = 2000
-                         ) -> DecideLatency:
-    """Serve the API of a worker on ``store_path`` and load it with decide requests.
+                         seconds: float = 10.0, rate: float = RATE, audience: int = 2000,
+                         store_url: str | None = None) -> DecideLatency:
+    """Serve the API of a worker on ``store_path`` (or ``store_url``) and load it with
+    decide requests.
 
     ``settings`` name the consumer group that already consumed the topics, so
     the worker has nothing to catch up on while it answers.
     """
-    settings = settings.with_(store_url=f"embedded:{store_path}")
+    settings = settings.with_(store_url=store_url or f"embedded:{store_path}")
     worker = build_worker(settings)
     operator, viewer = generate_tokens()
     await worker.start()

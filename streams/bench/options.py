@@ -11,6 +11,8 @@ from streams.settings import Settings
 from streams.sim.traffic import TrafficConfig
 
 STORES = ("embedded",)
+#: Where a run happens: the embedded broker and store, or Apache Kafka and Cassandra.
+STACKS = ("embedded", "kafka-cassandra")
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,15 @@ class BenchOptions:
     stall_timeout_s: float = 60.0
     verbose: bool = True  # progress on stderr, also from the pipeline's process
     log_level: str = "warning"
+    stack: str = "embedded"
 
     def __post_init__(self) -> None:
+        if self.stack not in STACKS:
+            raise ConfigError(f"--stack: one of {', '.join(STACKS)}, got {self.stack!r}")
         if self.store not in STORES:
             raise ConfigError(
-                f"--store: only {', '.join(STORES)} can be benchmarked in this version "
-                f"(a Cassandra run would need a keyspace of its own per run), "
+                f"--store: only {', '.join(STORES)} can be chosen here; --stack "
+                f"kafka-cassandra runs the pipeline on a Cassandra started for the run, "
                 f"got {self.store!r}")
         if self.events < 1 or self.customers < 1 or self.catalogue_size < 1:
             raise ConfigError("--events, --customers and --catalogue: need at least 1")
@@ -53,13 +58,15 @@ def traffic_config(options: BenchOptions, n: int) -> TrafficConfig:
 
 
 def bench_settings(settings: Settings, servers: str, partitions: int | None,
-                   prefix: str = "bench.", group: str = "relevanz-bench") -> Settings:
-    """Settings for the embedded broker; short sessions make group joins take ~4 s.
+                   prefix: str = "bench.", group: str = "relevanz-bench",
+                   embedded: bool = True) -> Settings:
+    """Settings for the bench's broker; short sessions make group joins take ~4 s.
 
-    Idempotent producers are off: the embedded broker fails aiokafka's InitProducerId.
+    Idempotent producers are off on the embedded broker (it fails aiokafka's
+    InitProducerId); on Apache Kafka they stay as configured, as deployed.
     """
     return settings.with_(broker_servers=servers, topic_prefix=prefix, consumer_group=group,
                           partitions=partitions or settings.partitions,
                           session_timeout_s=min(settings.session_timeout_s, 6.0),
                           heartbeat_s=min(settings.heartbeat_s, 1.0),
-                          idempotent_producers=False)
+                          idempotent_producers=settings.idempotent_producers and not embedded)

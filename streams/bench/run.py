@@ -18,6 +18,11 @@ decision (``p50_ms``…) over every valid event, and (``decided_p50_ms``…)
 over the events that did cause a decision, which become rare once a
 steady audience has its tags (follow-ups start on a new tag).
 
+With ``--stack kafka-cassandra`` every stage reads from Apache Kafka and the
+pipeline writes to Apache Cassandra, both started fresh for the run
+(:mod:`streams.servers`), and the result adds each JVM's start time and
+resident memory: the same ratios, against limits measured on the same broker.
+
 ``relevanz bench --sweep`` (:mod:`streams.bench.sweep`) repeats the pipeline
 stage over audience and catalogue sizes.
 """
@@ -25,7 +30,11 @@ stage over audience and catalogue sizes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +57,8 @@ from streams.bench.stages import (
     read_spool,
 )
 from streams.cli.one_line import one_line_errors
+from streams.errors import ConfigError
+from streams.servers.jvm import JvmServer
 from streams.settings import Settings
 
 #: What ``p50_ms``, ``p95_ms`` and ``p99_ms`` measure.
@@ -65,17 +76,14 @@ CTR_EVENTS = 30_000
 async def run_bench(settings: Settings, options: BenchOptions, progress: Progress
                     ) -> dict[str, Any]:
     """Measure raw, Faust and pipeline on the same data, then latency; returns the result."""
-    from streams.broker import EmbeddedBroker
-
     n = options.events
     options.out_dir.mkdir(parents=True, exist_ok=True)
     spool = options.out_dir / "fresh-events.msgpack"
-    with EmbeddedBroker(options.out_dir / "broker.log") as broker, \
+    with bench_stack(options, progress) as stack, \
             TrafficProcess(traffic_config(options, n), 3 * n,
                            options.log_level) as traffic:
-        settings = bench_settings(settings, broker.bootstrap_servers, options.partitions)
-        progress(f"embedded broker on {broker.bootstrap_servers} "
-                 f"(log {options.out_dir / 'broker.log'})")
+        settings = bench_settings(settings, stack.servers, options.partitions,
+                                  embedded=options.stack == "embedded")
         progress(f"generating and publishing {n} events to {settings.partitions} partitions: "
                  f"{options.customers} customers, {options.catalogue_size} content items, "
                  f"seed {options.seed}")
@@ -89,12 +97,14 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         pipeline = await measure_pipeline_apart(
             settings, n, options.out_dir / "store.db", stall_timeout_s=stall,
             verbose=options.verbose, log_level=options.log_level, spool=spool,
-            latency_s=options.latency_s, customers=options.customers, load=options.load)
+            latency_s=options.latency_s, customers=options.customers, load=options.load,
+            store_url=stack.store_url)
         # POST /v1/decide on the store the pipeline filled, by the group that consumed it
         # all (before anything more is published, so the worker has nothing to catch up on).
         decide = await measure_decide(
             settings.with_(consumer_group=f"{settings.consumer_group}-pipeline"),
-            options.out_dir / "store.db", progress, seconds=options.latency_s)
+            options.out_dir / "store.db", progress, seconds=options.latency_s,
+            store_url=stack.store_url)
         # The framework's latency floor: bare Faust at the same load, on the next fresh events.
         rate = pipeline.throughput.events_per_s * options.load
         k = fresh_count(rate, n, options.latency_s)
@@ -102,7 +112,8 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         floor = await measure_faust_latency(settings, k, read_spool(spool, k, skip=k), rate,
                                             progress, stall)
         progress(f"decide: p99 {decide.p99_ms:.1f} ms at {decide.rate:,.0f} requests/s")
-    result = result_line(options, settings.partitions, raw, faust, pipeline)
+        jvms = stack.jvm_figures()
+    result = result_line(options, settings.partitions, raw, faust, pipeline) | jvms
     result |= {"faust_p50_ms": round(floor.p50_ms, 1), "faust_p95_ms": round(floor.p95_ms, 1),
                "faust_p99_ms": round(floor.p99_ms, 1),
                "faust_latency_measures": "bare Faust agent at the same offered load, "
@@ -122,6 +133,51 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
     return {**result, **quality}
 
 
+@dataclass
+class BenchStack:
+    """The broker the stages read from and the store the pipeline writes to."""
+
+    servers: str
+    #: None: the embedded store in the out dir.
+    store_url: str | None = None
+    jvms: list[JvmServer] = field(default_factory=list)
+
+    def jvm_figures(self) -> dict[str, Any]:
+        """Each JVM's start time and resident memory (now, at the end of the run, and peak)."""
+        figures: dict[str, Any] = {}
+        for server in self.jvms:
+            figures[f"{server.name}_start_s"] = server.started_in_s
+            memory = server.memory_mb()
+            if memory is not None:
+                figures[f"{server.name}_rss_mb"], figures[f"{server.name}_peak_rss_mb"] = memory
+        return figures
+
+
+@contextlib.contextmanager
+def bench_stack(options: BenchOptions, progress: Progress) -> Iterator[BenchStack]:
+    """The embedded broker, or Apache Kafka and Cassandra started fresh in the out dir."""
+    if options.stack == "embedded":
+        from streams.broker import EmbeddedBroker
+
+        with EmbeddedBroker(options.out_dir / "broker.log") as broker:
+            progress(f"embedded broker on {broker.bootstrap_servers} "
+                     f"(log {options.out_dir / 'broker.log'})")
+            yield BenchStack(broker.bootstrap_servers)
+        return
+    from streams.servers.cassandra import CassandraServer
+    from streams.servers.kafka import KafkaServer
+
+    kafka_dir, cassandra_dir = options.out_dir / "kafka", options.out_dir / "cassandra"
+    for old in (kafka_dir, cassandra_dir):  # the ledger of another run would make duplicates
+        shutil.rmtree(old, ignore_errors=True)
+    progress("starting Apache Kafka and Apache Cassandra (Java 17, Maven)")
+    with KafkaServer(kafka_dir) as kafka, CassandraServer(cassandra_dir) as cassandra:
+        progress(f"Apache Kafka on {kafka.bootstrap_servers} (ready in {kafka.started_in_s}s), "
+                 f"Apache Cassandra on {cassandra.hosts} (ready in {cassandra.started_in_s}s)")
+        yield BenchStack(kafka.bootstrap_servers, cassandra.store_url("relevanz_bench"),
+                         [kafka, cassandra])
+
+
 def result_line(options: BenchOptions, partitions: int, raw: Throughput, faust: Throughput,
                 pipeline: PipelineResult) -> dict[str, Any]:
     """The ``--json`` line."""
@@ -139,7 +195,9 @@ def result_line(options: BenchOptions, partitions: int, raw: Throughput, faust: 
         "store_customers": pipeline.store_customers,
         "events": options.events, "customers": options.customers,
         "catalogue": options.catalogue_size, "partitions": partitions,
-        "store": options.store, "seed": options.seed,
+        "store": "cassandra" if options.stack == "kafka-cassandra" else options.store,
+        "broker": "kafka" if options.stack == "kafka-cassandra" else "embedded",
+        "seed": options.seed,
     }
     if pipeline.latency is not None:
         lat = pipeline.latency
@@ -188,6 +246,11 @@ def describe(result: dict[str, Any]) -> str:
         lines.append(f"  bare Faust agent, same load (the floor): "
                      f"p50 {result['faust_p50_ms']:.0f} ms, p95 {result['faust_p95_ms']:.0f} ms, "
                      f"p99 {result['faust_p99_ms']:.0f} ms")
+    for name in ("kafka", "cassandra"):
+        if f"{name}_start_s" in result:
+            lines.append(f"{name}: ready in {result[f'{name}_start_s']} s, RSS "
+                         f"{result.get(f'{name}_rss_mb', 0):,.0f} MB at the end "
+                         f"(peak {result.get(f'{name}_peak_rss_mb', 0):,.0f} MB)")
     lines += [f"peak RSS of the pipeline worker {result['peak_rss_mb']:,.0f} MB "
               f"(target {TARGET_RSS_MB:.0f} MB), {result['store_customers']:,} customers "
               f"in its store",
@@ -217,7 +280,14 @@ def _int_list(_: click.Context, param: click.Parameter, value: str) -> list[int]
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,
               help="Partitions per topic [default: RELEVANZ_PARTITIONS].")
 @click.option("--store", default="embedded", show_default=True,
-              help="Store the pipeline writes to (only embedded for now).")
+              help="Store the pipeline writes to (only embedded for now; --stack "
+                   "kafka-cassandra runs it on Cassandra).")
+@click.option("--stack", type=click.Choice(["embedded", "kafka-cassandra"]),
+              default="embedded", show_default=True,
+              help="embedded: the Tansu broker and the SQLite store. kafka-cassandra: Apache "
+                   "Kafka for every stage and Apache Cassandra for the pipeline, started "
+                   "fresh under --out-dir for the run (needs Java 17 and Maven); their start "
+                   "time and memory are reported.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the synthetic traffic (same seed, same events).")
 @click.option("--latency-seconds", "latency_s", type=click.FloatRange(min=0.1), default=10.0,
@@ -254,14 +324,16 @@ def bench(**kwargs: Any) -> None:
     batch being handled: applied, stored and every decision and trigger it
     caused sent (event-to-decision), next to a bare Faust agent's at the same
     load. POST /v1/decide is measured at 200 requests/s. Progress goes to
-    stderr.
+    stderr. With --stack kafka-cassandra all of it runs on Apache Kafka and
+    Apache Cassandra, started for the run.
     """
 
     one_line_errors(_bench)(**kwargs)
 
 
 def _bench(events: int, customers: int, catalogue_size: int, partitions: int | None,
-           store: str, seed: int, latency_s: float, load: float, as_json: bool, out_dir: Path,
+           store: str, stack: str, seed: int, latency_s: float, load: float, as_json: bool,
+           out_dir: Path,
            sweep: bool,
            sweep_customers: list[int], sweep_catalogue: list[int], sweep_events: int,
            sweep_repeats: int, quiet: bool) -> None:
@@ -272,7 +344,9 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
     options = BenchOptions(events=sweep_events if sweep else events, customers=customers,
                            catalogue_size=catalogue_size, partitions=partitions, store=store,
                            seed=seed, latency_s=latency_s, load=load, out_dir=out_dir,
-                           verbose=not quiet, log_level=log_level)
+                           verbose=not quiet, log_level=log_level, stack=stack)
+    if sweep and stack != "embedded":
+        raise ConfigError("--sweep runs on the embedded stack only; leave out --stack")
     if sweep:
         from streams.bench.sweep import describe_sweep, run_sweep
 

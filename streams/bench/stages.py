@@ -61,6 +61,7 @@ from streams.publish import Publisher
 from streams.settings import Settings
 from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
 from streams.store import EventKey
+from streams.store.cassandra import CassandraStore
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
 
@@ -189,6 +190,18 @@ class TimedStore(EmbeddedStore):
 
     def __init__(self, path: Path, clock: BatchClock) -> None:
         super().__init__(path)
+        self.clock = clock
+
+    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
+        self.clock.started(keys)
+        return await super().seen_events(keys, now)
+
+
+class TimedCassandraStore(CassandraStore):
+    """The Cassandra store, telling a :class:`BatchClock` when a batch begins."""
+
+    def __init__(self, settings: Settings, clock: BatchClock) -> None:
+        super().__init__(settings)
         self.clock = clock
 
     async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
@@ -473,22 +486,34 @@ class PipelineResult:
 async def measure_pipeline(settings: Settings, n: int, store_path: Path, progress: Progress,
                            stall_timeout_s: float,
                            fresh: Callable[[int], list[Message]] | None = None,
-                           latency_s: float = 10.0, customers: int = 0, load: float = 0.5
-                           ) -> PipelineResult:
+                           latency_s: float = 10.0, customers: int = 0, load: float = 0.5,
+                           store_url: str | None = None) -> PipelineResult:
     """The worker as deployed, on a fresh embedded store holding ``customers`` (:func:`preload`).
 
     With ``fresh`` (the next k unpublished messages of the same stream), the
     latency at ``load`` (a share) of the measured maximum follows for ``latency_s`` seconds.
+    With ``store_url`` (a Cassandra keyspace no run has written to), the worker
+    writes there instead of ``store_path``.
     """
-    for stale in store_path.parent.glob(f"{store_path.name}*"):
-        stale.unlink()  # a ledger of another run would turn events into duplicates
-    if customers:
-        await preload(store_path, customers, progress)
-    settings = settings.with_(consumer_group=f"{settings.consumer_group}-pipeline",
-                              store_url=f"embedded:{store_path}")
     meter = Meter(n)
     clock = BatchClock(meter)
-    worker = build_worker(settings, store=TimedStore(store_path, clock))
+    store: EmbeddedStore | CassandraStore
+    if store_url is None:
+        for stale in store_path.parent.glob(f"{store_path.name}*"):
+            stale.unlink()  # a ledger of another run would turn events into duplicates
+        if customers:
+            await preload(store_path, customers, progress)
+        store_url = f"embedded:{store_path}"
+        store = TimedStore(store_path, clock)
+    else:
+        store = TimedCassandraStore(settings.with_(store_url=store_url), clock)
+        await store.migrate()
+        if customers:
+            await preload_into(CassandraStore(settings.with_(store_url=store_url)),
+                               customers, progress)
+    settings = settings.with_(consumer_group=f"{settings.consumer_group}-pipeline",
+                              store_url=store_url)
+    worker = build_worker(settings, store=store)
     clock.attach(worker.accounting)
     clock.attach_stage(worker.stage)
     agents = sorted(agent.name.rsplit(".", 1)[-1] for agent in worker.app.agents.values())
@@ -509,8 +534,9 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
                                      n, progress, stall_timeout_s)
     finally:
         await worker.stop()
-    return PipelineResult(throughput, agents, latency, peak_rss_mb(),
-                          _stored_customers(store_path))
+    stored = (_stored_customers(store_path) if isinstance(store, EmbeddedStore)
+              else await _count_customers(CassandraStore(settings)))
+    return PipelineResult(throughput, agents, latency, peak_rss_mb(), stored)
 
 
 #: Customers written per transaction when preloading the store.
@@ -565,6 +591,29 @@ async def preload(store_path: Path, customers: int, progress: Progress) -> float
     return time.perf_counter() - started
 
 
+async def preload_into(store: CassandraStore, customers: int, progress: Progress) -> None:
+    """Give a Cassandra keyspace the whole synthetic audience, as :func:`preload` does."""
+    at = utc_now()
+    await store.open()
+    try:
+        for first in range(0, customers, _PRELOAD_CHUNK):
+            states = [preload_state(f"cust-{i + 1:06d}", i, at)
+                      for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
+            await store.save_customers(states, [], at, 0.0, 0.0)
+            progress(f"preload: {first + len(states):,}/{customers:,} customers in Cassandra")
+    finally:
+        await store.close()
+
+
+async def _count_customers(store: CassandraStore) -> int:
+    """How many customers a Cassandra keyspace holds (a full scan: fine at bench sizes)."""
+    await store.open()
+    try:
+        return sum([1 async for _ in store.iter_customers(utc_now())])
+    finally:
+        await store.close()
+
+
 def fresh_count(rate: float, n: int, latency_s: float) -> int:
     """How many fresh events the latency phase publishes: ``latency_s`` at ``rate``, at most n.
 
@@ -583,7 +632,8 @@ def _stored_customers(store_path: Path) -> int:
 
 def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeout_s: float,
                       spool: Path | None, latency_s: float, verbose: bool,
-                      log_level: str, customers: int, load: float) -> PipelineResult:
+                      log_level: str, customers: int, load: float,
+                      store_url: str | None = None) -> PipelineResult:
     """:func:`measure_pipeline` in a child process; progress goes to its stderr."""
     logs.configure(log_level, "console")
 
@@ -593,13 +643,14 @@ def _pipeline_process(settings: Settings, n: int, store_path: Path, stall_timeou
 
     fresh = (lambda k: read_spool(spool, k)) if spool is not None else None
     return asyncio.run(measure_pipeline(settings, n, store_path, progress, stall_timeout_s,
-                                        fresh, latency_s, customers, load))
+                                        fresh, latency_s, customers, load, store_url))
 
 
 async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *,
                                  stall_timeout_s: float, verbose: bool, log_level: str,
                                  spool: Path | None = None, latency_s: float = 10.0,
-                                 customers: int = 0, load: float = 0.5) -> PipelineResult:
+                                 customers: int = 0, load: float = 0.5,
+                                 store_url: str | None = None) -> PipelineResult:
     """:func:`measure_pipeline` in a fresh process of its own: one worker, as deployed.
 
     Its peak RSS is then the worker's, not the benchmark's (the raw and Faust
@@ -610,7 +661,7 @@ async def measure_pipeline_apart(settings: Settings, n: int, store_path: Path, *
     with _spawn_pool() as pool:
         return await asyncio.get_running_loop().run_in_executor(
             pool, _pipeline_process, settings, n, store_path, stall_timeout_s, spool,
-            latency_s, verbose, log_level, customers, load)
+            latency_s, verbose, log_level, customers, load, store_url)
 
 
 async def _latency(settings: Settings, accounting: Accounting, clock: BatchClock,

@@ -200,6 +200,21 @@ class JvmServer:
         if stop_process(process, timeout_s):
             log.info("server_stopped", server=self.name)
 
+    def memory_mb(self) -> tuple[float, float] | None:
+        """The process's resident memory now and at its peak, in MB (Linux's
+        ``VmRSS`` and ``VmHWM``); None when not running or not on Linux."""
+        if self._process is None:
+            return None
+        fields: dict[str, float] = {}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) / 1024  # kB
+        if len(fields) < 2:
+            return None
+        return round(fields["VmRSS"], 1), round(fields["VmHWM"], 1)
+
     @property
     def running(self) -> bool:
         """Whether the process is alive."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
+#: Starts its own Kafka and Cassandra (one to two minutes on 2 cores): opt-in.
+SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",
+                          reason="starts Kafka and Cassandra of its own; set RELEVANZ_SLOW_TESTS=1")
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -102,5 +106,36 @@ def test_a_store_that_cannot_be_benchmarked_is_one_readable_line(tmp_path: Path)
     done = bench("--store", "cassandra", "--out-dir", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "relevanz: error: --store: only embedded can be benchmarked in this version "
-        "(a Cassandra run would need a keyspace of its own per run), got 'cassandra'")
+        "relevanz: error: --store: only embedded can be chosen here; --stack "
+        "kafka-cassandra runs the pipeline on a Cassandra started for the run, "
+        "got 'cassandra'")
+
+
+def test_a_sweep_on_the_real_stack_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = bench("--sweep", "--stack", "kafka-cassandra", "--out-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "relevanz: error: --sweep runs on the embedded stack only; leave out --stack")
+
+
+@pytest.mark.cassandra
+@SLOW
+def test_bench_on_kafka_and_cassandra_reports_the_same_figures_and_the_jvms(
+        tmp_path: Path) -> None:
+    done = bench("--stack", "kafka-cassandra", "--events", "3000", "--customers", "300",
+                 "--catalogue", "20", "--latency-seconds", "2", "--json",
+                 "--out-dir", str(tmp_path), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert (result["broker"], result["store"]) == ("kafka", "cassandra")
+    for key in ("raw_events_per_s", "faust_events_per_s", "pipeline_events_per_s",
+                "p99_ms", "faust_p99_ms", "decide_p99_ms", "kafka_start_s",
+                "cassandra_start_s", "kafka_rss_mb", "cassandra_peak_rss_mb"):
+        assert result[key] > 0, key
+    assert result["pipeline_vs_faust"] == pytest.approx(
+        result["pipeline_events_per_s"] / result["faust_events_per_s"], abs=0.001)
+    assert result["decide_errors"] == 0
+    # The audience was preloaded into Cassandra (less the customers the stream erased).
+    assert 270 <= result["store_customers"] <= 300
+    assert "Apache Kafka on 127.0.0.1:" in done.stderr
+    assert (tmp_path / "cassandra" / "data" / "commitlog").is_dir()
