@@ -117,6 +117,9 @@ LEDGER_BATCH = 500
 #: ``migrate`` adds them to keyspaces created before (CREATE ... IF NOT EXISTS does not).
 ADDED_COLUMNS = (("customers", "predictions", "blob"), ("customers", "parked", "blob"),
                  ("customer_consent", "earlier", "blob"))
+#: Table options a later schema changed: (table, option, value); migrate sets them
+#: on keyspaces made before (CREATE TABLE IF NOT EXISTS leaves an existing table be).
+CHANGED_OPTIONS = (("outbox", "gc_grace_seconds", 10800),)
 #: DDL waits for the nodes to agree on the schema, which takes longer than a read.
 DDL_TIMEOUT_S = 60.0
 _DRIVER_ERRORS = (DriverException, NoHostAvailable, ErrorMessage, OSError)
@@ -328,6 +331,14 @@ class CassandraStore:
                     if column not in {row[0] for row in rows}:
                         session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
                                         f"ADD {column} {cql_type}", timeout=DDL_TIMEOUT_S)
+                for table, option, value in CHANGED_OPTIONS:
+                    row = session.execute(
+                        f"SELECT {option} FROM system_schema.tables WHERE keyspace_name = %s "  # noqa: S608 - constant
+                        "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S
+                    ).one()
+                    if row is not None and row[0] != value:
+                        session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
+                                        f"WITH {option} = {value}", timeout=DDL_TIMEOUT_S)
             except _DRIVER_ERRORS as exc:
                 raise self._unavailable("migrate", exc) from exc
             finally:

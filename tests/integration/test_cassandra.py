@@ -88,6 +88,29 @@ async def test_the_configured_consistency_level_is_the_one_sent(
         await quorum.close()
 
 
+def _gc_grace(hosts: str, keyspace: str, table: str) -> int:
+    with _session(hosts) as session:
+        row = session.execute("SELECT gc_grace_seconds FROM system_schema.tables "
+                              "WHERE keyspace_name = %s AND table_name = %s",
+                              (keyspace, table), timeout=60).one()
+    return int(row[0])
+
+
+async def test_the_outbox_tombstones_are_purgeable_after_3_hours_not_10_days(
+        cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
+    keyspace = keyspaces()
+    store = open_store(_settings(cassandra_hosts, keyspace))
+    await store.migrate()
+    assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
+    assert _gc_grace(cassandra_hosts, keyspace, "customers") == 864000  # the default
+    # A keyspace of the older schema (the default 10 days) is changed by migrate.
+    with _session(cassandra_hosts) as session:
+        session.execute(f"ALTER TABLE {keyspace}.outbox WITH gc_grace_seconds = 864000",
+                        timeout=60)
+    await store.migrate()
+    assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
+
+
 async def test_migrate_upgrades_a_keyspace_of_the_older_schema(
         cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
     keyspace = keyspaces()
@@ -99,6 +122,7 @@ async def test_migrate_upgrades_a_keyspace_of_the_older_schema(
         await store.open()
     await store.migrate()
     await store.migrate()
+    assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
     await store.open()
     try:
         state = CustomerState("c-1", predictions=CustomerPredictions(
