@@ -145,11 +145,12 @@ def message_limits(settings: Settings, logicals: list[str], timeout_s: float = 5
 
 def input_limit_warnings(settings: Settings, limits: dict[str, int | None]) -> list[str]:
     """One line per input topic whose broker limit (from :func:`message_limits`)
-    refuses events the settings admit; none where the broker reports no limit."""
+    may refuse events the settings admit (their record with its key and framing
+    is larger than the event); none where the broker reports no limit."""
     lines = []
     for contract in INPUT_TOPICS:
         limit = limits.get(contract.name)
-        if limit is not None and limit < settings.max_event_bytes:
+        if limit is not None and limit < settings.max_event_bytes + RECORD_HEADROOM_BYTES:
             lines.append(
                 f"topic {settings.topic(contract.name)} takes messages up to {limit} bytes "
                 f"but RELEVANZ_MAX_EVENT_BYTES is {settings.max_event_bytes}: the broker "

@@ -90,8 +90,9 @@ def test_input_topics_take_the_largest_admitted_event_and_the_limits_are_read_ba
     small = isolated_settings(broker.bootstrap_servers, tmp_path / "small")
     ensure_topics(small)
     assert message_limit(small, "clicks") == KAFKA_DEFAULT_MESSAGE_BYTES
-    raised = small.with_(max_event_bytes=4 * 1024 * 1024)
     names = [t.name for t in INPUT_TOPICS]
+    assert input_limit_warnings(small, message_limits(small, names)) == []  # 64 KiB events
+    raised = small.with_(max_event_bytes=4 * 1024 * 1024)
     warnings = input_limit_warnings(raised, message_limits(raised, names))
     assert len(warnings) == len(names)
     assert all("raise the topic's max.message.bytes" in line for line in warnings)
