@@ -4,7 +4,8 @@
 - :func:`measure_faust`: a bare Faust agent decoding every value, the framework
   ceiling (the worker's Faust settings, :func:`streams.app.build_faust_app`);
 - :func:`measure_pipeline`: the worker as :func:`streams.app.build_worker`
-  wires it, on a fresh embedded store, then optionally its latency at a fixed
+  wires it, on a fresh embedded store (or a fresh Cassandra keyspace with
+  ``--stack kafka-cassandra``), then optionally its latency at a fixed
   offered load, published from another process as upstream systems would.
 
 Each stage has a consumer group of its own, so each reads everything from the
