@@ -187,7 +187,7 @@ def _browse_abandonment(state: CustomerState, click: Clicked, topics: Sequence[s
         clicks = bisect_right(recent, at) - bisect_right(recent, since)
         if clicks < p.browse_clicks:
             continue
-        if last_order is not None and last_order > since and _ordered_between(
+        if last_order is not None and last_order > since and ordered_between(
                 history, since, at):
             return []
         reason = (f"browse abandonment: {clicks} clicks on {topic} within "
@@ -258,8 +258,8 @@ def _takes(campaign: Campaign, topic: str) -> bool:
     return not campaign.topics or topic in campaign.topics
 
 
-def _ordered_between(history: Sequence[Interaction], since: datetime, until: datetime) -> bool:
-    """True when the history holds an order in ``(since, until]``."""
+def ordered_between(history: Sequence[Interaction], since: datetime, until: datetime) -> bool:
+    """True when the history (oldest first) holds an order in ``(since, until]``."""
     start = bisect_right(history, since, key=_occurred_at)
     for entry in history[start:]:
         if entry.occurred_at > until:

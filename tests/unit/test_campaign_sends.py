@@ -410,6 +410,23 @@ def test_an_order_withdraws_a_browse_abandonment_reminder_and_its_count() -> Non
     assert reminder.trigger_id not in {p.trigger_id for p in state.pending}
 
 
+def test_an_order_read_before_earlier_clicks_leaves_no_reminder_either() -> None:
+    """Read in either order, the clicks and the order end with no reminder sent."""
+    first = T0 + timedelta(hours=10)  # the tag's follow-up, and no reminder within 24h
+    state, _ = _run(_consented("email"),
+                    [_click(i, first + timedelta(minutes=i), "wine") for i in range(3)])
+    at = first + timedelta(days=2)
+    clicks = [_click(20 + i, at + timedelta(minutes=i), "wine") for i in range(3)]
+    order = _order("o9", "c-1", at + timedelta(hours=1), ("red", "wine"))
+    outcomes = []
+    for records in ([*clicks, order], [order, *clicks]):
+        _, effects = _run(state, records)
+        cancelled = {c.trigger_id for e in effects for c in e.cancellations}  # type: ignore[attr-defined]
+        outcomes.append(sorted(t.campaign_id for e in effects for t in e.triggers  # type: ignore[attr-defined]
+                               if t.trigger_id not in cancelled))
+    assert outcomes[0] == outcomes[1] == []
+
+
 def test_cross_sell_and_win_back_fire_from_their_models() -> None:
     state = _consented("email")
     at = T0 + timedelta(hours=10)
