@@ -376,7 +376,7 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
         # Replay recomputes predictions too (from fresh models: it does not save them).
         forecaster=Forecaster(),
         # Win-back checks fire on the event-time watermark, in replay as live.
-        quiet=QuietWatch(),
+        quiet=QuietWatch() if book.with_trigger("win_back") else None,
         cobuy=CoPurchases(),
         # Replay rebuilds state; the statistics and proposals of the live run stand.
         count_campaigns=emit,

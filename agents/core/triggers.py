@@ -94,9 +94,10 @@ class SendCandidate:
 
 
 #: A quiet customer is checked for win-back this long after their latest event, then as
-#: often again, until :data:`QUIET_CHECK_UNTIL` after it (a year: 52 checks at most).
+#: often again, until :data:`QUIET_CHECK_UNTIL` after it (13 weeks: 13 checks at most;
+#: each asks the churn model, so a log of many lapsed customers is not checked for ever).
 QUIET_CHECK_EVERY = timedelta(days=7)
-QUIET_CHECK_UNTIL = timedelta(days=364)
+QUIET_CHECK_UNTIL = timedelta(days=91)
 
 
 @dataclass(frozen=True)
