@@ -18,7 +18,8 @@ of the check's time (:func:`agents.core.engine.went_quiet`), and
   before the watermark is ``grace`` past it makes the check stale (nothing
   fires); one read later than that cannot withdraw a win-back already sent.
 - **Bounded.** At most :attr:`QuietWatch.max_watched` customers are watched
-  (one heap entry each, plus stale entries compacted away); beyond that the
+  (one heap entry each: an event moves no entry, a stale one is moved to count
+  from the latest event when it comes up); beyond that the
   least recently active are dropped and counted in :attr:`QuietWatch.dropped`.
 - **Crashes and restarts.** What a check needs (the customer's latest event
   time and contact log) is in the stored customer state, written with the
@@ -71,9 +72,13 @@ class QuietWatch:
             return  # an older event read late: the checks stay where they are
         self._watched[customer_id] = last_event_at
         self._watched.move_to_end(customer_id)
-        first = quiet_checks(last_event_at)
-        if first is not None:
-            self._push((first, customer_id, last_event_at))
+        if known is None:
+            # A watched customer has one entry in the heap already: when it comes up
+            # stale, the check is moved to count from their latest event then (so an
+            # event costs no heap push).
+            first = quiet_checks(last_event_at)
+            if first is not None:
+                self._push((first, customer_id, last_event_at))
         while len(self._watched) > self.max_watched:
             self._watched.popitem(last=False)
             self.dropped += 1
@@ -96,8 +101,13 @@ class QuietWatch:
             entry = heapq.heappop(self._due)
             self._queued.discard(entry)
             at, cid, last = entry
-            if self._watched.get(cid) != last:
-                continue  # stale: the customer was active since, dropped or forgotten
+            latest = self._watched.get(cid)
+            if latest != last:
+                if latest is not None:  # active since: count from their latest event
+                    following = quiet_checks(latest)
+                    if following is not None:
+                        self._push((following, cid, latest))
+                continue  # else dropped or forgotten
             self._taken.append(entry)
             found.append(WentQuiet(cid, at, last))
         return found
@@ -107,7 +117,9 @@ class QuietWatch:
         if self._watched.get(quiet.customer_id) != quiet.last_event_at:
             return
         following = quiet_checks(quiet.last_event_at, quiet.occurred_at)
-        if following is not None:
+        if following is None:
+            del self._watched[quiet.customer_id]  # checked for the last time
+        else:
             self._push((following, quiet.customer_id, quiet.last_event_at))
 
     def _push(self, entry: tuple[datetime, str, datetime]) -> None:
@@ -122,6 +134,7 @@ class QuietWatch:
     def rollback(self) -> None:
         """The batch failed: its checks are due again (a retry takes them anew)."""
         for entry in self._taken:
+            self._watched.setdefault(entry[1], entry[2])
             self._push(entry)
         self._taken.clear()
 

@@ -72,3 +72,15 @@ def test_the_watch_is_bounded_and_drops_the_least_recently_active() -> None:
     watch.forget("b")
     watch.seen("d", T0)
     assert [q.customer_id for q in watch.due(T0 + 9 * DAY)] == ["d"]
+
+
+def test_a_customer_back_after_the_last_check_is_checked_again() -> None:
+    watch = QuietWatch(grace=DAY)
+    watch.seen("a", T0)
+    while checks := watch.due(T0 + 2 * QUIET_CHECK_UNTIL):
+        for q in checks:
+            watch.again(q)
+    assert len(watch) == 0
+    back = T0 + 2 * QUIET_CHECK_UNTIL
+    watch.seen("a", back)
+    assert [q.occurred_at for q in watch.due(back + 8 * DAY)] == [back + 7 * DAY]
