@@ -34,6 +34,7 @@ from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.customer_stage import CustomerStage
 from agents.pipeline.forecasts import Forecaster
+from agents.pipeline.lapses import QuietWatch
 from agents.pipeline.learner import Learner
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
@@ -377,6 +378,8 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
         accounting=accounting,
         # Replay recomputes predictions too (from fresh models: it does not save them).
         forecaster=Forecaster(),
+        # Win-back checks fire on the event-time watermark, in replay as live.
+        quiet=QuietWatch() if book.with_trigger("win_back") else None,
         cobuy=CoPurchases(),
         # Replay rebuilds state; the statistics and proposals of the live run stand.
         count_campaigns=emit,

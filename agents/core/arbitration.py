@@ -12,6 +12,10 @@ first check that failed:
    hour when known, then out of quiet hours in the customer's time zone
    (``quiet`` when that leaves the campaign's schedule, ``stale`` when the
    customer's events have passed it);
+   ``purchased``: a browse-abandonment reminder whose customer ordered
+   between the click and the send (an order read after the click withdraws
+   the reminder; one read before it, though later in event time, refuses it
+   here, so both read orders end with no reminder);
 6. ``arbitration``: no other send within the arbitration window;
 7. per channel, in the campaign's order: consent for the channel
    (``consent``), the caps (``capped``: the channel's cap across campaigns
@@ -67,11 +71,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agents.core.campaigns import Campaign, CampaignBook, QuietHours, format_duration
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
-from agents.core.triggers import SendCandidate
+from agents.core.triggers import SendCandidate, ordered_between
 
 #: Every reason a candidate can be refused for, in the order of the checks.
-REFUSALS = ("schedule", "audience", "duplicate", "full", "quiet", "stale", "arbitration",
-            "consent", "capped", "content", "paused", "holdout")
+REFUSALS = ("schedule", "audience", "duplicate", "full", "quiet", "stale", "purchased",
+            "arbitration", "consent", "capped", "content", "paused", "holdout")
+_TICK = timedelta(microseconds=1)
 #: Most sends not yet due per customer: a send the engine could not cancel must not go out.
 PENDING_MAX = 50
 #: Most entries of a customer's contact log, due or not.
@@ -203,6 +208,9 @@ def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
     if send_at < latest:
         return refused("stale", f"send time {send_at.isoformat()} passed by the "
                                 f"customer's latest event {latest.isoformat()}")
+    if campaign.trigger == "browse_abandonment" and ordered_between(
+            state.history, candidate.at - _TICK, send_at - _TICK):
+        return refused("purchased", "an order between the click and the send withdraws it")
     window = book.arbitration_window
     near = [c for c in log if abs(c.send_at - send_at) < window]
     if near:

@@ -13,6 +13,9 @@ customer) and a send trigger, or a proposal in approval mode.  Every
 decision and trigger is built here, after the gate, so none can leave without
 consent (profiling, personalisation and the channel).
 
+Time passing is an input too: :func:`went_quiet` is what a customer's
+silence up to a check time causes (a win-back, decided as of that time).
+
 Consent is decided as of each event's own time
 (:meth:`~agents.core.consent.ConsentPolicy.allows_since`); a click or
 purchase it does not allow is parked, and a consent change returns the parked
@@ -65,7 +68,7 @@ from agents.core.consent import (
 from agents.core.customer import CustomerState, Interaction, PendingSend
 from agents.core.interests import TagChange, click_topics
 from agents.core.profile import CustomerRules, apply_event, record_interaction, requests_erasure
-from agents.core.triggers import Outlook, SendCandidate, send_candidates
+from agents.core.triggers import Outlook, SendCandidate, WentQuiet, send_candidates
 from agents.core.uplift import StatDelta, attribute, exposure
 from schemas.records import (
     Clicked,
@@ -81,7 +84,7 @@ from schemas.records import (
 
 FOLLOW_UP_CAMPAIGN = "interest-follow-up"
 __all__ = ["FOLLOW_UP_CAMPAIGN", "PENDING_MAX", "ChooseContent", "Chosen", "Effects",
-           "EngineRules", "FollowUpRules", "handle", "newest_item"]
+           "EngineRules", "FollowUpRules", "handle", "newest_item", "went_quiet"]
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,32 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
     return state, effects
 
 
-def _contact(state: CustomerState, record: Record, topics: list[str], rules: EngineRules,
-             catalogue: Mapping[str, ContentPublished], effects: Effects,
+def went_quiet(state: CustomerState, quiet: WentQuiet, rules: EngineRules,
+               catalogue: Mapping[str, ContentPublished], *, predictions: Outlook | None,
+               sends_paused: bool = False, choose: ChooseContent | None = None,
+               campaign_paused: Callable[[str], bool] | None = None
+               ) -> tuple[CustomerState, Effects]:
+    """What the customer's silence until ``quiet.occurred_at`` causes: at most a win-back.
+
+    Nothing when the customer had an event since ``quiet.last_event_at`` (the
+    check is stale).  Consent, the contact log and ``predictions`` (the churn
+    risk as of the check's time) are read as of ``quiet.occurred_at``; the
+    send is planned like an event's (:func:`handle`).
+    """
+    effects = Effects()
+    if state.last_event_at != quiet.last_event_at or not (
+            rules.follow_up.enabled and rules.book.with_trigger("win_back")):
+        return state, effects
+
+    def paused(campaign_id: str) -> bool:
+        return sends_paused or (campaign_paused is not None and campaign_paused(campaign_id))
+    state = _contact(state, quiet, [], rules, catalogue, effects, choose or newest_item,
+                     paused, predictions, None)
+    return state, effects
+
+
+def _contact(state: CustomerState, record: Record | WentQuiet, topics: list[str],
+             rules: EngineRules, catalogue: Mapping[str, ContentPublished], effects: Effects,
              choose: ChooseContent, paused: Callable[[str], bool],
              predictions: Outlook | None, cobuy: CoPurchases | None) -> CustomerState:
     """At most one campaign send (or proposal), shadow decisions and holdout exposures."""

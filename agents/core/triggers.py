@@ -17,10 +17,15 @@ candidate is sent, and when, is :mod:`agents.core.arbitration`'s question.
   bought together with one not in this order (:class:`~agents.core.cobuy.CoPurchases`,
   at least ``cross_sell_support`` orders); the send is about that product's
   topic.  Key: the order.
-- ``win_back``: the customer's churn risk (the predictions passed in) is at
-  least ``win_back_churn`` at an event; the send is about their strongest
-  interest.  The campaign's own cap (shipped: one per 30 days) keeps it from
-  repeating while the risk stays high.  Key: the day.
+- ``win_back``: the customer has gone quiet and their churn risk as of then
+  (the predictions passed in) is at least ``win_back_churn``; the send is
+  about their strongest interest.  It fires on event time passing, not on
+  an event of the customer: the worker hands a :class:`WentQuiet` for each
+  check of :func:`quiet_checks` that its event-time watermark passes
+  (:mod:`agents.pipeline.lapses`).  A customer's own event never starts a
+  win-back (they are back).  The campaign's own cap (shipped: one per 30
+  days) keeps it from repeating while the risk stays high.  Key: the day of
+  the check.
 
 Keys are built from event data only, so a replay gives the same keys and so
 the same idempotency keys.
@@ -88,7 +93,52 @@ class SendCandidate:
     reasons: tuple[str, ...]
 
 
-def send_candidates(state: CustomerState, record: Record | None, topics: Sequence[str],
+#: A quiet customer is checked for win-back this long after their latest event, then as
+#: often again, until :data:`QUIET_CHECK_UNTIL` after it (13 weeks: 13 checks at most;
+#: each asks the churn model, so a log of many lapsed customers is not checked for ever).
+QUIET_CHECK_EVERY = timedelta(days=7)
+QUIET_CHECK_UNTIL = timedelta(days=91)
+
+
+@dataclass(frozen=True)
+class WentQuiet:
+    """Event time passed ``occurred_at`` with no event of the customer since ``last_event_at``.
+
+    Not a message on a topic: the worker makes it when its event-time
+    watermark passes a check of :func:`quiet_checks`.  The id is built from
+    the customer and the two times only, so a replay makes the same one.
+    """
+
+    customer_id: str
+    occurred_at: datetime
+    last_event_at: datetime
+
+    @property
+    def event_id(self) -> str:
+        """Stable id: the customer, the check's time and the event it counts from."""
+        return (f"{self.customer_id}:quiet:{self.last_event_at.isoformat()}:"
+                f"{self.occurred_at.isoformat()}")
+
+
+def quiet_checks(last_event_at: datetime, after: datetime | None = None) -> datetime | None:
+    """The first win-back check of a customer last seen at ``last_event_at`` later than
+    ``after`` (default: the first check); None past the last one.
+
+    >>> from datetime import UTC
+    >>> seen = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> quiet_checks(seen).isoformat(), quiet_checks(seen, seen + timedelta(days=7)).day
+    ('2026-01-08T00:00:00+00:00', 15)
+    >>> quiet_checks(seen, seen + QUIET_CHECK_UNTIL) is None
+    True
+    """
+    step = QUIET_CHECK_EVERY
+    if after is None or after < last_event_at + step:
+        return last_event_at + step
+    due = last_event_at + ((after - last_event_at) // step + 1) * step
+    return due if due <= last_event_at + QUIET_CHECK_UNTIL else None
+
+
+def send_candidates(state: CustomerState, record: Record | WentQuiet | None, topics: Sequence[str],
                     tag_changes: Sequence[TagChange], book: CampaignBook, *,
                     follow_up_delay: timedelta, predictions: Outlook | None = None,
                     cobuy: CoPurchases | None = None,
@@ -108,7 +158,7 @@ def send_candidates(state: CustomerState, record: Record | None, topics: Sequenc
                                      state.history if history is None else history)
     if isinstance(record, Purchased) and cobuy is not None:
         found += _cross_sell(record, book, cobuy)
-    if predictions is not None and record is not None:
+    if predictions is not None and isinstance(record, WentQuiet):
         found += _win_back(state, record, predictions, book)
     return found
 
@@ -138,7 +188,7 @@ def _browse_abandonment(state: CustomerState, click: Clicked, topics: Sequence[s
         clicks = bisect_right(recent, at) - bisect_right(recent, since)
         if clicks < p.browse_clicks:
             continue
-        if last_order is not None and last_order > since and _ordered_between(
+        if last_order is not None and last_order > since and ordered_between(
                 history, since, at):
             return []
         reason = (f"browse abandonment: {clicks} clicks on {topic} within "
@@ -180,21 +230,23 @@ def _cross_sell(order: Purchased, book: CampaignBook, cobuy: CoPurchases
             for c in campaigns if _takes(c, topics[0])]
 
 
-def _win_back(state: CustomerState, record: Record, predictions: Outlook, book: CampaignBook
-              ) -> list[SendCandidate]:
+def _win_back(state: CustomerState, record: WentQuiet, predictions: Outlook,
+              book: CampaignBook) -> list[SendCandidate]:
     campaigns = book.with_trigger("win_back")
     if not campaigns:
         return []  # the churn risk may be computed when read: only when a campaign asks
     threshold = book.triggers.win_back_churn
     churn = predictions.churn
-    at = getattr(record, "occurred_at", None)
-    if churn < threshold or not isinstance(at, datetime):
+    at = record.occurred_at
+    if churn < threshold:
         return []
     interests = state.interests
     topic = max(sorted(interests), key=lambda t: interests[t].score) if interests else None
-    reason = f"win-back: churn risk {churn:.2f} at or above {threshold:.2f}"
+    quiet = (at - record.last_event_at).days
+    reason = (f"win-back: quiet for {quiet} days, churn risk {churn:.2f} at or above "
+              f"{threshold:.2f}")
     return [SendCandidate(c, f"win-back:{at.date().isoformat()}", topic, at,
-                          at + (c.delay or timedelta(0)), churn, record_id(record), (reason,))
+                          at + (c.delay or timedelta(0)), churn, record.event_id, (reason,))
             for c in campaigns if topic is None or _takes(c, topic)]
 
 
@@ -207,8 +259,8 @@ def _takes(campaign: Campaign, topic: str) -> bool:
     return not campaign.topics or topic in campaign.topics
 
 
-def _ordered_between(history: Sequence[Interaction], since: datetime, until: datetime) -> bool:
-    """True when the history holds an order in ``(since, until]``."""
+def ordered_between(history: Sequence[Interaction], since: datetime, until: datetime) -> bool:
+    """True when the history (oldest first) holds an order in ``(since, until]``."""
     start = bisect_right(history, since, key=_occurred_at)
     for entry in history[start:]:
         if entry.occurred_at > until:

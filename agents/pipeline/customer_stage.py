@@ -26,7 +26,7 @@ import structlog
 from agents.core.accounting import Accounting
 from agents.core.cobuy import CoPurchases
 from agents.core.customer import CustomerPredictions, CustomerState
-from agents.core.engine import Chosen, EngineRules, handle
+from agents.core.engine import Chosen, Effects, EngineRules, handle, went_quiet
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
 from agents.core.uplift import StatDelta
@@ -35,6 +35,7 @@ from agents.pipeline.campaign_rows import counts as stat_counts
 from agents.pipeline.campaign_rows import stored, stored_decision
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
+from agents.pipeline.lapses import QuietWatch
 from agents.pipeline.learner import Learner
 from schemas.records import (
     Clicked,
@@ -80,6 +81,8 @@ class CustomerStage:
     cobuy: CoPurchases | None = None
     #: Keep campaign statistics and proposals (replay rebuilds state only: it does not).
     count_campaigns: bool = True
+    #: Win-back checks of quiet customers, fired by the watermark (None: no win-back).
+    quiet: QuietWatch | None = None
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
     _stats: list[StatDelta] = field(default_factory=list)
@@ -207,12 +210,61 @@ class CustomerStage:
                     self._decisions.extend(effects.decisions)
                 if learner is not None:
                     self._learn(learner, record, state, effects.chosen)
+                if self.quiet is not None and state.predictions is not None:
+                    self.quiet.seen(cid, state.last_event_at)
+        if self.quiet is not None:
+            outputs.extend(await self._went_quiet(self.quiet, now))
         if learner is not None:
             learner.expire()
             outputs.extend(_drift_messages(learner.take_drifts()))
         if self.forecaster is not None:
             outputs.extend(_drift_messages(self.forecaster.expire(self.watermark)))
         return outputs, failed
+
+    async def _went_quiet(self, watch: QuietWatch, now: datetime) -> list[Output]:
+        """Decide the win-back checks the watermark passed, as of each check's time."""
+        outputs: list[Output] = []
+        learner = self.learner
+        while checks := watch.due(self.watermark):
+            states = await self.cache.get_many([q.customer_id for q in checks], now)
+            for quiet in checks:
+                cid = quiet.customer_id
+                before = states[cid]
+                if self._erased_at(cid) is not None:
+                    watch.forget(cid)
+                    continue
+                state, effects = went_quiet(
+                    before, quiet, self.rules, self.catalogue.items,
+                    predictions=LocalOutlook.of(before, quiet.occurred_at, self.forecaster),
+                    sends_paused=self.sends_paused(),
+                    choose=learner.choose if learner is not None else None,
+                    campaign_paused=self.campaign_paused)
+                watch.again(quiet)
+                if state is not before:
+                    states[cid] = state
+                    self.cache.put(state)
+                outputs.extend(self._sent(cid, effects))
+                if learner is not None:
+                    for decision, choice in effects.chosen:
+                        learner.opened(decision, choice)
+        return outputs
+
+    def _sent(self, cid: str, effects: Effects) -> list[Output]:
+        """The decisions, triggers and proposals of ``effects``, counted and kept."""
+        key, counts = cid.encode(), self.accounting
+        outputs: list[Output] = [("decisions", key, d) for d in effects.decisions]
+        outputs.extend(("send-triggers", key, t) for t in effects.triggers)
+        outputs.extend(("send-proposals", key, p) for p in effects.proposals)
+        counts.decisions += len(effects.decisions)
+        counts.send_triggers += len(effects.triggers)
+        counts.proposals += len(effects.proposals)
+        for refusal in effects.refused:
+            counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
+        if self.count_campaigns:
+            self._stats.extend(effects.stats)
+            self._proposals.extend(effects.proposals)
+            self._decisions.extend(effects.decisions)
+        return outputs
 
     def _tick(self, at: datetime) -> None:
         if self.watermark is None or at > self.watermark:
@@ -248,6 +300,8 @@ class CustomerStage:
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
+        if self.quiet is not None:
+            self.quiet.rollback()
 
     async def commit(self, events: Sequence[EventKey], now: datetime,
                      outbox: Mapping[EventKey, bytes] | None = None,
@@ -278,6 +332,8 @@ class CustomerStage:
         self._erasures.clear()
         self._unrecorded.clear()
         self._applied.clear()
+        if self.quiet is not None:
+            self.quiet.commit()
 
 
 class LocalOutlook:

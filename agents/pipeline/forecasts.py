@@ -68,9 +68,13 @@ _NO_HOURS = HourProfile()
 class Forecaster:
     """Per-customer predictions from the shared outcome models, with their late labels."""
 
-    def __init__(self, rules: PredictionRules | None = None, max_open: int = 200_000) -> None:
+    def __init__(self, rules: PredictionRules | None = None, max_open: int = 200_000,
+                 learn: bool = True) -> None:
         self.predictors = Predictors(rules)
         self.max_open = max_open
+        #: False: labels are resolved but not learnt, so the models stay as they are (a
+        #: frozen scorer: predictions then depend on each customer's own events only).
+        self.learn = learn
         #: Customer id -> summary, schedule and open examples, least recently touched first.
         self._open: OrderedDict[str, PredictionState] = OrderedDict()
         #: (time, customer id): when a customer's schedule or an example's horizon is due.
@@ -155,6 +159,8 @@ class Forecaster:
         # Learnt in deadline order across customers, whatever the batch's span: an online
         # model weighs its latest examples most, which must not be one customer's run.
         ended.sort(key=lambda e: e[:3])
+        if not self.learn:
+            return []
         drifts = self.predictors.learn(e[3] for e in ended)
         self._noted(drifts)
         return drifts

@@ -1,4 +1,4 @@
-"""Consent does not depend on how the input topics interleave.
+"""Consent, sends and predictions do not depend on how the input topics interleave.
 
 Kafka orders a customer's events within a topic, not across topics, so a
 worker may read the clicks, purchases, consents and profiles of the same
@@ -13,16 +13,33 @@ the same events profiled for each customer (history, purchase figures, click
 times per topic), the same consent and master data, the same counts of events
 skipped for want of consent, forgotten and erased.  Every decision and send
 trigger must be allowed as of its event time by the customer's complete
-consent record.  (Tag dating, the language and time zone a decision sees,
-and the shared online models still follow the order events are read in; the
-README's section on time lists them with their bounds.)
+consent record.
+
+The sends left standing must be the same too: every send trigger not
+cancelled, by customer, campaign, channel, content and send time
+(an order read after a reminder's click cancels the reminder; read before
+it, it refuses the reminder: both end with no send), and for every customer
+the predictions as of one time after the stream (purchase probability and
+churn risk from the stored state, hour profile, items bought, latest event).
+
+The shared online models are held fixed for this, through the stage's own
+seams: no content policy (content by the newest-item rule, as replay
+decides it) and outcome models that do not learn
+(``Forecaster(learn=False)``), because what a shared model has learnt by a
+given event depends on the order every customer's events were read in.
+The language variant of a send follows the customer's master data as read
+so far (a profile update dated before the send but read after it is not
+seen).  Trigger ids (a follow-up's key carries the time its tag was assigned, and
+which signal crosses a tag's threshold follows read order), counts of
+triggers later cancelled and of events released after consent also follow
+read order; the README's section on time lists them with their bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +49,10 @@ from hypothesis import strategies as st
 
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
+from agents.core.predictions import Summary, features
 from agents.ingest import Output
-from schemas.records import ContentPublished, DecisionMade, Record, SendTriggered
+from agents.pipeline.forecasts import Forecaster
+from schemas.records import ContentPublished, DecisionMade, Record, SendCancelled, SendTriggered
 from schemas.validation import Limits, parse_message
 from streams.app import build_stage
 from streams.settings import Settings
@@ -67,6 +86,9 @@ def _records() -> tuple[list[ContentPublished], dict[str, list[Record]]]:
 
 
 CONTENT, BY_TOPIC = _records()
+T_TRAIN = datetime(2026, 1, 1, tzinfo=UTC)
+#: When the predictions are asked for: a day after the last event.
+AS_OF = max(r.occurred_at for rs in BY_TOPIC.values() for r in rs) + timedelta(days=1)
 
 
 def event_time_order() -> list[Record]:
@@ -102,6 +124,34 @@ def assert_consented(outputs: Sequence[Output], consents: dict[str, Any]) -> Non
             assert POLICY.may_send(state, record.channel, at), record
 
 
+def trained(forecaster: Forecaster) -> None:
+    """Teach the outcome models one fixed lesson (recent buyers buy, lapsed ones leave),
+    so that what they answer depends on each customer's features, not a constant."""
+    for n in range(120):
+        orders, days = n % 6, (n * 7) % 90
+        summary = Summary(orders=orders, revenue=20.0 * orders, units=orders,
+                          first_order=T_TRAIN - timedelta(days=120) if orders else None,
+                          last_order=T_TRAIN - timedelta(days=days) if orders else None,
+                          last_event_at=T_TRAIN - timedelta(days=days), clicks=n % 9)
+        x = features(summary, T_TRAIN)
+        forecaster.predictors.purchase.learn_one(x, orders > 0 and days < 30)
+        forecaster.predictors.churn.learn_one(x, days > 45)
+
+
+def _rounded(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: round(v, 9) for k, v in values.items()}
+    return None if values is None else tuple(round(v, 9) for v in values)
+
+
+def standing(outputs: Sequence[Output]) -> list[tuple[object, ...]]:
+    """The send triggers not cancelled, as what a channel would send, sorted."""
+    cancelled = {r.trigger_id for _, _, r in outputs if isinstance(r, SendCancelled)}
+    return sorted((r.customer_id, r.campaign_id, r.channel, r.content_id,
+                   r.send_at.isoformat()) for _, _, r in outputs
+                  if isinstance(r, SendTriggered) and r.trigger_id not in cancelled)
+
+
 async def run(records: Sequence[Record], sizes: Sequence[int], path: Path) -> dict[str, Any]:
     """What the stage emits and stores for ``records`` cut into batches of ``sizes``."""
     config = Settings(store_url=f"embedded:{path}", consent_default=frozenset())
@@ -109,6 +159,13 @@ async def run(records: Sequence[Record], sizes: Sequence[int], path: Path) -> di
     await store.open()
     try:
         stage = build_stage(config, store, LIMITS)
+        # The shared models held fixed (see the module doc): no content policy, and
+        # outcome models that resolve their labels but do not learn them.
+        stage.learner = None
+        forecaster = stage.forecaster
+        assert forecaster is not None
+        trained(forecaster)
+        forecaster.learn = False
         await stage.apply(CONTENT, NOW)
         await stage.commit([(c.content_id, c.event_id) for c in CONTENT], NOW)
         outputs: list[Output] = []
@@ -134,6 +191,14 @@ async def run(records: Sequence[Record], sizes: Sequence[int], path: Path) -> di
                 s.consent, s.master, [e.event_id for e in s.parked])
                 for cid, s in sorted(customers.items())},
             "consents": {cid: s.consent for cid, s in customers.items()},
+            "sends": standing(outputs),
+            # Decayed sums: equal up to rounding (added up in another order).
+            "predictions": {cid: (
+                _rounded(forecaster.predict_at(s, AS_OF)),
+                None if s.predictions is None else (
+                    _rounded(s.predictions.hours), s.predictions.hours_at,
+                    s.predictions.units, s.predictions.at), s.last_event_at)
+                for cid, s in sorted(customers.items())},
         }
     finally:
         await store.close()
@@ -148,6 +213,9 @@ def in_time_order(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_the_stream_exercises_consent_and_sends(in_time_order: dict[str, Any]) -> None:
     topics = {topic for topic, _, _ in in_time_order["outputs"]}
     assert {"decisions", "send-triggers", "interest-tags"} <= topics
+    assert len(in_time_order["sends"]) > 10
+    predicted = [p for p, *_ in in_time_order["predictions"].values() if p is not None]
+    assert len(predicted) > 10
     assert in_time_order["counts"]["skipped_without_consent"] > 0
     assert_consented(in_time_order["outputs"], in_time_order["consents"])
 
@@ -163,4 +231,6 @@ def test_any_interleaving_of_the_topics_gives_the_same_outcome(
     result = asyncio.run(run(interleave(choices), sizes, path))
     assert result["counts"] == in_time_order["counts"]
     assert result["profiled"] == in_time_order["profiled"]
+    assert result["sends"] == in_time_order["sends"]
+    assert result["predictions"] == in_time_order["predictions"]
     assert_consented(result["outputs"], result["consents"])

@@ -32,10 +32,11 @@ from agents.core.campaigns import (
 from agents.core.cobuy import CoPurchases
 from agents.core.consent import ConsentPolicy
 from agents.core.customer import CustomerState
-from agents.core.engine import Chosen, EngineRules, FollowUpRules, handle
+from agents.core.engine import Chosen, EngineRules, FollowUpRules, handle, went_quiet
 from agents.core.interests import InterestRules, TagRule
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.core.proposals import Proposal, approve
+from agents.core.triggers import WentQuiet, quiet_checks
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -409,6 +410,23 @@ def test_an_order_withdraws_a_browse_abandonment_reminder_and_its_count() -> Non
     assert reminder.trigger_id not in {p.trigger_id for p in state.pending}
 
 
+def test_an_order_read_before_earlier_clicks_leaves_no_reminder_either() -> None:
+    """Read in either order, the clicks and the order end with no reminder sent."""
+    first = T0 + timedelta(hours=10)  # the tag's follow-up, and no reminder within 24h
+    state, _ = _run(_consented("email"),
+                    [_click(i, first + timedelta(minutes=i), "wine") for i in range(3)])
+    at = first + timedelta(days=2)
+    clicks = [_click(20 + i, at + timedelta(minutes=i), "wine") for i in range(3)]
+    order = _order("o9", "c-1", at + timedelta(hours=1), ("red", "wine"))
+    outcomes = []
+    for records in ([*clicks, order], [order, *clicks]):
+        _, effects = _run(state, records)
+        cancelled = {c.trigger_id for e in effects for c in e.cancellations}  # type: ignore[attr-defined]
+        outcomes.append(sorted(t.campaign_id for e in effects for t in e.triggers  # type: ignore[attr-defined]
+                               if t.trigger_id not in cancelled))
+    assert outcomes[0] == outcomes[1] == []
+
+
 def test_cross_sell_and_win_back_fire_from_their_models() -> None:
     state = _consented("email")
     at = T0 + timedelta(hours=10)
@@ -417,14 +435,40 @@ def test_cross_sell_and_win_back_fire_from_their_models() -> None:
     assert trigger.campaign_id == "cross-sell"
     assert trigger.content_id.startswith("wine-")
     assert any("customers" in r or "also had red" in r for r in trigger.reasons)
-    late = at + timedelta(days=40)
-    state, (e,) = _run(state, [_click(9, late, "golf")], predictions=Outlook(0.9, None))
-    (trigger,) = e.triggers  # type: ignore[attr-defined]
-    assert trigger.campaign_id == "win-back"
-    assert "win-back: churn risk 0.90 at or above 0.70" in trigger.reasons
-    _, (e,) = _run(state, [_click(10, late + timedelta(days=1), "golf")],
-                   predictions=Outlook(0.9, None))
-    assert [r.reason for r in e.refused] == ["capped"]  # type: ignore[attr-defined]
+    # Her own event never starts a win-back (she is back), however high the risk.
+    state, (e,) = _run(state, [_click(9, at + timedelta(days=1), "golf")],
+                       predictions=Outlook(0.9, None))
+    assert not e.triggers  # type: ignore[attr-defined]
+    seen = state.last_event_at
+    assert seen is not None
+    # Event time passes her first quiet check: the win-back, as of the check's time.
+    check = quiet_checks(seen)
+    assert check == seen + timedelta(days=7)
+    state, e = went_quiet(state, WentQuiet("c-1", check, seen), RULES, CATALOGUE,
+                          predictions=Outlook(0.9, None))
+    (trigger,) = e.triggers
+    assert (trigger.campaign_id, trigger.created_at) == ("win-back", check)
+    assert "win-back: quiet for 7 days, churn risk 0.90 at or above 0.70" in trigger.reasons
+    # The same check again (a replay, a retried batch): refused, not sent twice.
+    _, again = went_quiet(state, WentQuiet("c-1", check, seen), RULES, CATALOGUE,
+                          predictions=Outlook(0.9, None))
+    assert [r.reason for r in again.refused] == ["duplicate"]
+    # The next check, a week later: the campaign's 30-day cap holds it back.
+    later = quiet_checks(seen, check)
+    assert later == check + timedelta(days=7)
+    _, e = went_quiet(state, WentQuiet("c-1", later, seen), RULES, CATALOGUE,
+                      predictions=Outlook(0.9, None))
+    assert [r.reason for r in e.refused] == ["capped"]
+    # A check counted from an older event is stale: she was active since.
+    _, e = went_quiet(state, WentQuiet("c-1", later, at), RULES, CATALOGUE,
+                      predictions=Outlook(0.9, None))
+    assert not e.triggers
+    assert not e.refused
+    # Below the threshold nothing is planned at all.
+    _, e = went_quiet(state, WentQuiet("c-1", later, seen), RULES, CATALOGUE,
+                      predictions=Outlook(0.5, None))
+    assert not e.triggers
+    assert not e.refused
 
 
 def test_a_paused_campaign_makes_a_shadow_decision_and_another_campaign_may_send() -> None:
