@@ -209,7 +209,7 @@ async def test_outputs_the_producer_failed_to_deliver_are_sent_again_before_the_
     async def first_delivery_fails(sent: Any) -> Any:
         if lost or not sent:
             return await real_publish(sent)
-        lost.extend((topic.get_topic_name(), value) for topic, _, value in sent)
+        lost.extend((topic.get_topic_name(), value) for topic, _, value, _ in sent)
         futures: list[asyncio.Future[Any]] = []
         for _ in sent:
             failed = asyncio.get_running_loop().create_future()
@@ -252,7 +252,7 @@ async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_rede
     async def dies_before_delivery(messages: Any) -> Any:
         if not messages:
             return await real_publish(messages)
-        stranded.extend((topic.get_topic_name(), value) for topic, _, value in messages)
+        stranded.extend((topic.get_topic_name(), value) for topic, _, value, _ in messages)
         await asyncio.Future()  # never returns: the batch is never acknowledged
 
     monkeypatch.setattr(ingest, "_publish", dies_before_delivery)
@@ -301,7 +301,7 @@ async def test_a_dead_letter_the_producer_cannot_deliver_holds_the_batch_and_say
 
     async def dead_letters_fail(sent: Any) -> Any:
         if not broken.is_set() or not any(topic.get_topic_name() == dead_letters
-                                          for topic, _, _ in sent):
+                                          for topic, *_ in sent):
             return await real_publish(sent)
         attempts.append(len(sent))
         failed = asyncio.get_running_loop().create_future()
