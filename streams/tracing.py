@@ -115,7 +115,7 @@ def _tracestate(state: bytes | str | None) -> bytes:
     return raw.strip()
 
 
-def incoming(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
+def incoming(headers: Sequence[tuple[str, bytes]] | Mapping[str, Any] | None
              ) -> TraceContext | None:
     """The trace context in a consumed message's headers, or None.
 
@@ -144,6 +144,16 @@ def new_context(sampled: bool = False) -> TraceContext:
     (32, 16, True)
     """
     return TraceContext(f"{getrandbits(128) or 1:032x}", f"{getrandbits(64) or 1:016x}", sampled)
+
+
+def carried(headers: Sequence[tuple[str, bytes]] | Mapping[str, Any] | None) -> Headers:
+    """Trace headers for a message sent on behalf of a request with ``headers`` (an
+    HTTP request's, say): the request's trace, or a new one.
+
+    >>> carried({"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    [('traceparent', b'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')]
+    """
+    return (incoming(headers) or new_context()).headers()
 
 
 def otlp_traces_url(endpoint: str) -> str:

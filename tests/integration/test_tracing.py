@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
@@ -22,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from schemas.codec import decode, pack
+from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
@@ -134,6 +136,32 @@ async def test_a_click_without_or_with_a_malformed_traceparent_starts_a_trace_of
     assert "0" * 32 not in traces.values()
     for name, trigger in triggers.items():
         assert context_of(trigger).trace_id == traces[name]
+
+
+async def test_an_erasure_requested_over_http_carries_the_requests_trace_to_what_it_causes(
+        settings: Settings) -> None:
+    operator = "operator-token-0123456789"
+    settings = settings.with_(web_port=0, operator_tokens=(operator,))
+    worker = build_worker(settings)
+    await worker.start()
+    runner = await serve(build_api(worker), "127.0.0.1", 0)
+    try:
+        produce(settings, [click("e1", "c-gone", 1)])
+        await eventually(lambda: worker.accounting.events_in >= 1, 60, "the click")
+        trace_id = "5" * 32
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://127.0.0.1:{bound_port(runner)}/v1/customers/c-gone/erasure",
+                headers={"Authorization": f"Bearer {operator}",
+                         "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}) as answer:
+            assert answer.status == 202, await answer.text()
+        (request,) = consume_all(settings, "consents", 1)
+        assert context_of(request).trace_id == trace_id
+        await eventually(lambda: worker.accounting.events_in >= 2, 60, "the request")
+        (erased,) = consume_exactly(settings, "customer-erased", 1)
+        assert context_of(erased).trace_id == trace_id
+    finally:
+        await stop_or_explain(runner.cleanup(), "the API to stop")
+        await stop_or_explain(worker.stop(), "the worker to stop")
 
 
 class Collector:
