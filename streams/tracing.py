@@ -96,6 +96,8 @@ sampled=True, state=b'k=v')
         text = value.decode("ascii") if isinstance(value, bytes) else value
     except UnicodeDecodeError:
         return None
+    if not isinstance(text, str) or len(text) > _MAX_TRACESTATE:
+        return None  # not a header value, or far longer than any version's
     match = _TRACEPARENT.fullmatch(text.strip())
     if match is None:
         return None
