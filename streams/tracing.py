@@ -27,19 +27,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import getrandbits
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from schemas.records import DeadLetter
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -181,6 +179,14 @@ class Tracing:
         """Export over OTLP/HTTP when an endpoint is set; else propagate only."""
         if not settings.otlp_endpoint:
             return cls()
+        # Imported only here: a worker that exports nothing does without the SDK,
+        # the exporter and their HTTP and protobuf libraries (about 4 MB resident).
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
         provider = TracerProvider(
             resource=Resource.create({"service.name": "relevanz",
                                       "service.namespace": settings.consumer_group}),
