@@ -50,6 +50,7 @@ from schemas.topics import TOPICS
 from schemas.validation import OTHER_FIELD, Limits, field_label, parse_message
 from streams.errors import StoreUnavailable
 from streams.store import EventKey, Store
+from streams.tracing import Headers, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +58,10 @@ _COMPACTED = frozenset(t.name for t in TOPICS.values() if t.compacted)
 
 #: (logical topic, message key, record) to publish.
 Output = tuple[str, bytes, Record]
-#: (logical topic, message key, encoded record): an output as the outbox keeps it.
-Encoded = tuple[str, bytes, bytes]
+#: (logical topic, message key, encoded record, headers): an output as the outbox keeps it.
+Encoded = tuple[str, bytes, bytes, Headers]
+#: (topic, message key, value, headers): a message for the producer.
+Outgoing = tuple[TopicT, bytes | None, bytes, Headers]
 
 
 class Stage(Protocol):
@@ -108,6 +111,8 @@ class Ingest:
     in_flight: int = 0
     #: The batch hook: told each handled batch and the seconds it took (metrics).
     on_batch: Callable[[Sequence[EventT[Any]], float], None] | None = None
+    #: Trace context from each input to the outputs it causes; spans when exporting.
+    tracing: Tracing = field(default_factory=Tracing)
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
     _published: list[EventKey] = field(default_factory=list)
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
@@ -174,6 +179,7 @@ class Ingest:
 
     async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
         now = self.clock()
+        trace = self.tracing.batch(events)
         records: list[Record] = []
         keys: list[EventKey] = []
         sources: list[EventT[Any]] = []  # the event each record came from
@@ -201,6 +207,7 @@ class Ingest:
             keys.append((_partition_key(record), record.event_id))
             sources.append(event)
 
+        trace.validated(records, sources)
         seen = await self.store.seen_events(keys, now)
         # Outputs a crashed worker stored but may not have published (the batch is back).
         wanted = seen - self._unsettled
@@ -211,6 +218,7 @@ class Ingest:
         new_records = [records[i] for i in new]
         encoded: list[Encoded] = []
         anchor: EventKey | None = None
+        trace.step("apply")
         if self.stage is None:
             await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
             failed: dict[int, str] = {}
@@ -223,11 +231,13 @@ class Ingest:
             recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
             outbox: dict[EventKey, bytes] = {}
             if self.emit:
-                encoded = [(topic, key, encode(output)) for topic, key, output in emitted]
+                encoded = [(topic, key, encode(output), trace.headers(key, output))
+                           for topic, key, output in emitted]
                 if encoded and recorded:
                     anchor = recorded[0]
                     outbox[anchor] = pack(encoded)
             published = list(self._published)
+            trace.step("commit")
             await self.stage.commit(recorded, now, outbox, published)
             del self._published[:len(published)]
             self._unsettled.difference_update(published)
@@ -235,6 +245,7 @@ class Ingest:
             for content_id, deleted in deleted_last.items():
                 if deleted:
                     self.catalogue_removed(content_id)
+        trace.step("publish")
         if self.emit:
             for key, blob in stored.items():
                 log.warning("outbox_republished", anchor_event_id=key[1],
@@ -244,10 +255,12 @@ class Ingest:
                 await self._publish_tracked(anchor, encoded)
             else:
                 # No applied event to anchor them (rare: only batch-level messages).
-                await self._deliver([(self.outputs[t], k, v) for t, k, v in encoded])
+                await self._deliver([(self.outputs[t], k, v, h) for t, k, v, h in encoded])
             if letters:
-                await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
+                await self._deliver([(self.dead_letters, letter.original_key, encode(letter),
+                                      trace.headers(letter.original_key, letter))
                                      for letter in letters])
+        trace.end()
         self.accounting.count_batch(
             applied=len(new_records) - len(failed) + removals,
             duplicates=len(records) - len(new_records), dead_letters=len(letters),
@@ -261,10 +274,10 @@ class Ingest:
         """Publish the outputs stored under ``anchor``; once every one is delivered,
         its outbox entry is deleted with the next write."""
         self._unsettled.add(anchor)
-        await self._deliver([(self.outputs[t], k, v) for t, k, v in messages])
+        await self._deliver([(self.outputs[t], k, v, h) for t, k, v, h in messages])
         self._published.append(anchor)
 
-    async def _deliver(self, messages: Sequence[tuple[TopicT, bytes | None, bytes]]) -> None:
+    async def _deliver(self, messages: Sequence[Outgoing]) -> None:
         """Publish ``messages`` and wait until the producer delivered every one.
 
         What it refuses or fails to deliver is sent again, with a growing
@@ -275,7 +288,7 @@ class Ingest:
         pending = list(messages)
         backoff = 0.1
         while pending:
-            failed: list[tuple[TopicT, bytes | None, bytes]] = []
+            failed: list[Outgoing] = []
             errors: list[str] = []
             for message, sent in zip(pending, await _publish_each(pending), strict=True):
                 error = await _outcome(sent)
@@ -284,7 +297,7 @@ class Ingest:
                     errors.append(error)
             if not failed:
                 break
-            topics = sorted({topic.get_topic_name() for topic, _, _ in failed})
+            topics = sorted({topic.get_topic_name() for topic, *_ in failed})
             self.publish_blocked = (
                 f"{len(failed)} message(s) to {', '.join(topics)} not delivered "
                 f"({errors[0]}); consuming is held until they are")
@@ -308,8 +321,7 @@ class Ingest:
                            max_bytes=self.max_publish_bytes)
 
 
-async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
-                   ) -> list[asyncio.Future[Any]]:
+async def _publish(messages: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
     """Hand ``messages`` to the producer in order (delivered before the next offset commit).
 
     Straight to the producer rather than ``Topic.send``: Faust reaches the
@@ -321,16 +333,16 @@ async def _publish(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
         return []
     producer = await messages[0][0].app.maybe_start_producer()
     futures: list[asyncio.Future[Any]] = []
-    for topic, key, value in messages:
+    for topic, key, value, headers in messages:
         sent = cast(asyncio.Future[Any], await producer.send(
-            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=None))
+            topic.get_topic_name(), key, value, partition=None, timestamp=None,
+            headers=headers))
         sent.add_done_callback(_delivered)
         futures.append(sent)
     return futures
 
 
-async def _publish_each(messages: Sequence[tuple[TopicT, bytes | None, bytes]]
-                        ) -> list[asyncio.Future[Any] | str]:
+async def _publish_each(messages: Sequence[Outgoing]) -> list[asyncio.Future[Any] | str]:
     """:func:`_publish`, with a message the producer refuses at once (too large, or
     the producer closed) given as the error in words instead of its future."""
     try:
@@ -369,9 +381,10 @@ def _delivered(sent: asyncio.Future[Any]) -> None:
 
 
 def _unpacked(blob: bytes) -> list[Encoded]:
-    """The messages of an outbox entry."""
-    return [(str(topic), bytes(key), bytes(value))
-            for topic, key, value in decode(blob)]
+    """The messages of an outbox entry (one written before trace headers has none)."""
+    return [(str(topic), bytes(key), bytes(value),
+             [(str(n), bytes(v)) for n, v in headers[0]] if headers else [])
+            for topic, key, value, *headers in decode(blob)]
 
 
 def _partition_key(record: Record) -> str:

@@ -52,6 +52,7 @@ from streams.settings import Settings
 from streams.store import Store, open_store
 from streams.tag_rules import load_rules
 from streams.topics import ensure_topics, input_limit_warnings, message_limits
+from streams.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -250,6 +251,10 @@ class Worker:
         if self.controls is not None:
             clean = await _within(self.controls.stop(), remaining(), "controls") and clean
         clean = await _within(self.store.close(), remaining(), "store") and clean
+        if self.ingest is not None and self.ingest.tracing.exporting:
+            # The spans still buffered go to the collector (its HTTP client blocks).
+            clean = await _within(asyncio.to_thread(self.ingest.tracing.shutdown),
+                                  remaining(), "trace export") and clean
         log.info("worker_stopped", clean=clean, **self.accounting.as_dict())
 
     async def save_model(self) -> None:
@@ -439,6 +444,8 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,
         on_batch=instruments.batch_handled,
+        # Replay publishes nothing, so it has no context to carry and no spans to show.
+        tracing=Tracing.from_settings(settings) if emit else Tracing(),
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))

@@ -54,6 +54,7 @@ from schemas.validation import parse_record
 from streams.errors import BrokerUnavailable
 from streams.following import keep_following
 from streams.settings import Settings
+from streams.tracing import Headers, carried, new_context
 
 log = structlog.get_logger(__name__)
 
@@ -140,7 +141,8 @@ class Controls:
             changed_by=changed_by, campaign_id=campaign_id, reason=reason or None)
         try:
             sent = await self._producer.send_and_wait(
-                self.topic, encode(record), key=record.control_id.encode())
+                self.topic, encode(record), key=record.control_id.encode(),
+                headers=new_context().headers())
         except KafkaError as exc:
             raise BrokerUnavailable(f"could not publish the control change to {self.topic}: "
                                     f"{exc}") from exc
@@ -224,13 +226,13 @@ class Controls:
                     log.error("control_record_invalid", partition=tp.partition,
                               offset=message.offset, error=str(exc)[:500])
                     await self._dead_letter(tp.partition, message.offset, message.key,
-                                            message.value, exc)
+                                            message.value, exc, carried(message.headers))
                     continue
                 assert isinstance(record, ControlChanged)
                 self._apply(record, tp.partition, message.offset)
 
     async def _dead_letter(self, partition: int, offset: int, key: bytes | None,
-                           value: bytes, error: InvalidEvent) -> None:
+                           value: bytes, error: InvalidEvent, headers: Headers) -> None:
         if self._producer is None:
             return
         letter = dead_letter(source_topic=self.topic, partition=partition, offset=offset,
@@ -238,7 +240,8 @@ class Controls:
                              received_at=self.clock(), max_bytes=_MAX_PUBLISH_BYTES)
         try:
             await self._producer.send_and_wait(self.settings.topic("dead-letters"),
-                                               encode(letter), key=letter.original_key)
+                                               encode(letter), key=letter.original_key,
+                                               headers=headers)
         except KafkaError as exc:  # logged above; the next start tries again
             log.error("control_dead_letter_not_published", partition=partition,
                       offset=offset, error=str(exc))

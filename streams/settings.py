@@ -132,6 +132,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest a worker takes to stop on SIGTERM: it finishes the batch in flight, "
             "commits offsets and closes the store, then exits regardless. Keep it below "
             "the orchestrator's grace period (Kubernetes: 30 s by default)."),
+    Setting("RELEVANZ_OTLP_ENDPOINT", "",
+            "OpenTelemetry collector (OTLP over HTTP, protobuf) the worker exports its "
+            "spans to, e.g. `http://otel-collector:4318` (spans go to `/v1/traces` under "
+            "it). Empty: the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, and with neither no "
+            "span is recorded. Trace context is carried from inputs to outputs either way."),
+    Setting("RELEVANZ_TRACE_SAMPLE_RATIO", "1",
+            "Share (0 to 1) of traces the worker starts whose spans it exports; a trace "
+            "begun upstream follows the sampled flag of its `traceparent`."),
 )
 
 ENV_VARS: tuple[str, ...] = tuple(s.name for s in SETTINGS)
@@ -244,6 +252,23 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+def _http_url(name: str, raw: str) -> str:
+    """An http(s) URL with a host, or empty.
+
+    >>> _http_url("X", " http://collector:4318/ "), _http_url("X", "")
+    ('http://collector:4318', '')
+    """
+    url = raw.strip().rstrip("/")
+    if not url:
+        return ""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest or len(url) > 2048 or any(
+            c.isspace() for c in url):
+        raise ConfigError(f"{name}: expected an http:// or https:// URL such as "
+                          f"http://otel-collector:4318, got {raw[:200]!r}")
+    return url
+
+
 def _text(name: str, raw: str) -> str:
     if not raw.strip():
         raise ConfigError(f"{name}: must not be empty")
@@ -293,6 +318,8 @@ class Settings:
     follow_up_delay_s: float = 3600.0
     cache_customers: int = 100000
     idempotent_producers: bool = True
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -348,6 +375,9 @@ class Settings:
             cache_customers=get("RELEVANZ_CACHE_CUSTOMERS", _int(100, 100_000_000)),
             idempotent_producers=get("RELEVANZ_IDEMPOTENT_PRODUCERS",
                                      _choice("true", "false")) == "true",
+            otlp_endpoint=(get("RELEVANZ_OTLP_ENDPOINT", _http_url) or _http_url(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""))),
+            trace_sample_ratio=get("RELEVANZ_TRACE_SAMPLE_RATIO", _float(0, 1)),
         )
         if set(settings.operator_tokens) & set(settings.viewer_tokens):
             raise ConfigError("RELEVANZ_VIEWER_TOKENS: a token is also in "

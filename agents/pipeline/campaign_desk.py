@@ -48,6 +48,7 @@ from schemas.records import (
 from schemas.validation import build
 from streams.controls import Controls
 from streams.store import Store, StoredProposal
+from streams.tracing import new_context
 
 log = structlog.get_logger(__name__)
 
@@ -255,7 +256,8 @@ async def _publish(worker: Desk, topic: str, customer_id: str, record: Any) -> N
     target = outputs.get(topic)
     if target is not None:
         # Wait for the broker's acknowledgement: the operator's answer says it went out.
-        sent = await target.send(key=customer_id.encode(), value=encode(record))
+        sent = await target.send(key=customer_id.encode(), value=encode(record),
+                                 headers=new_context().headers())
         await sent
 
 

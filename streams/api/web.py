@@ -37,6 +37,7 @@ from streams.api.auth import Role, Tokens, fingerprint, generate_tokens
 from streams.api.metrics import CONTENT_TYPE, render
 from streams.api.status import Monitor
 from streams.errors import BrokerUnavailable, ConfigError, StoreUnavailable
+from streams.tracing import carried
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -315,7 +316,8 @@ class OperatorApi:
                                          value_type=bytes, key_serializer="raw",
                                          value_serializer="raw")
         try:
-            sent = await consents.send(key=customer_id.encode(), value=encode(record))
+            sent = await consents.send(key=customer_id.encode(), value=encode(record),
+                                       headers=carried(request.headers))
             await sent  # the answer says the request is on the topic
         except KafkaError as exc:
             log.warning("erasure_request_failed", error=str(exc))
@@ -384,7 +386,8 @@ class OperatorApi:
         worker.accounting.decisions += 1
         decisions = worker.ingest.outputs.get("decisions") if worker.ingest else None
         if decisions is not None:
-            await decisions.send(key=cid.encode(), value=encode(decision))
+            await decisions.send(key=cid.encode(), value=encode(decision),
+                                 headers=carried(request.headers))
         # Kept for the customer view off the answer's path: the page load does not wait.
         self._background(worker.store.record_decisions(
             [campaign_rows.stored_decision(decision)], now, worker.settings.history_retention_s))

@@ -209,7 +209,7 @@ async def test_outputs_the_producer_failed_to_deliver_are_sent_again_before_the_
     async def first_delivery_fails(sent: Any) -> Any:
         if lost or not sent:
             return await real_publish(sent)
-        lost.extend((topic.get_topic_name(), value) for topic, _, value in sent)
+        lost.extend((topic.get_topic_name(), value) for topic, _, value, _ in sent)
         futures: list[asyncio.Future[Any]] = []
         for _ in sent:
             failed = asyncio.get_running_loop().create_future()
@@ -247,12 +247,14 @@ async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_rede
     # The first worker stores a batch with outputs, then stops dead before the
     # producer gets them: what a crash between the two looks like to the broker.
     stranded: list[tuple[str, bytes]] = []
+    trace_headers: dict[bytes, list[tuple[str, bytes]]] = {}
     real_publish = ingest._publish
 
     async def dies_before_delivery(messages: Any) -> Any:
         if not messages:
             return await real_publish(messages)
-        stranded.extend((topic.get_topic_name(), value) for topic, _, value in messages)
+        stranded.extend((topic.get_topic_name(), value) for topic, _, value, _ in messages)
+        trace_headers.update((value, headers) for _, _, value, headers in messages)
         await asyncio.Future()  # never returns: the batch is never acknowledged
 
     monkeypatch.setattr(ingest, "_publish", dies_before_delivery)
@@ -282,6 +284,10 @@ async def test_outputs_a_worker_stored_but_never_delivered_are_published_on_rede
         await second.stop()
     published = published_outputs(settings)
     assert {message: published[message] for message in stranded} == dict.fromkeys(stranded, 1)
+    # With the trace context they were stored with (each output's cause's trace).
+    assert {m.value(): m.headers() for topic in OUTPUT_TOPICS
+            for m in consume_all(settings, topic.name)
+            if m.value() in trace_headers} == trace_headers
     # Delivered, so deleted from the outbox (at the latest as the worker stopped).
     await store.open()
     try:
@@ -301,7 +307,7 @@ async def test_a_dead_letter_the_producer_cannot_deliver_holds_the_batch_and_say
 
     async def dead_letters_fail(sent: Any) -> Any:
         if not broken.is_set() or not any(topic.get_topic_name() == dead_letters
-                                          for topic, _, _ in sent):
+                                          for topic, *_ in sent):
             return await real_publish(sent)
         attempts.append(len(sent))
         failed = asyncio.get_running_loop().create_future()
