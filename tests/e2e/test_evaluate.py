@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,3 +69,30 @@ def test_evaluate_names_the_bad_line_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"relevanz: error: {log} line 2: occurred_at '1997-01-01' has no UTC offset"]
+
+
+CDNOW_CUTOFF = "1997-10-01T00:00:00+00:00"
+
+
+def _figures(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {k: v for k, v in result.items() if k not in ("elapsed_s", "through_worker")}
+
+
+def test_through_the_worker_gives_the_in_process_figures(tmp_path: Path) -> None:
+    """Published to the embedded broker, applied by a worker, read back through
+    GET /v1/customers/{id}?as_of=...: every figure and learnt weight as in process."""
+    log = tmp_path / "cdnow.csv"
+    assert run(["cdnow-csv", str(log)]).returncode == 0
+    args = ["evaluate", str(log), "--cutoff", CDNOW_CUTOFF, "--holdout-weeks", "39",
+            "--json", "--customers", "150"]
+    in_process = run(args)
+    through = run([*args, "--through-worker"], timeout=600)
+    assert "through the worker" in through.stderr  # progress while it runs
+    assert "read back" in through.stderr or "customers" in through.stderr
+    figures = _figures(in_process)
+    assert figures["customers"] == 150
+    assert figures["purchase_expected"]
+    assert figures["purchase_weights"]
+    assert _figures(through) == figures
