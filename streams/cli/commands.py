@@ -482,6 +482,10 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
                f"{result['churn_horizon_days']} days")
     click.echo(f"baselines: recency {result['recency_auc']}, RFM logistic {result['rfm_auc']}, "
                f"BG/NBD {result['bgnbd_auc']}")
+    for outcome in ("purchase", "churn"):
+        # What the model learnt, strongest first (weights on the scaler's standard units).
+        weights = sorted(result[f"{outcome}_weights"].items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+        click.echo(f"{outcome} weights: " + ", ".join(f"{k} {v:+.3f}" for k, v in weights))
 
 
 @main.command("cdnow-csv")

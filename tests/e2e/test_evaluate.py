@@ -58,6 +58,12 @@ def test_evaluate_scores_the_engine_next_to_the_baselines(tmp_path: Path) -> Non
     assert result["purchase_auc"] >= 0.95
     assert result["churn_auc"] >= 0.95
     assert abs(result["purchase_expected"] - 60) <= 0.25 * 60
+    # Without --json the learnt weights are printed too, strongest first.
+    text = run(["evaluate", str(log), "--cutoff", CUTOFF.isoformat(), "--holdout-weeks", "12",
+                "-q"]).stdout
+    line = next(x for x in text.splitlines() if x.startswith("purchase weights: "))
+    first = min(result["purchase_weights"].items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    assert line.startswith(f"purchase weights: {first[0]} {first[1]:+.3f}")
 
 
 def test_evaluate_names_the_bad_line_in_one_line(tmp_path: Path) -> None:
