@@ -90,9 +90,8 @@ def customer_events(transactions: Iterable[Transaction], order: str = "time",
 def interleave(streams: Sequence[Sequence[Record]], rng: random.Random) -> list[Record]:
     """The ``streams`` merged in a uniformly random interleaving that keeps each one's order.
 
-    >>> merged = interleave([[1, 2, 3], ["a", "b"]], random.Random(1))  # type: ignore[list-item]
-    >>> [x for x in merged if isinstance(x, int)], len(merged)
-    ([1, 2, 3], 5)
+    >>> interleave([[1, 2, 3], ["a", "b"]], random.Random(1))  # type: ignore[list-item]
+    [1, 2, 'a', 3, 'b']
     """
     left = [len(s) for s in streams]
     taken = [0] * len(streams)

@@ -102,3 +102,17 @@ def test_through_the_worker_gives_the_in_process_figures(tmp_path: Path) -> None
     assert figures["purchase_expected"]
     assert figures["purchase_weights"]
     assert _figures(through) == figures
+
+
+def test_a_random_interleaving_of_the_topics_is_seeded(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    write_log(log, customers=40)
+    args = ["evaluate", str(log), "--cutoff", CUTOFF.isoformat(), "--holdout-weeks", "12",
+            "--json", "-q", "--order", "random"]
+    first, again = _figures(run([*args, "--seed", "3"])), _figures(run([*args, "--seed", "3"]))
+    assert first["order"] == "random"
+    assert first == again
+    refused = run([*args, "--through-worker"])
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("relevanz: error: --through-worker publishes in "
+                                      "event-time order: use --order time")
