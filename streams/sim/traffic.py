@@ -237,6 +237,9 @@ class TrafficGenerator:
         rng = Random(config.seed)
         self._start = config.start.astimezone(UTC)
         content = [self._draw_content(rng, i) for i in range(config.catalogue_size)]
+        # Drop-out chances come from a generator of their own: the rest of the world
+        # keeps its draws.
+        self._dropouts = Random(f"{config.seed}-dropout")
         customers = [self._draw_customer(rng, i) for i in range(config.customers)]
         self._truth = GroundTruth({c.customer_id: c for c in customers},
                                   {c.content_id: c for c in content})
@@ -297,8 +300,7 @@ class TrafficGenerator:
         for _ in range(min(len(topics), rng.choice((1, 2, 2, 3, 3, 4)))):
             raw[rng.choices(range(len(topics)), weights=popularity)[0]] += rng.gammavariate(4, 1)
         total = sum(raw)
-        # Drawn from a generator of its own: the rest of the world keeps its draws.
-        dropout = Random(f"{self.config.seed}-dropout-{i}").betavariate(1.0, 4.0)
+        dropout = self._dropouts.betavariate(1.0, 4.0)
         return CustomerTruth(
             customer_id=f"cust-{i + 1:06d}",
             interests={t: w / total for t, w in zip(topics, raw, strict=True)},
