@@ -322,8 +322,7 @@ class _Run:
         self.truth.consents.clear()
         self.truth.erased.clear()
         self.truth.lapsed.clear()
-        # Drop-out draws have a generator of their own, so the rest of the stream keeps
-        # its draws whether or not a customer lapses.
+        # Drop-out draws have a generator of their own: they add no draws to the stream's.
         self.lapse = Random(f"{self.config.seed}-lapse").random
         self.customers = list(self.truth.customers.values())
         self.content = list(self.truth.content.values())
