@@ -106,11 +106,12 @@ RECENT_DECISIONS = 20
 
 
 async def export_customer(store: Store, customer_id: str, now: datetime,
-                          forecaster: Forecaster | None = None) -> dict[str, Any] | None:
+                          forecaster: Forecaster | None = None, as_of: datetime | None = None
+                          ) -> dict[str, Any] | None:
     """Everything held about ``customer_id``, or None when nothing is.
 
     With a ``forecaster``, the purchase probability and churn risk are
-    answered as of ``now`` by its current models (``as_of``); without one,
+    answered as of ``as_of`` (default ``now``) by its current models; without one,
     they are the values computed at the customer's latest event (``as_of``
     is that event's time).
 
@@ -131,12 +132,13 @@ async def export_customer(store: Store, customer_id: str, now: datetime,
     # Newest first, each as published: content, variant, policy, score and reasons.
     data["recent_decisions"] = [decode(d.payload) for d in decisions]
     if state is not None and state.predictions is not None:
-        served = forecaster.predict_at(state, now) if forecaster is not None else None
+        asked = as_of or now
+        served = forecaster.predict_at(state, asked) if forecaster is not None else None
         if served is None:
             data["predictions"]["as_of"] = state.predictions.at.isoformat()
         else:
             data["predictions"].update(purchase=served[0], churn=served[1],
-                                       as_of=now.isoformat())
+                                       as_of=asked.isoformat())
     data["ledger_event_ids"] = events
     data["exported_at"] = now.isoformat()
     data["format_version"] = CUSTOMER_EXPORT_VERSION  # schemas/customer_export.py

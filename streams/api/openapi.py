@@ -324,7 +324,11 @@ def document() -> dict[str, Any]:
                        "503": _UNAVAILABLE}),
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string", "minLength": 1,
-                                           "maxLength": 200}}],
+                                           "maxLength": 200}},
+                               {"name": "as_of", "in": "query", "required": False,
+                                "description": "Answer the predictions as of this time "
+                                               "(ISO 8601 with an offset; default now)",
+                                "schema": {"type": "string", "format": "date-time"}}],
             }},
             "/v1/customers/{customer_id}/erasure": {"post": {
                 "summary": "Request the erasure of one customer: a consents event with "

@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -287,10 +288,21 @@ class OperatorApi:
         from streams.privacy import export_customer
 
         customer_id = _identifier(request, "customer_id")
+        raw_as_of = request.query.get("as_of")
+        as_of = None
+        if raw_as_of is not None:
+            try:
+                as_of = datetime.fromisoformat(raw_as_of)
+            except ValueError:
+                as_of = None
+            if as_of is None or as_of.tzinfo is None:
+                return _error(400, f"as_of {raw_as_of[:64]!r} is not an ISO 8601 time with "
+                                   "an offset (e.g. 1997-10-01T00:00:00+00:00)")
         try:
             stage = self.worker.stage
             held = await export_customer(self.worker.store, customer_id, utc_now(),
-                                         stage.forecaster if stage is not None else None)
+                                         stage.forecaster if stage is not None else None,
+                                         as_of=as_of)
         except StoreUnavailable as exc:
             log.warning("customer_view_failed", error=str(exc))
             return _error(503, "the store is not reachable; try again")

@@ -437,14 +437,20 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON line.")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the bootstrap intervals.")
-@click.option("--order", type=click.Choice(["time", "consents-first"]), default="time",
-              show_default=True,
-              help="Read order of the replay: all events in event-time order, or every "
-                   "consent before the purchases (as when one topic is read ahead).")
+@click.option("--order", type=click.Choice(["time", "consents-first", "random"]),
+              default="time", show_default=True,
+              help="Read order of the replay: all events in event-time order, every "
+                   "consent before the purchases (as when one topic is read ahead), or the "
+                   "two topics interleaved at random (seeded by --seed).")
+@click.option("--through-worker", is_flag=True,
+              help="Publish to an embedded broker, let a worker apply the events and read "
+                   "the predictions back through GET /v1/customers/{id}?as_of=CUTOFF.")
+@click.option("--customers", "limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N customers of the log (by id).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @one_line_errors
 def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, seed: int,
-             order: str, quiet: bool) -> None:
+             order: str, through_worker: bool, limit: int | None, quiet: bool) -> None:
     """Score the served predictions on a real transaction log, next to baselines.
 
     FILE is a CSV with the header customer_id,occurred_at,amount,quantity
@@ -463,7 +469,7 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
     logs.configure("warning", settings.log_format)
     progress = (lambda _: None) if quiet else _stderr
     result = run_evaluation(file, cutoff, holdout_weeks, settings, progress, seed=seed,
-                            order=order)
+                            order=order, through_worker=through_worker, limit=limit)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
@@ -476,6 +482,10 @@ def evaluate(file: Path, cutoff: datetime, holdout_weeks: int, as_json: bool, se
                f"{result['churn_horizon_days']} days")
     click.echo(f"baselines: recency {result['recency_auc']}, RFM logistic {result['rfm_auc']}, "
                f"BG/NBD {result['bgnbd_auc']}")
+    for outcome in ("purchase", "churn"):
+        # What the model learnt, strongest first (weights on the scaler's standard units).
+        weights = sorted(result[f"{outcome}_weights"].items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+        click.echo(f"{outcome} weights: " + ", ".join(f"{k} {v:+.3f}" for k, v in weights))
 
 
 @main.command("cdnow-csv")

@@ -49,10 +49,13 @@ from streams.store import EventKey
 BATCH = 2000
 
 
-def customer_events(transactions: Iterable[Transaction], order: str = "time") -> list[Record]:
+def customer_events(transactions: Iterable[Transaction], order: str = "time",
+                    seed: int = 7) -> list[Record]:
     """Consent at each customer's first purchase, then every purchase, in event-time order
     (``order="time"``), or every consent first (``"consents-first"``, as when the consents
-    topic is read before the purchases).
+    topic is read before the purchases), or the two topics, each in event-time order,
+    interleaved at random (``"random"``, seeded by ``seed``: every interleaving equally
+    likely, as when a consumer reads the topics at uneven paces).
 
     >>> from datetime import UTC
     >>> t = datetime(1997, 1, 1, tzinfo=UTC)
@@ -77,7 +80,35 @@ def customer_events(transactions: Iterable[Transaction], order: str = "time") ->
     if order == "consents-first":
         return [r for *_, r in [*sorted(consents, key=lambda e: e[:3]),
                                 *sorted(purchases, key=lambda e: e[:3])]]
+    if order == "random":
+        return interleave([[r for *_, r in sorted(consents, key=lambda e: e[:3])],
+                           [r for *_, r in sorted(purchases, key=lambda e: e[:3])]],
+                          random.Random(seed))
     return [r for *_, r in sorted([*consents, *purchases], key=lambda e: e[:3])]
+
+
+def interleave(streams: Sequence[Sequence[Record]], rng: random.Random) -> list[Record]:
+    """The ``streams`` merged in a uniformly random interleaving that keeps each one's order.
+
+    >>> interleave([[1, 2, 3], ["a", "b"]], random.Random(1))  # type: ignore[list-item]
+    [1, 2, 'a', 3, 'b']
+    """
+    left = [len(s) for s in streams]
+    taken = [0] * len(streams)
+    merged: list[Record] = []
+    total = sum(left)
+    while total:
+        # The next item comes from a stream with probability proportional to what it has left.
+        pick = rng.randrange(total)
+        n = 0
+        while pick >= left[n]:
+            pick -= left[n]
+            n += 1
+        merged.append(streams[n][taken[n]])
+        taken[n] += 1
+        left[n] -= 1
+        total -= 1
+    return merged
 
 
 @dataclass(frozen=True)
@@ -139,21 +170,39 @@ def served_at(forecaster: Any, state: CustomerState, at: datetime) -> Served:
 
 
 def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Settings,
-             progress: Callable[[str], None], seed: int = 7, order: str = "time"
-             ) -> dict[str, Any]:
-    """Replay the calibration purchases of ``path``, score the predictions on the holdout."""
+             progress: Callable[[str], None], seed: int = 7, order: str = "time",
+             through_worker: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """Replay the calibration purchases of ``path``, score the predictions on the holdout.
+
+    ``through_worker``: through the embedded broker, a worker and the API
+    (:mod:`streams.sim.through_worker`) instead of the customer stage in
+    process; ``limit``: only the first ``limit`` customers (by id) of the log.
+    """
     started = time.monotonic()
     transactions = read_transactions(path)
+    if limit is not None:
+        kept = set(sorted({t.customer_id for t in transactions})[:limit])
+        transactions = [t for t in transactions if t.customer_id in kept]
     end = cutoff + timedelta(weeks=holdout_weeks)
     calibration = [t for t in transactions if t.occurred_at < cutoff]
     if not calibration:
         raise InvalidTransactions(f"{path}: no purchase before the cutoff {cutoff.isoformat()}")
     customers = sorted({t.customer_id for t in calibration})
     later = [t for t in transactions if cutoff <= t.occurred_at < end]
-    records = customer_events(calibration, order)
+    if through_worker and order != "time":
+        raise ConfigError("--through-worker publishes in event-time order: use --order time")
+    records = customer_events(calibration, order, seed)
     progress(f"{len(customers)} customers, {len(calibration)} purchases before the cutoff, "
              f"{len(later)} in the {holdout_weeks}-week holdout")
-    served, forecaster = asyncio.run(replay_in_process(settings, records, cutoff, progress))
+    if through_worker:
+        from streams.sim.through_worker import replay_through_worker
+
+        read, forecaster = asyncio.run(replay_through_worker(
+            settings, records, customers, cutoff, progress))
+        served = {cid: Served(*read[cid]) for cid in customers}
+    else:
+        served, forecaster = asyncio.run(replay_in_process(settings, records, cutoff,
+                                                           progress))
     rules = forecaster.predictors.rules
     bought = {t.customer_id for t in later}
     within = {t.customer_id for t in later
@@ -168,6 +217,7 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
     result: dict[str, Any] = {
         "customers": len(customers),
         "order": order,
+        "through_worker": through_worker,
         "buyers": sum(labels),
         "purchase_auc": _r(roc_auc(labels, p_buy)),
         "purchase_auc_ci": [_r(v) for v in bootstrap_auc(labels, p_buy, rng)],

@@ -9,7 +9,10 @@ The stream is what upstream systems would put on the wire: :class:`Message`
 values (logical topic, key, bytes).  First the content catalogue, then
 customers appear over time: a profile, a consent decision, then sessions of
 clicks driven by their interests, some ending in a purchase, with occasional
-consent changes, erasure requests and profile updates.  A share of messages is
+consent changes, erasure requests and profile updates.  Customers lapse the
+way real buyers do (BG/NBD): after each purchase a customer stops for good
+with a drop-out chance of their own (``CustomerTruth.dropout``), so recency
+tells the lapsed from the active.  A share of messages is
 malformed (labelled with its kind; each one is rejected by
 :func:`schemas.validation.parse_message`) and a share are redeliveries of an
 earlier valid message.
@@ -174,6 +177,9 @@ class CustomerTruth:
     activity: int
     birth_year: int | None
     gender: str | None
+    #: Chance of stopping for good after each purchase (BG/NBD's drop-out, drawn per
+    #: customer from Beta(1, 4): mean 0.2, some customers stay for a long time).
+    dropout: float = 0.0
 
     def top_interests(self, k: int = 3) -> list[str]:
         """The ``k`` topics with the highest hidden weight, strongest first."""
@@ -212,6 +218,8 @@ class GroundTruth:
     #: Purposes each appeared customer has granted.
     consents: dict[str, frozenset[str]] = field(default_factory=dict)
     erased: set[str] = field(default_factory=set)
+    #: Customers who stopped for good after a purchase (they send nothing more).
+    lapsed: set[str] = field(default_factory=set)
 
 
 class _Pending(NamedTuple):
@@ -229,6 +237,9 @@ class TrafficGenerator:
         rng = Random(config.seed)
         self._start = config.start.astimezone(UTC)
         content = [self._draw_content(rng, i) for i in range(config.catalogue_size)]
+        # Drop-out chances come from a generator of their own: the rest of the world
+        # keeps its draws.
+        self._dropouts = Random(f"{config.seed}-dropout")
         customers = [self._draw_customer(rng, i) for i in range(config.customers)]
         self._truth = GroundTruth({c.customer_id: c for c in customers},
                                   {c.content_id: c for c in content})
@@ -289,6 +300,7 @@ class TrafficGenerator:
         for _ in range(min(len(topics), rng.choice((1, 2, 2, 3, 3, 4)))):
             raw[rng.choices(range(len(topics)), weights=popularity)[0]] += rng.gammavariate(4, 1)
         total = sum(raw)
+        dropout = self._dropouts.betavariate(1.0, 4.0)
         return CustomerTruth(
             customer_id=f"cust-{i + 1:06d}",
             interests={t: w / total for t, w in zip(topics, raw, strict=True)},
@@ -298,6 +310,7 @@ class TrafficGenerator:
             activity=min(5, int(rng.paretovariate(1.5))),
             birth_year=rng.randint(1945, 2008) if rng.random() < 0.9 else None,
             gender=rng.choice(("female", "male", "diverse")) if rng.random() < 0.6 else None,
+            dropout=dropout,
         )
 
 
@@ -308,6 +321,9 @@ class _Run:
         self.config, self.truth, self.rng, self.random = gen.config, gen.truth, rng, rng.random
         self.truth.consents.clear()
         self.truth.erased.clear()
+        self.truth.lapsed.clear()
+        # Drop-out draws have a generator of their own: they add no draws to the stream's.
+        self.lapse = Random(f"{self.config.seed}-lapse").random
         self.customers = list(self.truth.customers.values())
         self.content = list(self.truth.content.values())
         self.by_topic: dict[str, list[ContentTruth]] = {t: [] for t in self.config.topics}
@@ -432,10 +448,7 @@ class _Run:
         events: list[_Pending] = []
         r = rng.random()
         if r < _ERASURE and self.n_active > 1:  # the last customer stays, so the stream goes on
-            self.n_active -= 1
-            self.active = [a for a in self.active if a != cid]
-            hour = self.by_hour[self.utc_hour[cid]]
-            hour[:] = [a for a in hour if a != cid]
+            self._leave(cid)
             return [self._consent(c, "erasure_requested", (), frozenset(), "privacy-request")]
         if r < _CONSENT_CHANGE:
             events.append(self._consent_change(c))
@@ -461,7 +474,19 @@ class _Run:
             events.append(_Pending("clicks", cid, click, None))
         if rng.random() < c.purchase_rate:
             events.append(_Pending("purchases", cid, self._purchase(c, topics, campaign), None))
+            # As in BG/NBD: after a purchase the customer may stop for good (the last
+            # customer stays, so the stream goes on).
+            if self.lapse() < c.dropout and self.n_active > 1:
+                self._leave(cid)
+                self.truth.lapsed.add(cid)
         return events
+
+    def _leave(self, cid: str) -> None:
+        """No more sessions for ``cid`` (erased or lapsed)."""
+        self.n_active -= 1
+        self.active = [a for a in self.active if a != cid]
+        hour = self.by_hour[self.utc_hour[cid]]
+        hour[:] = [a for a in hour if a != cid]
 
     def _topic(self, c: CustomerTruth) -> str:
         topics = self.config.topics

@@ -449,6 +449,13 @@ async def test_customer_view_shows_what_is_held(api: Api, worker: Worker,
     assert "email" in text
     status, body, _ = await api.call("GET", "/v1/customers/nobody", VIEWER)
     assert (status, body) == (404, {"error": "nothing is held about this customer"})
+    # Predictions as of a time asked for (relevanz evaluate --through-worker reads them so).
+    asked = "1997-10-01T00:00:00+00:00"
+    then = await api.get("/v1/customers/c-42?as_of=" + asked.replace("+", "%2B"))
+    assert then["predictions"]["as_of"] == asked
+    status, body, _ = await api.call("GET", "/v1/customers/c-42?as_of=yesterday", VIEWER)
+    assert status == 400
+    assert "as_of 'yesterday' is not an ISO 8601 time" in body["error"]
 
 
 async def test_an_operator_requests_an_erasure_and_the_worker_erases(

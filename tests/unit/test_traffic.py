@@ -262,8 +262,28 @@ def test_customers_follow_a_lifecycle_the_engine_must_respect() -> None:
     assert erased, "a long enough run includes erasure requests"
 
 
+def test_customers_lapse_after_a_purchase_and_send_nothing_more() -> None:
+    """As in BG/NBD: after a purchase a customer may stop for good, so recency
+    separates the lapsed from the active."""
+    gen, messages = run(30_000, seed=5, customers=300)
+    last: dict[str, tuple[int, str]] = {}
+    for n, m in enumerate(valid(messages)):
+        if m.topic != "content":
+            last[parse(m).customer_id] = (n, m.topic)
+    lapsed = gen.truth.lapsed
+    assert 0.2 * len(last) <= len(lapsed) < len(last)
+    # A lapsed customer's last event is the purchase they lapsed after.
+    assert all(last[cid][1] == "purchases" for cid in lapsed)
+    # ... and lies further back than an active customer's, on average.
+    active = [n for cid, (n, _) in last.items() if cid not in lapsed]
+    assert sum(last[c][0] for c in lapsed) / len(lapsed) < 0.8 * sum(active) / len(active)
+    dropouts = [c.dropout for c in gen.truth.customers.values()]
+    assert 0.15 < sum(dropouts) / len(dropouts) < 0.25
+
+
 def test_clicks_follow_hidden_interests() -> None:
-    gen, messages = run(30_000, seed=8, customers=60)
+    # Customers lapse (see above): enough of them to judge need a larger audience.
+    gen, messages = run(30_000, seed=8, customers=100)
     clicked: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for m in valid(messages):
         if m.topic == "clicks":
