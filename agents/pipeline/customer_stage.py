@@ -29,9 +29,8 @@ from agents.core.customer import CustomerPredictions, CustomerState
 from agents.core.engine import Chosen, EngineRules, handle
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
-from agents.core.uplift import StatDelta
+from agents.core.uplift import CampaignCounts
 from agents.ingest import Output
-from agents.pipeline.campaign_rows import counts as stat_counts
 from agents.pipeline.campaign_rows import stored, stored_decision
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
@@ -82,7 +81,7 @@ class CustomerStage:
     count_campaigns: bool = True
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
-    _stats: list[StatDelta] = field(default_factory=list)
+    _stats: list[CampaignCounts] = field(default_factory=list)
     #: Decisions of the current batch, kept at commit for the customer view.
     _decisions: list[DecisionMade] = field(default_factory=list)
     tag_changes: int = 0
@@ -266,7 +265,7 @@ class CustomerStage:
         # Counters, decisions and the outbox go with the states (one transaction in the
         # embedded store; see Store.save_customers for Cassandra's order).
         await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s,
-                               [stat_counts(d) for d in self._stats],
+                               list(self._stats),
                                [stored_decision(d) for d in self._decisions],
                                outbox, published)
         self._proposals.clear()

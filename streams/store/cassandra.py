@@ -662,7 +662,7 @@ class CassandraStore:
             rows = await self._rows("campaign_stats", prepared["select_campaign_stats"],
                                     (campaign_id,))
         return sorted((counts_of(row) for row in rows),
-                      key=lambda c: (c.campaign_id, c.variant, c.cohort))
+                      key=lambda c: (c.campaign_id, c.variant, c.group))
 
     async def put_proposals(self, proposals: Sequence[StoredProposal]) -> None:
         _, prepared = self._ready("put_proposals")

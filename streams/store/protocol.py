@@ -48,6 +48,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.core.customer import CustomerState
+from agents.core.uplift import CampaignCounts as CampaignCounts  # the core's type, stored
 
 #: ``(partition key, event_id)``: the partition key is the customer id, or the
 #: content id for catalogue events.
@@ -63,26 +64,6 @@ class Snapshot:
     blob: bytes
     checksum: str
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class CampaignCounts:
-    """Counters of one campaign, content variant and cohort (``treated`` or ``holdout``).
-
-    ``sends`` counts exposures (for the holdout, the sends it would have
-    got); ``revenue_sq`` is the sum over exposures of each one's revenue
-    squared, for the variance of revenue per exposure.  As a change (to
-    :meth:`Store.add_campaign_stats`) any value may be negative.
-    """
-
-    campaign_id: str
-    variant: str
-    cohort: str
-    sends: int = 0
-    clicks: int = 0
-    conversions: int = 0
-    revenue: float = 0.0
-    revenue_sq: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +240,7 @@ class Store(Protocol):
         """Up to ``limit`` unexpired decisions of the customer, newest first."""
 
     async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
-        """Add each change to the counters of its campaign, variant and cohort.
+        """Add each change to the counters of its campaign, variant and group.
 
         Revenue is kept to the cent (Cassandra counters are integers).
         """

@@ -627,7 +627,7 @@ async def test_campaign_counters_add_up_per_variant_and_cohort(
         CampaignCounts(spring, "boots", "treated", 2, 1, 1, 20.0, 399.6),
     ]
     every = [c for c in await store.campaign_stats() if c.campaign_id in (spring, autumn)]
-    assert [(c.campaign_id, c.variant, c.cohort, c.sends) for c in every] == sorted([
+    assert [(c.campaign_id, c.variant, c.group, c.sends) for c in every] == sorted([
         (autumn, "coats", "treated", 2), (spring, "boots", "holdout", 0),
         (spring, "boots", "treated", 2)])
     assert await store.campaign_stats(cid("never")) == []
