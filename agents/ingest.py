@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -49,7 +49,7 @@ from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
 from schemas.validation import OTHER_FIELD, Limits, field_label, parse_message
 from streams.errors import StoreUnavailable
-from streams.store import EventKey, Store
+from streams.store import BatchWrite, EventKey, Store
 
 log = structlog.get_logger(__name__)
 
@@ -69,12 +69,10 @@ class Stage(Protocol):
         """Apply new, valid records in order; return messages to publish and, by
         position in ``records``, the reason for each record that could not be applied."""
 
-    async def commit(self, events: Sequence[EventKey], now: datetime,
-                     outbox: Mapping[EventKey, bytes] | None = None,
-                     published: Sequence[EventKey] = ()) -> None:
-        """Persist what ``apply`` changed together with the ledger entries ``events``,
-        the ``outbox`` entries and the deletion of the ``published`` ones
-        (as :meth:`streams.store.Store.save_customers` does)."""
+    async def commit(self, batch: BatchWrite, now: datetime) -> None:
+        """Persist what ``apply`` changed together with ``batch`` (its ledger entries,
+        outbox entry and published anchors), as :meth:`streams.store.Store.write_batch`
+        does."""
 
     def rollback(self) -> None:
         """Forget what ``apply`` changed since the last commit; the batch is retried."""
@@ -228,7 +226,8 @@ class Ingest:
                     anchor = recorded[0]
                     outbox[anchor] = pack(encoded)
             published = list(self._published)
-            await self.stage.commit(recorded, now, outbox, published)
+            await self.stage.commit(
+                BatchWrite(events=recorded, outbox=outbox, published=published), now)
             del self._published[:len(published)]
             self._unsettled.difference_update(published)
         if self.catalogue_removed is not None:

@@ -17,8 +17,8 @@ customer back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
@@ -51,7 +51,7 @@ from schemas.records import (
 from streams.catalogue import Catalogue
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
-from streams.store import EventKey
+from streams.store import BatchWrite, EventKey
 
 log = structlog.get_logger(__name__)
 
@@ -248,26 +248,25 @@ class CustomerStage:
         self._unrecorded.clear()
         self._applied.clear()
 
-    async def commit(self, events: Sequence[EventKey], now: datetime,
-                     outbox: Mapping[EventKey, bytes] | None = None,
-                     published: Sequence[EventKey] = ()) -> None:
-        """Carry out the batch's erasures, then write its states, ledger entries and outbox."""
+    async def commit(self, batch: BatchWrite, now: datetime) -> None:
+        """Carry out the batch's erasures, then write ``batch`` with its states,
+        campaign counters and decisions."""
         store = self.cache.store
         for cid, (requested_at, _) in self._erasures.items():
             ref = self.forget_list.pseudonyms.ref(cid)
             await store.forget(ref, requested_at)
             await store.delete_customer(cid)
-        recorded = [key for key in events if key not in self._unrecorded]
+        recorded = [key for key in batch.events if key not in self._unrecorded]
         # Proposals before the states: a proposal whose customer state (contact log)
         # is stored must be there for an operator; a redelivery stores it once.
         if self._proposals:
             await store.put_proposals([stored(p) for p in self._proposals])
         # Counters, decisions and the outbox go with the states (one transaction in the
-        # embedded store; see Store.save_customers for Cassandra's order).
-        await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s,
-                               list(self._stats),
-                               [stored_decision(d) for d in self._decisions],
-                               outbox, published)
+        # embedded store; see Store.write_batch for Cassandra's order).
+        await self.cache.flush(
+            replace(batch, events=recorded, stats=list(self._stats),
+                    decisions=[stored_decision(d) for d in self._decisions]),
+            now, self.ledger_ttl_s, self.history_ttl_s)
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()

@@ -60,7 +60,7 @@ from streams.errors import BenchStalled, BrokerUnavailable
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
-from streams.store import EventKey
+from streams.store import BatchWrite, EventKey
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
 
@@ -554,7 +554,7 @@ async def preload(store_path: Path, customers: int, progress: Progress) -> float
             for first in range(0, customers, _PRELOAD_CHUNK):
                 states = [preload_state(f"cust-{i + 1:06d}", i, at)
                           for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
-                await store.save_customers(states, [], at, 0.0, 0.0)
+                await store.write_batch(BatchWrite(states), at, 0.0, 0.0)
                 progress(f"preload: {first + len(states):,}/{customers:,} customers "
                          f"in the store")
         finally:
