@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -59,6 +59,21 @@ _COMPACTED = frozenset(t.name for t in TOPICS.values() if t.compacted)
 Output = tuple[str, bytes, Record]
 #: (logical topic, message key, encoded record): an output as the outbox keeps it.
 Encoded = tuple[str, bytes, bytes]
+
+
+@dataclass
+class _Batch:
+    """A batch's messages once validated (:meth:`Ingest._validate`)."""
+
+    records: list[Record] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
+    #: The event each record came from.
+    sources: list[EventT[Any]] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    #: Catalogue tombstones: each deletes an item.
+    removals: int = 0
+    #: Per catalogue key, whether the batch's last message for it is a tombstone.
+    deleted_last: dict[str, bool] = field(default_factory=dict)
 
 
 class Stage(Protocol):
@@ -171,14 +186,30 @@ class Ingest:
         return not self.in_flight
 
     async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
+        """Validate, de-duplicate, apply and commit, publish, count: one batch, once."""
         now = self.clock()
-        records: list[Record] = []
-        keys: list[EventKey] = []
-        sources: list[EventT[Any]] = []  # the event each record came from
-        letters: list[DeadLetter] = []
-        removals = 0
-        # Per catalogue key, whether the batch's last message for it is a tombstone.
-        deleted_last: dict[str, bool] = {}
+        batch = self._validate(events, now)
+        seen = await self.store.seen_events(batch.keys, now)
+        # Outputs a crashed worker stored but may not have published (the batch is back).
+        wanted = seen - self._unsettled
+        stored = (await self.store.unpublished(sorted(wanted), now)
+                  if wanted and self.emit and self.stage is not None else {})
+        fresh = first_occurrences(batch.keys, seen)
+        new = [i for i, is_new in enumerate(fresh) if is_new]
+        anchor, encoded, failed = await self._apply_and_commit(batch, new, now)
+        if self.catalogue_removed is not None:
+            for content_id, deleted in batch.deleted_last.items():
+                if deleted:
+                    self.catalogue_removed(content_id)
+        if self.emit:
+            await self._publish_batch(stored, anchor, encoded, batch.letters)
+        self._count(batch, len(new), len(failed))
+
+    def _validate(self, events: Sequence[EventT[Any]], now: datetime) -> _Batch:
+        """Parse every message: a record to apply, a tombstone, or a dead letter."""
+        batch = _Batch()
+        records, keys, sources, letters = batch.records, batch.keys, batch.sources, batch.letters
+        deleted_last = batch.deleted_last
         for event in events:
             message = event.message
             logical = self.logical_names[message.topic]
@@ -187,7 +218,7 @@ class Ingest:
                 if message.value is None:
                     # A tombstone deletes the item: applied like any other change
                     # (after the batch's records, so their order is kept).
-                    removals += 1
+                    batch.removals += 1
                     continue
             try:
                 record = parse_message(logical, message.key, message.value, now=now,
@@ -198,60 +229,64 @@ class Ingest:
             records.append(record)
             keys.append((_partition_key(record), record.event_id))
             sources.append(event)
+        return batch
 
-        seen = await self.store.seen_events(keys, now)
-        # Outputs a crashed worker stored but may not have published (the batch is back).
-        wanted = seen - self._unsettled
-        stored = (await self.store.unpublished(sorted(wanted), now)
-                  if wanted and self.emit and self.stage is not None else {})
-        fresh = first_occurrences(keys, seen)
-        new = [i for i, is_new in enumerate(fresh) if is_new]
-        new_records = [records[i] for i in new]
+    async def _apply_and_commit(self, batch: _Batch, new: Sequence[int], now: datetime
+                                ) -> tuple[EventKey | None, list[Encoded], dict[int, str]]:
+        """Apply the ``new`` records and write them with the ledger entries and outbox.
+
+        Returns the anchor of the outbox entry (None: none written), the encoded
+        outputs, and the reason for each new record (by position in ``new``) that
+        could not be applied.
+        """
+        keys, letters = batch.keys, batch.letters
+        new_records = [batch.records[i] for i in new]
         encoded: list[Encoded] = []
         anchor: EventKey | None = None
         if self.stage is None:
             await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
-            failed: dict[int, str] = {}
-        else:
-            emitted, failed = await self.stage.apply(new_records, now)
-            for position, reason in failed.items():
-                # A valid event the engine could not apply: a bug, not bad input.
-                # It is dead-lettered (and not recorded as seen), never lost.
-                letters.append(self._dead_letter(sources[new[position]], now, reason, None))
-            recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
-            outbox: dict[EventKey, bytes] = {}
-            if self.emit:
-                encoded = [(topic, key, encode(output)) for topic, key, output in emitted]
-                if encoded and recorded:
-                    anchor = recorded[0]
-                    outbox[anchor] = pack(encoded)
-            published = list(self._published)
-            await self.stage.commit(
-                BatchWrite(events=recorded, outbox=outbox, published=published), now)
-            del self._published[:len(published)]
-            self._unsettled.difference_update(published)
-        if self.catalogue_removed is not None:
-            for content_id, deleted in deleted_last.items():
-                if deleted:
-                    self.catalogue_removed(content_id)
+            return anchor, encoded, {}
+        emitted, failed = await self.stage.apply(new_records, now)
+        for position, reason in failed.items():
+            # A valid event the engine could not apply: a bug, not bad input.
+            # It is dead-lettered (and not recorded as seen), never lost.
+            letters.append(self._dead_letter(batch.sources[new[position]], now, reason, None))
+        recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
+        outbox: dict[EventKey, bytes] = {}
         if self.emit:
-            for key, blob in stored.items():
-                log.warning("outbox_republished", anchor_event_id=key[1],
-                            reason="batch redelivered")
-                await self._publish_tracked(key, _unpacked(blob))
-            if anchor is not None:
-                await self._publish_tracked(anchor, encoded)
-            else:
-                # No applied event to anchor them (rare: only batch-level messages).
-                await self._deliver([(self.outputs[t], k, v) for t, k, v in encoded])
-            if letters:
-                await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
-                                     for letter in letters])
+            encoded = [(topic, key, encode(output)) for topic, key, output in emitted]
+            if encoded and recorded:
+                anchor = recorded[0]
+                outbox[anchor] = pack(encoded)
+        published = list(self._published)
+        await self.stage.commit(
+            BatchWrite(events=recorded, outbox=outbox, published=published), now)
+        del self._published[:len(published)]
+        self._unsettled.difference_update(published)
+        return anchor, encoded, failed
+
+    async def _publish_batch(self, stored: Mapping[EventKey, bytes], anchor: EventKey | None,
+                             encoded: Sequence[Encoded], letters: Sequence[DeadLetter]) -> None:
+        """Publish outputs left in the outbox, the batch's outputs and its dead letters."""
+        for key, blob in stored.items():
+            log.warning("outbox_republished", anchor_event_id=key[1],
+                        reason="batch redelivered")
+            await self._publish_tracked(key, _unpacked(blob))
+        if anchor is not None:
+            await self._publish_tracked(anchor, encoded)
+        else:
+            # No applied event to anchor them (rare: only batch-level messages).
+            await self._deliver([(self.outputs[t], k, v) for t, k, v in encoded])
+        if letters:
+            await self._deliver([(self.dead_letters, letter.original_key, encode(letter))
+                                 for letter in letters])
+
+    def _count(self, batch: _Batch, new: int, failed: int) -> None:
         self.accounting.count_batch(
-            applied=len(new_records) - len(failed) + removals,
-            duplicates=len(records) - len(new_records), dead_letters=len(letters),
+            applied=new - failed + batch.removals,
+            duplicates=len(batch.records) - new, dead_letters=len(batch.letters),
         )
-        for letter in letters:
+        for letter in batch.letters:
             # Counted under the contract's name, never the sender's (bounded series).
             topic = self.logical_names.get(letter.source_topic, OTHER_FIELD)
             self.accounting.count_dead_letter(topic, field_label(topic, letter.field))

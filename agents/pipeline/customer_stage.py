@@ -26,7 +26,7 @@ import structlog
 from agents.core.accounting import Accounting
 from agents.core.cobuy import CoPurchases
 from agents.core.customer import CustomerPredictions, CustomerState
-from agents.core.engine import Chosen, EngineRules, handle
+from agents.core.engine import Chosen, Effects, EngineRules, handle
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
 from agents.core.uplift import CampaignCounts
@@ -105,9 +105,6 @@ class CustomerStage:
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
-        counts = self.accounting
-        learner = self.learner
-        choose = learner.choose if learner is not None else None
         # In event-time order within the batch, whatever order the topics were read
         # in (ties: profile, consent, click, purchase, then event id).
         for position in sorted(range(len(records)), key=lambda i: _event_order(records[i])):
@@ -120,22 +117,10 @@ class CustomerStage:
             while queue:
                 record = queue.pop(0)
                 cid: str = record.customer_id
-                erased_at = self._erased_at(cid)
-                if erased_at is not None and record.occurred_at <= erased_at:
-                    # The customer was erased after this event: leave no trace of it.
-                    counts.forgotten += 1
-                    self._unrecorded.add((cid, record.event_id))
+                if self._forgotten(record):
                     continue
-                content_id = getattr(record, "content_id", None)
-                topics = self.catalogue.topics_of(content_id) if content_id else None
-                outlook = LocalOutlook.of(states[cid], record.occurred_at,
-                                            self.forecaster)
                 try:
-                    state, effects = handle(
-                        states[cid], record, self.rules, topics, self.catalogue.items,
-                        sends_paused=self.sends_paused(), choose=choose,
-                        campaign_paused=self.campaign_paused, predictions=outlook,
-                        cobuy=self.cobuy)
+                    state, effects = self._handle(states[cid], record)
                 except Exception as exc:
                     log.exception("apply_failed", customer=customer_ref(cid),
                                   event_id=record.event_id)
@@ -144,74 +129,121 @@ class CustomerStage:
                             f"could not be applied ({type(exc).__name__}: {exc}); "
                             "please report this message to the Relevanz maintainers")
                     continue
-                key = cid.encode()
-                outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
-                counts.cancellations += len(effects.cancellations)
-                if self.count_campaigns:
-                    self._stats.extend(effects.stats)
-                if effects.erase:
-                    self._erasures[cid] = (record.occurred_at, record.event_id)
-                    self._unrecorded.add((cid, record.event_id))
-                    # Earlier events of this batch are erased too: no ledger rows for them.
-                    self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
-                                            if at <= record.occurred_at)
-                    states[cid] = CustomerState(cid)
-                    self.cache.drop(cid)
-                    outputs.append(("customer-erased", key, CustomerErased(
-                        event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
-                        requested_at=record.occurred_at, erased_at=now, schema_version=1,
-                        caused_by=record.event_id)))
-                    counts.erasures += 1
-                    if learner is not None:
-                        learner.forget(cid)
-                    if self.forecaster is not None:
-                        self.forecaster.forget(cid)
-                    continue
-                self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
-                self._tick(record.occurred_at)
-                if effects.skipped:
-                    counts.skipped_without_consent += 1
-                    states[cid] = state  # the event is parked in it
-                    self.cache.put(state)
-                    if learner is not None:
-                        learner.observe_time(record.occurred_at)
-                    continue
-                if effects.released:
-                    queue.extend(effects.released)
-                    counts.skipped_without_consent -= len(effects.released)
-                    counts.released_after_consent += len(effects.released)
-                forecaster = self.forecaster
-                if forecaster is not None:
-                    if self.rules.consent.may_profile(state):
-                        state, drifts = forecaster.observe(state, kind_of(record),
-                                                           record.occurred_at, units_of(record))
-                        outputs.extend(_drift_messages(drifts))
-                    else:
-                        forecaster.forget(cid)
-                states[cid] = state
-                self.cache.put(state)
-                tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
-                self.tag_changes += len(tags)
-                outputs.extend(tags)
-                outputs.extend(("decisions", key, d) for d in effects.decisions)
-                outputs.extend(("send-triggers", key, t) for t in effects.triggers)
-                outputs.extend(("send-proposals", key, p) for p in effects.proposals)
-                counts.decisions += len(effects.decisions)
-                counts.send_triggers += len(effects.triggers)
-                counts.proposals += len(effects.proposals)
-                for refusal in effects.refused:
-                    counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
-                if self.count_campaigns:
-                    self._proposals.extend(effects.proposals)
-                    self._decisions.extend(effects.decisions)
-                if learner is not None:
-                    self._learn(learner, record, state, effects.chosen)
-        if learner is not None:
-            learner.expire()
-            outputs.extend(_drift_messages(learner.take_drifts()))
+                queue.extend(self._take(record, state, effects, states, now, outputs))
+        self._expire(outputs)
+        return outputs, failed
+
+    def _forgotten(self, record: Record) -> bool:
+        """True (and counted) when the customer was erased after this event: no trace of it."""
+        cid: str = record.customer_id
+        erased_at = self._erased_at(cid)
+        if erased_at is None or record.occurred_at > erased_at:
+            return False
+        self.accounting.forgotten += 1
+        self._unrecorded.add((cid, record.event_id))
+        return True
+
+    def _handle(self, state: CustomerState, record: Record) -> tuple[CustomerState, Effects]:
+        """What the core makes of ``record`` (consent first)."""
+        content_id = getattr(record, "content_id", None)
+        topics = self.catalogue.topics_of(content_id) if content_id else None
+        outlook = LocalOutlook.of(state, record.occurred_at, self.forecaster)
+        learner = self.learner
+        return handle(
+            state, record, self.rules, topics, self.catalogue.items,
+            sends_paused=self.sends_paused(),
+            choose=learner.choose if learner is not None else None,
+            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy)
+
+    def _take(self, record: Record, state: CustomerState, effects: Effects,
+              states: dict[str, CustomerState], now: datetime, outputs: list[Output]
+              ) -> Sequence[Record]:
+        """Take in what the core decided for ``record``; returns the events it released."""
+        cid: str = record.customer_id
+        counts = self.accounting
+        outputs.extend(("send-cancellations", cid.encode(), c) for c in effects.cancellations)
+        counts.cancellations += len(effects.cancellations)
+        if self.count_campaigns:
+            self._stats.extend(effects.stats)
+        if effects.erase:
+            self._erase(record, states, now, outputs)
+            return ()
+        self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
+        self._tick(record.occurred_at)
+        if effects.skipped:
+            counts.skipped_without_consent += 1
+            states[cid] = state  # the event is parked in it
+            self.cache.put(state)
+            if self.learner is not None:
+                self.learner.observe_time(record.occurred_at)
+            return ()
+        if effects.released:
+            counts.skipped_without_consent -= len(effects.released)
+            counts.released_after_consent += len(effects.released)
+        forecaster = self.forecaster
+        if forecaster is not None:
+            if self.rules.consent.may_profile(state):
+                state, drifts = forecaster.observe(state, kind_of(record),
+                                                   record.occurred_at, units_of(record))
+                outputs.extend(_drift_messages(drifts))
+            else:
+                forecaster.forget(cid)
+        states[cid] = state
+        self.cache.put(state)
+        self._emit(record, state, effects, outputs)
+        return effects.released
+
+    def _erase(self, record: Record, states: dict[str, CustomerState], now: datetime,
+               outputs: list[Output]) -> None:
+        """The customer asked to be erased: forget them from this batch on."""
+        cid: str = record.customer_id
+        self._erasures[cid] = (record.occurred_at, record.event_id)
+        self._unrecorded.add((cid, record.event_id))
+        # Earlier events of this batch are erased too: no ledger rows for them.
+        self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
+                                if at <= record.occurred_at)
+        states[cid] = CustomerState(cid)
+        self.cache.drop(cid)
+        outputs.append(("customer-erased", cid.encode(), CustomerErased(
+            event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
+            requested_at=record.occurred_at, erased_at=now, schema_version=1,
+            caused_by=record.event_id)))
+        self.accounting.erasures += 1
+        if self.learner is not None:
+            self.learner.forget(cid)
+        if self.forecaster is not None:
+            self.forecaster.forget(cid)
+
+    def _emit(self, record: Record, state: CustomerState, effects: Effects,
+              outputs: list[Output]) -> None:
+        """The messages and counts of an applied record; feed the learner."""
+        cid: str = record.customer_id
+        key = cid.encode()
+        counts = self.accounting
+        tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
+        self.tag_changes += len(tags)
+        outputs.extend(tags)
+        outputs.extend(("decisions", key, d) for d in effects.decisions)
+        outputs.extend(("send-triggers", key, t) for t in effects.triggers)
+        outputs.extend(("send-proposals", key, p) for p in effects.proposals)
+        counts.decisions += len(effects.decisions)
+        counts.send_triggers += len(effects.triggers)
+        counts.proposals += len(effects.proposals)
+        for refusal in effects.refused:
+            counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
+        if self.count_campaigns:
+            self._proposals.extend(effects.proposals)
+            self._decisions.extend(effects.decisions)
+        if self.learner is not None:
+            self._learn(self.learner, record, state, effects.chosen)
+
+    def _expire(self, outputs: list[Output]) -> None:
+        """End of batch: the models' expiries, and the drifts they found."""
+        if self.learner is not None:
+            self.learner.expire()
+            outputs.extend(_drift_messages(self.learner.take_drifts()))
         if self.forecaster is not None:
             outputs.extend(_drift_messages(self.forecaster.expire(self.watermark)))
-        return outputs, failed
 
     def _tick(self, at: datetime) -> None:
         if self.watermark is None or at > self.watermark:
