@@ -49,7 +49,8 @@ from confluent_kafka import Consumer, KafkaException
 
 from agents.core.accounting import Accounting
 from agents.core.customer import CustomerState, MasterData
-from agents.ingest import Output, batches
+from agents.faust_batches import batches
+from agents.ingest import Output
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
 from schemas.records import DecisionMade, Record

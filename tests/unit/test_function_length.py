@@ -23,7 +23,7 @@ ALLOWED: dict[str, str] = {
     # Faust's passive-drain mechanics in one closure-sharing generator; the
     # state (buffer, events, the handling future) is shared by the processor
     # and the loop, and splitting it would scatter that state.
-    "agents/ingest.py:batches": "one generator whose closure shares its state",
+    "agents/faust_batches.py:batches": "one generator whose closure shares its state",
     # The engine's one entry: consent gate first, then each kind of record in
     # turn; each branch calls a named function of the core.
     "agents/core/engine.py:handle": "the consent gate and a dispatch by record kind",
