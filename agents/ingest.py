@@ -61,6 +61,23 @@ Output = tuple[str, bytes, Record]
 Encoded = tuple[str, bytes, bytes]
 
 
+@dataclass(frozen=True)
+class HandledBatch:
+    """What the batch hook is told of each handled batch (metrics, tracing, the bench)."""
+
+    events: Sequence[EventT[Any]]
+    #: Seconds from the start of :meth:`Ingest.handle` until the batch was handled.
+    seconds: float
+    #: Ledger keys of its valid events (new and duplicate), in the batch's order.
+    keys: Sequence[EventKey]
+    #: What the stage emitted for it (none without a stage).
+    outputs: Sequence[Output]
+
+
+#: The ingest agent's one extension point: told each handled batch, in order.
+BatchHook = Callable[[HandledBatch], None]
+
+
 @dataclass
 class _Batch:
     """A batch's messages once validated (:meth:`Ingest._validate`)."""
@@ -74,6 +91,8 @@ class _Batch:
     removals: int = 0
     #: Per catalogue key, whether the batch's last message for it is a tombstone.
     deleted_last: dict[str, bool] = field(default_factory=dict)
+    #: What the stage emitted for the batch.
+    outputs: list[Output] = field(default_factory=list)
 
 
 class Stage(Protocol):
@@ -119,8 +138,8 @@ class Ingest:
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
     in_flight: int = 0
-    #: The batch hook: told each handled batch and the seconds it took (metrics).
-    on_batch: Callable[[Sequence[EventT[Any]], float], None] | None = None
+    #: The batch hooks: each told every handled batch (metrics, the bench).
+    batch_hooks: list[BatchHook] = field(default_factory=list)
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
     _published: list[EventKey] = field(default_factory=list)
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
@@ -141,9 +160,12 @@ class Ingest:
         try:
             while True:
                 try:
-                    await self._handle_once(events)
-                    if self.on_batch is not None:
-                        self.on_batch(events, time.perf_counter() - started)
+                    batch = await self._handle_once(events)
+                    if self.batch_hooks:
+                        handled = HandledBatch(events, time.perf_counter() - started,
+                                               batch.keys, batch.outputs)
+                        for hook in self.batch_hooks:
+                            hook(handled)
                     return
                 except StoreUnavailable as exc:
                     # Not acknowledging the batch is what keeps it safe: retry, never skip.
@@ -185,7 +207,7 @@ class Ingest:
                 self._unsettled.difference_update(done)
         return not self.in_flight
 
-    async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
+    async def _handle_once(self, events: Sequence[EventT[Any]]) -> _Batch:
         """Validate, de-duplicate, apply and commit, publish, count: one batch, once."""
         now = self.clock()
         batch = self._validate(events, now)
@@ -204,6 +226,7 @@ class Ingest:
         if self.emit:
             await self._publish_batch(stored, anchor, encoded, batch.letters)
         self._count(batch, len(new), len(failed))
+        return batch
 
     def _validate(self, events: Sequence[EventT[Any]], now: datetime) -> _Batch:
         """Parse every message: a record to apply, a tombstone, or a dead letter."""
@@ -247,6 +270,7 @@ class Ingest:
             await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
             return anchor, encoded, {}
         emitted, failed = await self.stage.apply(new_records, now)
+        batch.outputs = emitted
         for position, reason in failed.items():
             # A valid event the engine could not apply: a bug, not bad input.
             # It is dead-lettered (and not recorded as seen), never lost.

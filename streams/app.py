@@ -408,7 +408,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         emit=emit,
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,
-        on_batch=instruments.batch_handled,
+        batch_hooks=[instruments.batch_handled],
     )
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))
