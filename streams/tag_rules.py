@@ -24,7 +24,6 @@ streams.errors.ConfigError: rules.toml: rule 'x': floor must be a number from 0 
 from __future__ import annotations
 
 import math
-import re
 from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -38,7 +37,6 @@ from streams.errors import ConfigError
 DEFAULT_FILE = "tag-rules.toml"
 _RULE_KEYS = ("min_clicks", "window_days", "floor", "min_share", "keep_share")
 _TOP_KEYS = ("half_life_days", "max_recent", "defaults", "tags")
-_TAG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _LONGEST_DAYS = 3650  # ten years: longer windows or half-lives are a typo
 
 
@@ -84,11 +82,7 @@ def _parse(text: str, source: str) -> InterestRules:
 
 def _rule(entry: dict[str, Any], defaults: dict[str, Any], max_recent: int, number: int,
           source: str) -> TagRule:
-    tag = entry.get("tag")
-    if not isinstance(tag, str) or not _TAG.match(tag):
-        raise ConfigFileError(
-            f"{source}: rule #{number}: tag must be 1 to 100 lower-case letters, digits, "
-            f"'-' or '_', got {tag!r}")
+    tag = check.name(entry.get("tag"), "tag", f"{source}: rule #{number}")
     where = f"{source}: rule '{tag}'"
     check.known(entry, ("tag", "topic", *_RULE_KEYS), where)
     topic = entry.get("topic")

@@ -50,7 +50,6 @@ TRIGGERS = ("tag_assigned", "browse_abandonment", "cross_sell", "win_back")
 GOALS = ("clicks", "conversions", "revenue")
 #: Channels a campaign may send on (those of :data:`schemas.records.CHANNELS`).
 CHANNELS = ("email", "push", "sms", "web", "app")
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _LONGEST = timedelta(days=3650)
@@ -336,11 +335,7 @@ def _trigger_parameters(table: dict[str, Any], source: str) -> TriggerParameters
 
 
 def _campaign(entry: dict[str, Any], number: int, source: str) -> Campaign:
-    cid = entry.get("id")
-    if not isinstance(cid, str) or not _ID.match(cid):
-        raise CampaignFileError(
-            f"{source}: campaigns[{number}]: id must be 1 to 100 lower-case letters, digits, "
-            f"'-' or '_', got {cid!r}")
+    cid = check.name(entry.get("id"), "id", f"{source}: campaigns[{number}]")
     where = f"{source}: campaign '{cid}'"
     check.known(entry, _CAMPAIGN_KEYS, where)
     trigger = entry.get("trigger")

@@ -25,8 +25,11 @@ agents.core.config_file.ConfigFileError: c.toml: not valid TOML (...(at line 1, 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from typing import Any
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 
 class ConfigFileError(ValueError):
@@ -49,6 +52,14 @@ def known(table: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(table) - set(keys))
     if unknown:
         raise ConfigFileError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(keys)})")
+
+
+def name(value: object, key: str, where: str) -> str:
+    """``value``, a name of 1 to 100 lower-case letters, digits, '-' or '_' (an id, a tag)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigFileError(f"{where}: {key} must be 1 to 100 lower-case letters, digits, "
+                              f"'-' or '_', got {value!r}")
+    return value
 
 
 def table(value: object, key: str, where: str) -> dict[str, Any]:
