@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 import structlog
-from faust.streams import Stream
-from faust.types import AppT, ChannelT, EventT, StreamT, TopicT
+from faust.types import AppT, EventT, StreamT, TopicT
 
 from agents.core.accounting import Accounting, first_occurrences
+from agents.faust_batches import batches
 from schemas.codec import decode, encode, pack
 from schemas.dead_letters import dead_letter
 from schemas.errors import InvalidEvent
@@ -49,8 +49,8 @@ from schemas.records import DeadLetter, Record
 from schemas.topics import TOPICS
 from schemas.validation import OTHER_FIELD, Limits, field_label, parse_message
 from streams.errors import StoreUnavailable
-from streams.store import EventKey, Store
-from streams.tracing import Headers, Tracing
+from streams.store import BatchWrite, EventKey, Store
+from streams.tracing import BatchTrace, Headers, Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,40 @@ Encoded = tuple[str, bytes, bytes, Headers]
 Outgoing = tuple[TopicT, bytes | None, bytes, Headers]
 
 
+@dataclass(frozen=True)
+class HandledBatch:
+    """What the batch hook is told of each handled batch (metrics, tracing, the bench)."""
+
+    events: Sequence[EventT[Any]]
+    #: Seconds from the start of :meth:`Ingest.handle` until the batch was handled.
+    seconds: float
+    #: Ledger keys of its valid events (new and duplicate), in the batch's order.
+    keys: Sequence[EventKey]
+    #: What the stage emitted for it (none without a stage).
+    outputs: Sequence[Output]
+
+
+#: The ingest agent's one extension point: told each handled batch, in order.
+BatchHook = Callable[[HandledBatch], None]
+
+
+@dataclass
+class _Batch:
+    """A batch's messages once validated (:meth:`Ingest._validate`)."""
+
+    records: list[Record] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
+    #: The event each record came from.
+    sources: list[EventT[Any]] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    #: Catalogue tombstones: each deletes an item.
+    removals: int = 0
+    #: Per catalogue key, whether the batch's last message for it is a tombstone.
+    deleted_last: dict[str, bool] = field(default_factory=dict)
+    #: What the stage emitted for the batch.
+    outputs: list[Output] = field(default_factory=list)
+
+
 class Stage(Protocol):
     """What ingest hands new records to (the customer-state stage)."""
 
@@ -72,12 +106,10 @@ class Stage(Protocol):
         """Apply new, valid records in order; return messages to publish and, by
         position in ``records``, the reason for each record that could not be applied."""
 
-    async def commit(self, events: Sequence[EventKey], now: datetime,
-                     outbox: Mapping[EventKey, bytes] | None = None,
-                     published: Sequence[EventKey] = ()) -> None:
-        """Persist what ``apply`` changed together with the ledger entries ``events``,
-        the ``outbox`` entries and the deletion of the ``published`` ones
-        (as :meth:`streams.store.Store.save_customers` does)."""
+    async def commit(self, batch: BatchWrite, now: datetime) -> None:
+        """Persist what ``apply`` changed together with ``batch`` (its ledger entries,
+        outbox entry and published anchors), as :meth:`streams.store.Store.write_batch`
+        does."""
 
     def rollback(self) -> None:
         """Forget what ``apply`` changed since the last commit; the batch is retried."""
@@ -109,8 +141,8 @@ class Ingest:
     #: and go to the partition's next owner), the one in flight finishes.
     closing: bool = False
     in_flight: int = 0
-    #: The batch hook: told each handled batch and the seconds it took (metrics).
-    on_batch: Callable[[Sequence[EventT[Any]], float], None] | None = None
+    #: The batch hooks: each told every handled batch (metrics, the bench).
+    batch_hooks: list[BatchHook] = field(default_factory=list)
     #: Trace context from each input to the outputs it causes; spans when exporting.
     tracing: Tracing = field(default_factory=Tracing)
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
@@ -133,9 +165,12 @@ class Ingest:
         try:
             while True:
                 try:
-                    await self._handle_once(events)
-                    if self.on_batch is not None:
-                        self.on_batch(events, time.perf_counter() - started)
+                    batch = await self._handle_once(events)
+                    if self.batch_hooks:
+                        handled = HandledBatch(events, time.perf_counter() - started,
+                                               batch.keys, batch.outputs)
+                        for hook in self.batch_hooks:
+                            hook(handled)
                     return
                 except StoreUnavailable as exc:
                     # Not acknowledging the batch is what keeps it safe: retry, never skip.
@@ -177,16 +212,36 @@ class Ingest:
                 self._unsettled.difference_update(done)
         return not self.in_flight
 
-    async def _handle_once(self, events: Sequence[EventT[Any]]) -> None:
+    async def _handle_once(self, events: Sequence[EventT[Any]]) -> _Batch:
+        """Validate, de-duplicate, apply and commit, publish, count: one batch, once."""
         now = self.clock()
         trace = self.tracing.batch(events)
-        records: list[Record] = []
-        keys: list[EventKey] = []
-        sources: list[EventT[Any]] = []  # the event each record came from
-        letters: list[DeadLetter] = []
-        removals = 0
-        # Per catalogue key, whether the batch's last message for it is a tombstone.
-        deleted_last: dict[str, bool] = {}
+        batch = self._validate(events, now)
+        trace.validated(batch.records, batch.sources)
+        seen = await self.store.seen_events(batch.keys, now)
+        # Outputs a crashed worker stored but may not have published (the batch is back).
+        wanted = seen - self._unsettled
+        stored = (await self.store.unpublished(sorted(wanted), now)
+                  if wanted and self.emit and self.stage is not None else {})
+        fresh = first_occurrences(batch.keys, seen)
+        new = [i for i, is_new in enumerate(fresh) if is_new]
+        anchor, encoded, failed = await self._apply_and_commit(batch, new, now, trace)
+        if self.catalogue_removed is not None:
+            for content_id, deleted in batch.deleted_last.items():
+                if deleted:
+                    self.catalogue_removed(content_id)
+        trace.step("publish")
+        if self.emit:
+            await self._publish_batch(stored, anchor, encoded, batch.letters, trace)
+        trace.end()
+        self._count(batch, len(new), len(failed))
+        return batch
+
+    def _validate(self, events: Sequence[EventT[Any]], now: datetime) -> _Batch:
+        """Parse every message: a record to apply, a tombstone, or a dead letter."""
+        batch = _Batch()
+        records, keys, sources, letters = batch.records, batch.keys, batch.sources, batch.letters
+        deleted_last = batch.deleted_last
         for event in events:
             message = event.message
             logical = self.logical_names[message.topic]
@@ -195,7 +250,7 @@ class Ingest:
                 if message.value is None:
                     # A tombstone deletes the item: applied like any other change
                     # (after the batch's records, so their order is kept).
-                    removals += 1
+                    batch.removals += 1
                     continue
             try:
                 record = parse_message(logical, message.key, message.value, now=now,
@@ -206,66 +261,71 @@ class Ingest:
             records.append(record)
             keys.append((_partition_key(record), record.event_id))
             sources.append(event)
+        return batch
 
-        trace.validated(records, sources)
-        seen = await self.store.seen_events(keys, now)
-        # Outputs a crashed worker stored but may not have published (the batch is back).
-        wanted = seen - self._unsettled
-        stored = (await self.store.unpublished(sorted(wanted), now)
-                  if wanted and self.emit and self.stage is not None else {})
-        fresh = first_occurrences(keys, seen)
-        new = [i for i, is_new in enumerate(fresh) if is_new]
-        new_records = [records[i] for i in new]
+    async def _apply_and_commit(self, batch: _Batch, new: Sequence[int], now: datetime,
+                                trace: BatchTrace
+                                ) -> tuple[EventKey | None, list[Encoded], dict[int, str]]:
+        """Apply the ``new`` records and write them with the ledger entries and outbox.
+
+        Returns the anchor of the outbox entry (None: none written), the encoded
+        outputs, and the reason for each new record (by position in ``new``) that
+        could not be applied.
+        """
+        keys, letters = batch.keys, batch.letters
+        new_records = [batch.records[i] for i in new]
         encoded: list[Encoded] = []
         anchor: EventKey | None = None
         trace.step("apply")
         if self.stage is None:
             await self.store.record_events([keys[i] for i in new], now, self.dedup_horizon_s)
-            failed: dict[int, str] = {}
-        else:
-            emitted, failed = await self.stage.apply(new_records, now)
-            for position, reason in failed.items():
-                # A valid event the engine could not apply: a bug, not bad input.
-                # It is dead-lettered (and not recorded as seen), never lost.
-                letters.append(self._dead_letter(sources[new[position]], now, reason, None))
-            recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
-            outbox: dict[EventKey, bytes] = {}
-            if self.emit:
-                encoded = [(topic, key, encode(output), trace.headers(key, output))
-                           for topic, key, output in emitted]
-                if encoded and recorded:
-                    anchor = recorded[0]
-                    outbox[anchor] = pack(encoded)
-            published = list(self._published)
-            trace.step("commit")
-            await self.stage.commit(recorded, now, outbox, published)
-            del self._published[:len(published)]
-            self._unsettled.difference_update(published)
-        if self.catalogue_removed is not None:
-            for content_id, deleted in deleted_last.items():
-                if deleted:
-                    self.catalogue_removed(content_id)
-        trace.step("publish")
+            return anchor, encoded, {}
+        emitted, failed = await self.stage.apply(new_records, now)
+        batch.outputs = emitted
+        for position, reason in failed.items():
+            # A valid event the engine could not apply: a bug, not bad input.
+            # It is dead-lettered (and not recorded as seen), never lost.
+            letters.append(self._dead_letter(batch.sources[new[position]], now, reason, None))
+        recorded = [keys[i] for n, i in enumerate(new) if n not in failed]
+        outbox: dict[EventKey, bytes] = {}
         if self.emit:
-            for key, blob in stored.items():
-                log.warning("outbox_republished", anchor_event_id=key[1],
-                            reason="batch redelivered")
-                await self._publish_tracked(key, _unpacked(blob))
-            if anchor is not None:
-                await self._publish_tracked(anchor, encoded)
-            else:
-                # No applied event to anchor them (rare: only batch-level messages).
-                await self._deliver([(self.outputs[t], k, v, h) for t, k, v, h in encoded])
-            if letters:
-                await self._deliver([(self.dead_letters, letter.original_key, encode(letter),
-                                      trace.headers(letter.original_key, letter))
-                                     for letter in letters])
-        trace.end()
+            encoded = [(topic, key, encode(output), trace.headers(key, output))
+                       for topic, key, output in emitted]
+            if encoded and recorded:
+                anchor = recorded[0]
+                outbox[anchor] = pack(encoded)
+        published = list(self._published)
+        trace.step("commit")
+        await self.stage.commit(
+            BatchWrite(events=recorded, outbox=outbox, published=published), now)
+        del self._published[:len(published)]
+        self._unsettled.difference_update(published)
+        return anchor, encoded, failed
+
+    async def _publish_batch(self, stored: Mapping[EventKey, bytes], anchor: EventKey | None,
+                             encoded: Sequence[Encoded], letters: Sequence[DeadLetter],
+                             trace: BatchTrace) -> None:
+        """Publish outputs left in the outbox, the batch's outputs and its dead letters."""
+        for key, blob in stored.items():
+            log.warning("outbox_republished", anchor_event_id=key[1],
+                        reason="batch redelivered")
+            await self._publish_tracked(key, _unpacked(blob))
+        if anchor is not None:
+            await self._publish_tracked(anchor, encoded)
+        else:
+            # No applied event to anchor them (rare: only batch-level messages).
+            await self._deliver([(self.outputs[t], k, v, h) for t, k, v, h in encoded])
+        if letters:
+            await self._deliver([(self.dead_letters, letter.original_key, encode(letter),
+                                  trace.headers(letter.original_key, letter))
+                                 for letter in letters])
+
+    def _count(self, batch: _Batch, new: int, failed: int) -> None:
         self.accounting.count_batch(
-            applied=len(new_records) - len(failed) + removals,
-            duplicates=len(records) - len(new_records), dead_letters=len(letters),
+            applied=new - failed + batch.removals,
+            duplicates=len(batch.records) - new, dead_letters=len(batch.letters),
         )
-        for letter in letters:
+        for letter in batch.letters:
             # Counted under the contract's name, never the sender's (bounded series).
             topic = self.logical_names.get(letter.source_topic, OTHER_FIELD)
             self.accounting.count_dead_letter(topic, field_label(topic, letter.field))
@@ -390,86 +450,6 @@ def _unpacked(blob: bytes) -> list[Encoded]:
 def _partition_key(record: Record) -> str:
     key = getattr(record, "customer_id", None) or getattr(record, "content_id", "")
     return str(key)
-
-
-async def batches(stream: StreamT[Any], max_: int, within_s: float
-                  ) -> AsyncIterator[list[EventT[Any]]]:
-    """Events of ``stream`` in batches, unacknowledged: Faust's ``noack_take``, minus a wait.
-
-    A batch goes as soon as every event delivered to the stream so far is in
-    it, or it holds ``max_`` events, or ``within_s`` has passed since the
-    agent began waiting for it, whichever is first.  ``noack_take`` instead
-    waits its whole ``within`` after every batch unless ``max_`` events come
-    first, so below saturation every event waited for that timer (measured
-    at half load: 10.5 ms between batches of 85 events, on top of handling
-    them).  Under load the stream's queue is rarely empty and batches still
-    fill up to ``max_``.
-
-    Like ``noack_take`` (whose mechanics this follows: a processor fills the
-    buffer while the stream is drained passively), acknowledging is left to
-    the caller, and the buffer never takes more than ``max_`` events.
-    """
-    concrete = cast(Stream[Any], stream)  # the passive-drain hooks are not on StreamT
-    buffer: list[EventT[Any]] = []
-    ready = asyncio.Event()  # the buffer is full, or holds every event delivered so far
-    consumed = asyncio.Event()
-    handling: asyncio.Future[None] | None = None
-    queue = cast(ChannelT[Any], concrete.channel).queue
-    loop = asyncio.get_running_loop()
-
-    async def add_to_buffer(value: Any) -> Any:
-        nonlocal handling
-        if handling is not None:  # the caller is handling a batch: hold this event
-            try:
-                await handling
-            finally:
-                handling = None
-        event = concrete.current_event
-        if event is None:
-            raise RuntimeError("batches: the stream has no current event")
-        buffer.append(event)
-        if len(buffer) >= max_:
-            ready.set()
-            consumed.clear()
-            await concrete.wait(consumed)  # type: ignore[arg-type] # any .wait() will do
-        elif queue.empty():
-            ready.set()
-        return value
-
-    enable_acks = concrete.enable_acks
-    concrete.enable_acks = False  # acknowledged by the caller once handled
-    concrete.add_processor(add_to_buffer)
-    concrete._enable_passive(cast(Any, aiter(concrete.channel)))
-    try:
-        while not concrete.should_stop:
-            deadline = loop.time() + within_s
-            while not concrete.should_stop:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await concrete.wait_for_stopped(ready, timeout=remaining)  # type: ignore[arg-type]
-                if len(buffer) >= max_:
-                    break
-                if buffer and ready.is_set():
-                    # A delivery in progress may put its next event right now.
-                    await asyncio.sleep(0)
-                    if queue.empty():
-                        break
-                ready.clear()
-            if not buffer:
-                continue
-            handling = loop.create_future()
-            try:
-                yield list(buffer)
-            finally:
-                buffer.clear()
-                ready.clear()
-                if not handling.done():
-                    handling.set_result(None)
-                consumed.set()
-    finally:
-        concrete.enable_acks = enable_acks
-        concrete._processors.remove(add_to_buffer)
 
 
 def register(app: AppT, inputs: TopicT, ingest: Ingest, batch_max: int = 500,

@@ -16,7 +16,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import faust
 import structlog
@@ -44,6 +43,7 @@ from streams.campaign_file import load_campaigns
 from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.errors import ConfigError, StoreUnavailable
+from streams.faust_fetch_wait import use_fetch_wait
 from streams.idempotent_faust import IdempotentApp
 from streams.instruments import Instruments
 from streams.logs import use_pseudonym_key
@@ -85,30 +85,6 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def _use_fetch_wait(wait_ms: int) -> None:
-    """Make Faust's Kafka consumers wait at most ``wait_ms`` for a fetch to fill.
-
-    Faust's aiokafka driver fixes ``fetch_max_wait_ms`` at 1,500 ms; the
-    embedded broker does not answer a waiting fetch early, so every quiet
-    moment cost up to 1.5 s of latency.  The driver exposes no setting, so
-    the consumer it creates is adjusted before it starts (aiokafka reads the
-    value when it starts its fetcher).
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    create = getattr(driver.AIOKafkaConsumerThread, "_relevanz_original", None)
-    if create is None:
-        create = driver.AIOKafkaConsumerThread._create_worker_consumer
-        driver.AIOKafkaConsumerThread._relevanz_original = create  # type: ignore[attr-defined] # kept for re-use
-
-    def with_wait(self: Any, transport: Any) -> Any:
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = wait_ms
-        return consumer
-
-    driver.AIOKafkaConsumerThread._create_worker_consumer = with_wait  # type: ignore[method-assign] # see above
-
-
 def publish_limit(max_event_bytes: int, producer_max: int, broker_max: int | None) -> int:
     """The largest dead letter to publish: what both the producer and the broker take.
 
@@ -133,7 +109,7 @@ def publish_limit(max_event_bytes: int, producer_max: int, broker_max: int | Non
 def build_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings, with no agents yet."""
     register_codec()
-    _use_fetch_wait(settings.fetch_wait_ms)
+    use_fetch_wait(settings.fetch_wait_ms)
     app_type = IdempotentApp if settings.idempotent_producers else faust.App
     return app_type(
         settings.consumer_group,
@@ -443,7 +419,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         emit=emit,
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,
-        on_batch=instruments.batch_handled,
+        batch_hooks=[instruments.batch_handled],
         # Replay publishes nothing, so it has no context to carry and no spans to show.
         tracing=Tracing.from_settings(settings) if emit else Tracing(),
     )

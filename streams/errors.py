@@ -20,8 +20,10 @@ the contracts are pure), and translated at the edge with ``raise ... from``:
 
 - :class:`schemas.errors.InvalidEvent` (a malformed event): the ingest agent
   turns it into a dead letter with an actionable reason; the worker keeps running.
-- :class:`agents.core.campaigns.CampaignFileError` (the campaign book): a
-  :class:`ConfigError` naming ``RELEVANZ_CAMPAIGNS`` (:func:`streams.app.campaign_book`).
+- :class:`agents.core.config_file.ConfigFileError` (a TOML configuration file;
+  ``CampaignFileError`` for the campaign book): a :class:`ConfigError` naming
+  ``RELEVANZ_CAMPAIGNS`` (:func:`streams.app.campaign_book`) or the tag rules'
+  file (:func:`streams.tag_rules.parse_rules`).
 - :class:`agents.core.snapshots.SnapshotInvalid` (a stored model snapshot this
   release cannot read): the learner and the forecasts log
   ``model_snapshot_unreadable``, keep the snapshot and go on without it.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import faust
 from aiohttp import web
@@ -48,6 +48,17 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: Seconds from an event's broker timestamp to its outputs: up to minutes behind (lag).
 EVENT_AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                      60.0, 300.0, 900.0)
+
+
+class Handled(Protocol):
+    """What :meth:`Instruments.batch_handled` reads of a handled batch
+    (:class:`agents.ingest.HandledBatch`, which this tier cannot import)."""
+
+    @property
+    def events(self) -> Sequence[EventT[Any]]: ...
+
+    @property
+    def seconds(self) -> float: ...
 
 
 class Instruments:
@@ -79,12 +90,12 @@ class Instruments:
             "relevanz_rebalances", "Consumer group rebalances this worker went through",
             registry=self.registry)
 
-    def batch_handled(self, events: Sequence[EventT[Any]], seconds: float) -> None:
-        """Observe one handled batch (the ingest agent's batch hook)."""
-        self.batch_seconds.observe(seconds)
+    def batch_handled(self, batch: Handled) -> None:
+        """Observe one handled batch (a hook of the ingest agent)."""
+        self.batch_seconds.observe(batch.seconds)
         now = time.time()
         observe = self.event_to_output_seconds.observe
-        for event in events:
+        for event in batch.events:
             timestamp = event.message.timestamp
             if timestamp:
                 observe(max(now - timestamp, 0.0))

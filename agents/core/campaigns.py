@@ -10,9 +10,11 @@ commented file (a test keeps the two equal), and the README describes every
 key.
 
 :func:`parse_campaigns` reads a book from TOML text (``streams.campaign_file``
-reads the file).  Every problem raises
-:class:`CampaignFileError` with one line naming the file, the campaign and the
-key; unknown keys are refused, so a typo never passes silently.
+reads the file) and checks it with the one validator of configuration files
+(:mod:`agents.core.config_file`).  Every problem raises
+:class:`CampaignFileError` (that validator's error) with one line naming the
+file, the campaign and the key; unknown keys are refused, so a typo never
+passes silently.
 
 >>> book = parse_campaigns('''
 ... [[campaigns]]
@@ -23,7 +25,7 @@ key; unknown keys are refused, so a typo never passes silently.
 ... ''', "campaigns.toml")
 Traceback (most recent call last):
 ...
-agents.core.campaigns.CampaignFileError: campaigns.toml: campaign 'spring': caps[0]:
+agents.core.config_file.ConfigFileError: campaigns.toml: campaign 'spring': caps[0]:
 "per" must be a duration like "7d" or "12h", got '7x'
 >>> DEFAULT_BOOK.campaign("interest-follow-up").channels
 ('email', 'push', 'sms')
@@ -31,15 +33,15 @@ agents.core.campaigns.CampaignFileError: campaigns.toml: campaign 'spring': caps
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import cached_property
 from typing import Any
 
+from agents.core import config_file as check
+from agents.core.config_file import ConfigFileError
 from agents.core.customer import CustomerState
 
 #: What can start a campaign's send (see :mod:`agents.core.triggers`).
@@ -48,14 +50,14 @@ TRIGGERS = ("tag_assigned", "browse_abandonment", "cross_sell", "win_back")
 GOALS = ("clicks", "conversions", "revenue")
 #: Channels a campaign may send on (those of :data:`schemas.records.CHANNELS`).
 CHANNELS = ("email", "push", "sms", "web", "app")
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _LONGEST = timedelta(days=3650)
 
 
-class CampaignFileError(ValueError):
-    """A campaign file is not usable; the message names the file, campaign and key."""
+#: A campaign file is not usable; the message names the file, campaign and key (one
+#: error for both configuration files: see :mod:`agents.core.config_file`).
+CampaignFileError = ConfigFileError
 
 
 @dataclass(frozen=True)
@@ -274,18 +276,15 @@ _CAP_KEYS = ("channel", "max", "per")
 
 def parse_campaigns(text: str, source: str = "campaigns file") -> CampaignBook:
     """The book in TOML ``text``; ``source`` names the file in error messages."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CampaignFileError(f"{source}: not valid TOML ({exc})") from exc
-    _known(doc, _BOOK_KEYS, source)
+    doc = check.load_toml(text, source)
+    check.known(doc, _BOOK_KEYS, source)
     default = CampaignBook()
     quiet = doc.get("quiet_hours", default.quiet_hours)
-    triggers = _table(doc.get("triggers", {}), "triggers", source)
-    _known(triggers, tuple(_TRIGGER_KEYS), f"{source}: triggers")
+    triggers = check.table(doc.get("triggers", {}), "triggers", source)
+    check.known(triggers, tuple(_TRIGGER_KEYS), f"{source}: triggers")
     book = CampaignBook(
         caps=tuple(_cap(c, f"caps[{i}]", source, need_channel=True)
-                   for i, c in enumerate(_tables(doc.get("caps", []), "caps", source))),
+                   for i, c in enumerate(check.tables(doc.get("caps", []), "caps", source))),
         quiet_hours=_quiet(quiet, source),
         arbitration_window=_duration(doc, "arbitration_window", default.arbitration_window,
                                      source, zero=True),
@@ -299,7 +298,7 @@ def parse_campaigns(text: str, source: str = "campaigns file") -> CampaignBook:
         raise CampaignFileError(f"{source}: caps: more than one cap for a channel; "
                                 "give each channel one cap")
     campaigns: list[Campaign] = []
-    for i, entry in enumerate(_tables(doc.get("campaigns", []), "campaigns", source)):
+    for i, entry in enumerate(check.tables(doc.get("campaigns", []), "campaigns", source)):
         campaign = _campaign(entry, i, source)
         if any(c.campaign_id == campaign.campaign_id for c in campaigns):
             raise CampaignFileError(
@@ -311,40 +310,34 @@ def parse_campaigns(text: str, source: str = "campaigns file") -> CampaignBook:
 
 def _trigger_parameters(table: dict[str, Any], source: str) -> TriggerParameters:
     d = TriggerParameters()
-    browse = _table(table.get("browse_abandonment", {}), "browse_abandonment",
+    browse = check.table(table.get("browse_abandonment", {}), "browse_abandonment",
                     f"{source}: triggers")
-    win_back = _table(table.get("win_back", {}), "win_back", f"{source}: triggers")
-    cross = _table(table.get("cross_sell", {}), "cross_sell", f"{source}: triggers")
+    win_back = check.table(table.get("win_back", {}), "win_back", f"{source}: triggers")
+    cross = check.table(table.get("cross_sell", {}), "cross_sell", f"{source}: triggers")
     for name, sub in (("browse_abandonment", browse), ("win_back", win_back),
                       ("cross_sell", cross)):
-        _known(sub, _TRIGGER_KEYS[name], f"{source}: triggers.{name}")
+        check.known(sub, _TRIGGER_KEYS[name], f"{source}: triggers.{name}")
     where = f"{source}: triggers.browse_abandonment"
-    churn = win_back.get("churn_risk", d.win_back_churn)
-    if (isinstance(churn, bool) or not isinstance(churn, int | float)
-            or not math.isfinite(churn) or not 0.0 < churn <= 1.0):
-        raise CampaignFileError(f"{source}: triggers.win_back: churn_risk must be a number "
-                                f"above 0 and at most 1, got {churn!r}")
+    churn = check.number(win_back.get("churn_risk", d.win_back_churn), "churn_risk",
+                         f"{source}: triggers.win_back", 0.0, 1.0, above=True)
     return TriggerParameters(
-        browse_clicks=_whole(browse.get("min_clicks", d.browse_clicks), "min_clicks", where, 1,
-                             20),
+        browse_clicks=check.whole(browse.get("min_clicks", d.browse_clicks), "min_clicks",
+                                  where, 1, 20),
         browse_window=_duration(browse, "window", d.browse_window, where),
         browse_wait=_duration(browse, "wait", d.browse_wait, where, zero=True),
-        win_back_churn=float(churn),
-        cross_sell_support=_whole(cross.get("min_support", d.cross_sell_support),
-                                  "min_support", f"{source}: triggers.cross_sell", 1, 10**9),
+        win_back_churn=churn,
+        cross_sell_support=check.whole(cross.get("min_support", d.cross_sell_support),
+                                       "min_support", f"{source}: triggers.cross_sell", 1,
+                                       10**9),
         cross_sell_delay=_duration(cross, "delay", d.cross_sell_delay,
                                    f"{source}: triggers.cross_sell", zero=True),
     )
 
 
 def _campaign(entry: dict[str, Any], number: int, source: str) -> Campaign:
-    cid = entry.get("id")
-    if not isinstance(cid, str) or not _ID.match(cid):
-        raise CampaignFileError(
-            f"{source}: campaigns[{number}]: id must be 1 to 100 lower-case letters, digits, "
-            f"'-' or '_', got {cid!r}")
+    cid = check.name(entry.get("id"), "id", f"{source}: campaigns[{number}]")
     where = f"{source}: campaign '{cid}'"
-    _known(entry, _CAMPAIGN_KEYS, where)
+    check.known(entry, _CAMPAIGN_KEYS, where)
     trigger = entry.get("trigger")
     if trigger not in TRIGGERS:
         raise CampaignFileError(
@@ -352,18 +345,14 @@ def _campaign(entry: dict[str, Any], number: int, source: str) -> Campaign:
     goal = entry.get("goal", "clicks")
     if goal not in GOALS:
         raise CampaignFileError(f"{where}: goal must be one of {', '.join(GOALS)}, got {goal!r}")
-    channels = _strings(entry.get("channels"), "channels", where, choices=CHANNELS)
+    channels = check.strings(entry.get("channels"), "channels", where, choices=CHANNELS)
     if not channels:
         raise CampaignFileError(f"{where}: channels must name at least one channel")
     description = entry.get("description", "")
     if not isinstance(description, str):
         raise CampaignFileError(f"{where}: description must be a string, got {description!r}")
-    priority = _whole(entry.get("priority", 0), "priority", where, -1000, 1000)
-    share = entry.get("holdout_share", 0.0)
-    if (isinstance(share, bool) or not isinstance(share, int | float)
-            or not math.isfinite(share) or not 0.0 <= share <= 0.5):
-        raise CampaignFileError(
-            f"{where}: holdout_share must be a number from 0 to 0.5, got {share!r}")
+    priority = check.whole(entry.get("priority", 0), "priority", where, -1000, 1000)
+    share = check.number(entry.get("holdout_share", 0.0), "holdout_share", where, 0.0, 0.5)
     approval = entry.get("approval", False)
     if not isinstance(approval, bool):
         raise CampaignFileError(f"{where}: approval must be true or false, got {approval!r}")
@@ -371,40 +360,40 @@ def _campaign(entry: dict[str, Any], number: int, source: str) -> Campaign:
     if starts is not None and ends is not None and ends <= starts:
         raise CampaignFileError(f"{where}: ends must be after starts")
     caps = tuple(_cap(c, f"caps[{i}]", where, need_channel=False)
-                 for i, c in enumerate(_tables(entry.get("caps", []), "caps", where)))
+                 for i, c in enumerate(check.tables(entry.get("caps", []), "caps", where)))
     return Campaign(
         campaign_id=cid, trigger=trigger, channels=tuple(channels), goal=goal,
         description=description, priority=priority,
-        content=tuple(_strings(entry.get("content", []), "content", where)),
-        topics=tuple(_strings(entry.get("topics", []), "topics", where)),
-        audience=_audience(_table(entry.get("audience", {}), "audience", where), where),
-        caps=caps, holdout_share=float(share), approval=approval,
+        content=tuple(check.strings(entry.get("content", []), "content", where)),
+        topics=tuple(check.strings(entry.get("topics", []), "topics", where)),
+        audience=_audience(check.table(entry.get("audience", {}), "audience", where), where),
+        caps=caps, holdout_share=share, approval=approval,
         delay=_duration(entry, "delay", None, where, zero=True) if "delay" in entry else None,
         starts=starts, ends=ends)
 
 
 def _audience(table: dict[str, Any], where: str) -> AudienceRule:
     where = f"{where}: audience"
-    _known(table, _AUDIENCE_KEYS, where)
-    attributes = _table(table.get("attributes", {}), "attributes", where)
+    check.known(table, _AUDIENCE_KEYS, where)
+    attributes = check.table(table.get("attributes", {}), "attributes", where)
     for key, value in attributes.items():
         if not isinstance(value, str):
             raise CampaignFileError(
                 f"{where}: attributes.{key} must be a string, got {value!r}")
     bounds = {key: (None if key not in table else
-                    _whole(table[key], key, where, 0, 10**9))
+                    check.whole(table[key], key, where, 0, 10**9))
               for key in ("min_orders", "max_orders")}
     low, high = bounds["min_orders"], bounds["max_orders"]
     if low is not None and high is not None and high < low:
         raise CampaignFileError(f"{where}: max_orders must be at least min_orders")
     return AudienceRule(
-        **{key: frozenset(_strings(table.get(key, []), key, where))
+        **{key: frozenset(check.strings(table.get(key, []), key, where))
            for key in ("tags_any", "tags_all", "countries", "languages")},
         min_orders=low, max_orders=high, attributes=dict(attributes))
 
 
 def _cap(table: dict[str, Any], name: str, where: str, *, need_channel: bool) -> Cap:
-    _known(table, _CAP_KEYS, f"{where}: {name}")
+    check.known(table, _CAP_KEYS, f"{where}: {name}")
     channel = table.get("channel")
     if channel is None and need_channel:
         raise CampaignFileError(f"{where}: {name}: \"channel\" is missing; a contact cap "
@@ -414,7 +403,7 @@ def _cap(table: dict[str, Any], name: str, where: str, *, need_channel: bool) ->
                                 f"{', '.join(CHANNELS)}, got {channel!r}")
     if "max" not in table:
         raise CampaignFileError(f"{where}: {name}: \"max\" is missing")
-    count = _whole(table["max"], f"{name}: \"max\"", where, 1, 10_000)
+    count = check.whole(table["max"], f"{name}: \"max\"", where, 1, 10_000)
     if "per" not in table:
         raise CampaignFileError(f"{where}: {name}: \"per\" is missing")
     return Cap(channel, count, _span(table["per"], f"{name}: \"per\"", where, zero=False))
@@ -468,42 +457,9 @@ def _moment(value: object, key: str, where: str) -> datetime | None:
     return value
 
 
-def _strings(value: object, key: str, where: str, choices: tuple[str, ...] = ()) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise CampaignFileError(f"{where}: {key} must be a list of strings, got {value!r}")
-    for item in value:
-        if choices and item not in choices:
-            raise CampaignFileError(
-                f"{where}: {key}: {item!r} is not one of {', '.join(choices)}")
-    if len(set(value)) != len(value):
-        raise CampaignFileError(f"{where}: {key} names an entry twice")
-    return list(value)
 
 
-def _whole(value: object, key: str, where: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise CampaignFileError(
-            f"{where}: {key} must be a whole number from {lo} to {hi}, got {value!r}")
-    return value
 
-
-def _table(value: object, key: str, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CampaignFileError(f"{where}: {key} must be a table, got {value!r}")
-    return value
-
-
-def _tables(value: object, key: str, where: str) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise CampaignFileError(f"{where}: {key} must be a list of tables ([[{key}]])")
-    return value
-
-
-def _known(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise CampaignFileError(
-            f"{where}: unknown key '{unknown[0]}' (known: {', '.join(known)})")
 
 
 # --- the built-in book ----------------------------------------------------------------

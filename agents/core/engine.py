@@ -69,7 +69,7 @@ from agents.core.customer import CustomerState, Interaction, PendingSend
 from agents.core.interests import TagChange, click_topics
 from agents.core.profile import CustomerRules, apply_event, record_interaction, requests_erasure
 from agents.core.triggers import Outlook, SendCandidate, WentQuiet, send_candidates
-from agents.core.uplift import StatDelta, attribute, exposure
+from agents.core.uplift import CampaignCounts, attribute, exposure
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -144,7 +144,7 @@ class Effects:
     #: Send candidates not sent, each with its reason (``capped``, ``holdout``, ...).
     refused: list[Refusal] = field(default_factory=list)
     #: Changes to the campaign statistics.
-    stats: list[StatDelta] = field(default_factory=list)
+    stats: list[CampaignCounts] = field(default_factory=list)
     #: The event was valid but consent did not allow using it (at its event time).
     skipped: bool = False
     #: Parked events a consent change allows now: the caller applies them next, in order.
@@ -421,7 +421,7 @@ def _purchase_withdraws_reminders(state: CustomerState, order: Purchased, book: 
 
 
 def _taken_back(before: CustomerState, cancelled: Sequence[PendingSend], at: datetime,
-                cancels: Callable[[str], bool]) -> tuple[list[Interaction], list[StatDelta]]:
+                cancels: Callable[[str], bool]) -> tuple[list[Interaction], list[CampaignCounts]]:
     """History entries of withdrawn sends and of the holdout exposures withdrawn alike.
 
     Returns the entries and the statistics that take their counts back.

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from agents.core.uplift import StatDelta
+from agents.core.uplift import CampaignCounts
 from schemas.records import ProposalResolved, SendProposed, SendTriggered
 
 #: The statuses of a proposal; every one but ``proposed`` is final.
@@ -151,10 +151,10 @@ def resolution(proposal: Proposal) -> ProposalResolved:
         trigger_id=r.proposal_id if proposal.status == "approved" else None)
 
 
-def sent(trigger: SendTriggered) -> StatDelta:
+def sent(trigger: SendTriggered) -> CampaignCounts:
     """The campaign statistics' count of an approved proposal's send."""
-    return StatDelta(trigger.campaign_id, trigger.content_id, "treated", trigger.trigger_id,
-                     trigger.send_at, sends=1)
+    return CampaignCounts(trigger.campaign_id, trigger.content_id, "treated", sends=1,
+                          exposure=trigger.trigger_id, at=trigger.send_at)
 
 
 def _resolved(proposal: Proposal, status: str, at: datetime, by: str | None,

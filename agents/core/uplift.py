@@ -16,16 +16,16 @@ campaign and content), which is how later reactions find them:
 
 Counts are kept per (campaign, variant, group), where the variant is the
 content item sent; group is ``treated`` or ``holdout``.  The engine returns
-:class:`StatDelta` records for the caller to add to its counters; a cancelled
+:class:`CampaignCounts` changes for the caller to add to its counters; a cancelled
 send (or the holdout exposure such a send would have been) is taken back by
 a negative delta.  :func:`uplift` compares the groups per exposure: click
 and conversion rates with Newcombe's hybrid score interval for a difference
 of two proportions (Wilson score intervals combined), revenue per exposure
 with a Welch normal interval.
 
->>> treated = CampaignCounters(sends=1000, clicks=120, conversions=30, revenue=900.0,
+>>> treated = CampaignCounts(sends=1000, clicks=120, conversions=30, revenue=900.0,
 ...                            revenue_sq=45000.0)
->>> holdout = CampaignCounters(sends=1000, clicks=80, conversions=25, revenue=700.0,
+>>> holdout = CampaignCounts(sends=1000, clicks=80, conversions=25, revenue=700.0,
 ...                            revenue_sq=35000.0)
 >>> u = uplift(treated, holdout, "clicks")
 >>> u.rate_treated, u.rate_holdout, round(u.difference, 3), round(u.low, 4), round(u.high, 4)
@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
@@ -56,43 +56,50 @@ EXPOSURES = {"trigger": "treated", "holdout": "holdout", "proposal": "treated"}
 
 
 @dataclass(frozen=True)
-class StatDelta:
-    """A change to one campaign's counters that one event caused."""
+class CampaignCounts:
+    """Counters of one campaign, content variant and group: the one counter type.
 
-    campaign_id: str
+    The same value is a change one event caused (the engine's
+    :attr:`agents.core.engine.Effects.stats`, with the ``exposure`` it
+    belongs to and its event time ``at``), a row the store adds changes up
+    in (:meth:`streams.store.Store.add_campaign_stats`) and a total of a
+    group (:func:`uplift`, keys left empty).  ``sends`` counts exposures (for
+    the holdout, the sends it would have got); ``revenue_sq`` is the sum over
+    exposures of each one's revenue squared, for the variance of revenue per
+    exposure.  As a change any value may be negative.
+
+    >>> CampaignCounts("spring", "n-1", "treated", sends=1).plus(
+    ...     CampaignCounts(clicks=1, revenue=2.5)).as_tuple()
+    ('spring', 'n-1', 'treated', 1, 1, 0, 2.5, 0.0)
+    """
+
+    campaign_id: str = ""
     #: The content item sent (or that would have been).
-    variant: str
+    variant: str = ""
     #: ``treated`` or ``holdout``.
-    group: str
-    #: The trigger id of the exposure it belongs to.
-    exposure: str
-    #: Event time of the change (a send's or exposure's own time is its send time).
-    at: datetime
+    group: str = ""
     sends: int = 0
     clicks: int = 0
     conversions: int = 0
     revenue: float = 0.0
-    #: Change of the sum over exposures of (revenue of the exposure) squared.
+    #: Sum over exposures of (revenue of the exposure) squared.
     revenue_sq: float = 0.0
+    #: As a change: the trigger id of the exposure it belongs to.
+    exposure: str = ""
+    #: As a change: its event time (a send's or exposure's own time is its send time).
+    at: datetime | None = None
 
+    def plus(self, other: CampaignCounts) -> CampaignCounts:
+        """These counters with ``other``'s counted in (keys and change fields: these)."""
+        return replace(self, sends=self.sends + other.sends, clicks=self.clicks + other.clicks,
+                       conversions=self.conversions + other.conversions,
+                       revenue=self.revenue + other.revenue,
+                       revenue_sq=self.revenue_sq + other.revenue_sq)
 
-@dataclass
-class CampaignCounters:
-    """Sends (exposures in the holdout group), clicks, conversions and revenue."""
-
-    sends: int = 0
-    clicks: int = 0
-    conversions: int = 0
-    revenue: float = 0.0
-    revenue_sq: float = 0.0
-
-    def add(self, delta: StatDelta | CampaignCounters) -> None:
-        """Count ``delta`` in."""
-        self.sends += delta.sends
-        self.clicks += delta.clicks
-        self.conversions += delta.conversions
-        self.revenue += delta.revenue
-        self.revenue_sq += delta.revenue_sq
+    def as_tuple(self) -> tuple[str, str, str, int, int, int, float, float]:
+        """Keys and counters, in the order of the store's ``campaign_stats`` row."""
+        return (self.campaign_id, self.variant, self.group, self.sends, self.clicks,
+                self.conversions, self.revenue, self.revenue_sq)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ class Uplift:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def uplift(treated: CampaignCounters, holdout: CampaignCounters, metric: str = "clicks",
+def uplift(treated: CampaignCounts, holdout: CampaignCounts, metric: str = "clicks",
            confidence: float = 0.95) -> Uplift:
     """Difference of ``metric`` per exposure between the groups, with a ``confidence`` interval.
 
@@ -177,26 +184,26 @@ def _mean_var(total: float, squares: float, n: int) -> tuple[float, float]:
 
 
 class CampaignStats:
-    """Counters per (campaign, variant, group), added up from :class:`StatDelta` records."""
+    """Counters per (campaign, variant, group), added up from :class:`CampaignCounts` changes."""
 
     def __init__(self) -> None:
-        self.counters: dict[tuple[str, str, str], CampaignCounters] = {}
+        self.counters: dict[tuple[str, str, str], CampaignCounts] = {}
 
-    def add(self, deltas: Iterable[StatDelta]) -> None:
+    def add(self, deltas: Iterable[CampaignCounts]) -> None:
         """Count every delta in."""
         for d in deltas:
             key = (d.campaign_id, d.variant, d.group)
             counters = self.counters.get(key)
             if counters is None:
-                counters = self.counters[key] = CampaignCounters()
-            counters.add(d)
+                counters = CampaignCounts(*key)
+            self.counters[key] = counters.plus(d)
 
-    def totals(self, campaign_id: str, group: str) -> CampaignCounters:
+    def totals(self, campaign_id: str, group: str) -> CampaignCounts:
         """One group's counters of a campaign, all variants together."""
-        total = CampaignCounters()
+        total = CampaignCounts(campaign_id, "", group)
         for (campaign, _, g), counters in self.counters.items():
             if campaign == campaign_id and g == group:
-                total.add(counters)
+                total = total.plus(counters)
         return total
 
     def report(self, confidence: float = 0.95) -> dict[str, Any]:
@@ -217,7 +224,7 @@ class CampaignStats:
         return result
 
 
-def _plain(counters: CampaignCounters) -> dict[str, Any]:
+def _plain(counters: CampaignCounts) -> dict[str, Any]:
     return {"sends": counters.sends, "clicks": counters.clicks,
             "conversions": counters.conversions, "revenue": round(counters.revenue, 2)}
 
@@ -225,14 +232,14 @@ def _plain(counters: CampaignCounters) -> dict[str, Any]:
 # --- attribution -------------------------------------------------------------------------
 
 
-def exposure(entry: Interaction, sign: int = 1) -> StatDelta:
+def exposure(entry: Interaction, sign: int = 1) -> CampaignCounts:
     """The send (or holdout exposure) recorded as ``entry``, counted (``sign`` -1: taken back)."""
-    return StatDelta(entry.campaign_id or "", entry.content_id or "", EXPOSURES[entry.kind],
-                     entry.event_id, entry.occurred_at, sends=sign)
+    return CampaignCounts(entry.campaign_id or "", entry.content_id or "", EXPOSURES[entry.kind],
+                          sends=sign, exposure=entry.event_id, at=entry.occurred_at)
 
 
 def attribute(history: Sequence[Interaction], record: Clicked | Purchased,
-              window: timedelta) -> list[StatDelta]:
+              window: timedelta) -> list[CampaignCounts]:
     """What ``record`` adds to the campaigns whose exposures in ``history`` it follows.
 
     ``history`` is the customer's history before the record was applied.
@@ -255,17 +262,17 @@ def attribute(history: Sequence[Interaction], record: Clicked | Purchased,
         since = bisect_left(history, entry.occurred_at, lo=0, hi=i + 1, key=_occurred_at)
         earlier = [h for h in history[since:end] if h.event_id != record.event_id]
         group = EXPOSURES[entry.kind]
-        base = StatDelta(entry.campaign_id or "", entry.content_id or "", group,
-                         entry.event_id, at)
+        base = CampaignCounts(entry.campaign_id or "", entry.content_id or "", group,
+                              exposure=entry.event_id, at=at)
         if isinstance(record, Clicked):
             if not any(h.kind == "click" and _same_target(entry, h) for h in earlier):
-                deltas.append(_with(base, clicks=1))
+                deltas.append(replace(base, clicks=1))
             continue
         before = sum(h.amount or 0.0 for h in earlier if h.kind == "purchase")
         first = not any(h.kind == "purchase" for h in earlier)
         total = record.total
-        deltas.append(_with(base, conversions=int(first), revenue=total,
-                            revenue_sq=(before + total) ** 2 - before ** 2))
+        deltas.append(replace(base, conversions=int(first), revenue=total,
+                              revenue_sq=(before + total) ** 2 - before ** 2))
     return deltas
 
 
@@ -284,11 +291,6 @@ def _follows(entry: Interaction, record: Clicked | Purchased) -> bool:
 def _same_target(entry: Interaction, click: Interaction) -> bool:
     return ((click.content_id is not None and click.content_id == entry.content_id)
             or (click.campaign_id is not None and click.campaign_id == entry.campaign_id))
-
-
-def _with(base: StatDelta, **counts: Any) -> StatDelta:
-    return StatDelta(base.campaign_id, base.variant, base.group, base.exposure, base.at,
-                     **counts)
 
 
 def _occurred_at(entry: Interaction) -> datetime:

@@ -34,9 +34,8 @@ from agents.core import proposals as law
 from agents.core.accounting import Accounting
 from agents.core.campaigns import CampaignBook
 from agents.core.customer import CustomerState
-from agents.core.uplift import CampaignCounters, CampaignStats
+from agents.core.uplift import CampaignStats
 from agents.ingest import Ingest
-from agents.pipeline.campaign_rows import counts
 from agents.pipeline.customer_stage import CustomerStage
 from schemas.codec import decode, encode
 from schemas.records import (
@@ -104,8 +103,7 @@ async def campaign_report(worker: Desk, campaign_id: str | None = None
     rows = await worker.store.campaign_stats(campaign_id)
     # The store's rows are the counters already added up: load them as they are.
     stats = CampaignStats()
-    stats.counters = {(r.campaign_id, r.variant, r.cohort): CampaignCounters(
-        r.sends, r.clicks, r.conversions, r.revenue, r.revenue_sq) for r in rows}
+    stats.counters = {(r.campaign_id, r.variant, r.group): r for r in rows}
     report = stats.report()
     controls = worker.controls
     out = []
@@ -228,7 +226,7 @@ async def _settle(worker: Desk, before: law.Proposal, after: law.Proposal,
     body = as_json(after)
     if isinstance(result, SendTriggered):
         await _publish(worker, "send-triggers", result.customer_id, result)
-        await worker.store.add_campaign_stats([counts(law.sent(result))])
+        await worker.store.add_campaign_stats([law.sent(result)])
         worker.accounting.send_triggers += 1
         body["trigger_id"] = result.trigger_id
         return Outcome(200, body)

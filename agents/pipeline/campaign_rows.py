@@ -1,4 +1,4 @@
-"""Campaign records as the store keeps them: proposals, decisions and statistics changes.
+"""Campaign records as the store keeps them: proposals and decisions.
 
 The customer stage (:mod:`agents.pipeline.customer_stage`) and the campaign
 desk (:mod:`agents.pipeline.campaign_desk`) both write these rows.
@@ -6,10 +6,9 @@ desk (:mod:`agents.pipeline.campaign_desk`) both write these rows.
 
 from __future__ import annotations
 
-from agents.core.uplift import StatDelta
 from schemas.codec import encode
 from schemas.records import DecisionMade, SendProposed
-from streams.store import CampaignCounts, StoredDecision, StoredProposal
+from streams.store import StoredDecision, StoredProposal
 
 
 def stored(record: SendProposed) -> StoredProposal:
@@ -23,8 +22,3 @@ def stored_decision(record: DecisionMade) -> StoredDecision:
     return StoredDecision(record.customer_id, record.decided_at, record.decision_id,
                           encode(record))
 
-
-def counts(delta: StatDelta) -> CampaignCounts:
-    """A statistics change of the core as the store adds it up."""
-    return CampaignCounts(delta.campaign_id, delta.variant, delta.group, delta.sends,
-                          delta.clicks, delta.conversions, delta.revenue, delta.revenue_sq)

@@ -12,11 +12,12 @@ event; the cache is dropped when partitions move to another worker.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from agents.core.customer import CustomerState
-from streams.store import CampaignCounts, EventKey, Store, StoredDecision
+from streams.store import BatchWrite, Store
 
 
 class CustomerCache:
@@ -76,21 +77,18 @@ class CustomerCache:
         self._dropped.add(customer_id)
         self._stored.pop(customer_id, None)
 
-    async def flush(self, events: Sequence[EventKey], now: datetime, ledger_ttl_s: float,
-                    history_ttl_s: float, stats: Sequence[CampaignCounts] = (),
-                    decisions: Sequence[StoredDecision] = (),
-                    outbox: Mapping[EventKey, bytes] | None = None,
-                    published: Sequence[EventKey] = ()) -> int:
-        """Write changed states and ``events``' ledger entries; returns states written.
+    async def flush(self, batch: BatchWrite, now: datetime, ledger_ttl_s: float,
+                    history_ttl_s: float) -> int:
+        """Write changed states with the rest of ``batch``; returns states written.
 
-        ``stats``, ``decisions``, ``outbox`` and ``published`` go with them (see
-        ``Store.save_customers``).
+        See ``Store.write_batch``: the states and what the store held of them
+        are added to ``batch`` here.
         """
         states = list(self._dirty.values())
-        if states or events or stats or decisions or outbox or published:
+        if states or not batch.empty:
             previous = {cid: self._stored[cid] for cid in self._dirty if cid in self._stored}
-            await self.store.save_customers(states, events, now, ledger_ttl_s, history_ttl_s,
-                                            previous, stats, decisions, outbox, published)
+            await self.store.write_batch(replace(batch, states=states, previous=previous),
+                                         now, ledger_ttl_s, history_ttl_s)
         self._stored.update(self._dirty)
         self._dirty.clear()
         self._dropped.clear()

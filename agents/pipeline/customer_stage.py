@@ -17,8 +17,8 @@ customer back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
@@ -29,9 +29,8 @@ from agents.core.customer import CustomerPredictions, CustomerState
 from agents.core.engine import Chosen, Effects, EngineRules, handle, went_quiet
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
-from agents.core.uplift import StatDelta
+from agents.core.uplift import CampaignCounts
 from agents.ingest import Output
-from agents.pipeline.campaign_rows import counts as stat_counts
 from agents.pipeline.campaign_rows import stored, stored_decision
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
@@ -53,7 +52,7 @@ from schemas.records import (
 from streams.catalogue import Catalogue
 from streams.logs import customer_ref
 from streams.privacy import ForgetList
-from streams.store import EventKey
+from streams.store import BatchWrite, EventKey
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +84,7 @@ class CustomerStage:
     quiet: QuietWatch | None = None
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
-    _stats: list[StatDelta] = field(default_factory=list)
+    _stats: list[CampaignCounts] = field(default_factory=list)
     #: Decisions of the current batch, kept at commit for the customer view.
     _decisions: list[DecisionMade] = field(default_factory=list)
     tag_changes: int = 0
@@ -109,9 +108,6 @@ class CustomerStage:
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
-        counts = self.accounting
-        learner = self.learner
-        choose = learner.choose if learner is not None else None
         # In event-time order within the batch, whatever order the topics were read
         # in (ties: profile, consent, click, purchase, then event id).
         for position in sorted(range(len(records)), key=lambda i: _event_order(records[i])):
@@ -124,22 +120,10 @@ class CustomerStage:
             while queue:
                 record = queue.pop(0)
                 cid: str = record.customer_id
-                erased_at = self._erased_at(cid)
-                if erased_at is not None and record.occurred_at <= erased_at:
-                    # The customer was erased after this event: leave no trace of it.
-                    counts.forgotten += 1
-                    self._unrecorded.add((cid, record.event_id))
+                if self._forgotten(record):
                     continue
-                content_id = getattr(record, "content_id", None)
-                topics = self.catalogue.topics_of(content_id) if content_id else None
-                outlook = LocalOutlook.of(states[cid], record.occurred_at,
-                                            self.forecaster)
                 try:
-                    state, effects = handle(
-                        states[cid], record, self.rules, topics, self.catalogue.items,
-                        sends_paused=self.sends_paused(), choose=choose,
-                        campaign_paused=self.campaign_paused, predictions=outlook,
-                        cobuy=self.cobuy)
+                    state, effects = self._handle(states[cid], record)
                 except Exception as exc:
                     log.exception("apply_failed", customer=customer_ref(cid),
                                   event_id=record.event_id)
@@ -148,78 +132,114 @@ class CustomerStage:
                             f"could not be applied ({type(exc).__name__}: {exc}); "
                             "please report this message to the Relevanz maintainers")
                     continue
-                key = cid.encode()
-                outputs.extend(("send-cancellations", key, c) for c in effects.cancellations)
-                counts.cancellations += len(effects.cancellations)
-                if self.count_campaigns:
-                    self._stats.extend(effects.stats)
-                if effects.erase:
-                    self._erasures[cid] = (record.occurred_at, record.event_id)
-                    self._unrecorded.add((cid, record.event_id))
-                    # Earlier events of this batch are erased too: no ledger rows for them.
-                    self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
-                                            if at <= record.occurred_at)
-                    states[cid] = CustomerState(cid)
-                    self.cache.drop(cid)
-                    outputs.append(("customer-erased", key, CustomerErased(
-                        event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
-                        requested_at=record.occurred_at, erased_at=now, schema_version=1,
-                        caused_by=record.event_id)))
-                    counts.erasures += 1
-                    if learner is not None:
-                        learner.forget(cid)
-                    if self.forecaster is not None:
-                        self.forecaster.forget(cid)
-                    continue
-                self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
-                self._tick(record.occurred_at)
-                if effects.skipped:
-                    counts.skipped_without_consent += 1
-                    states[cid] = state  # the event is parked in it
-                    self.cache.put(state)
-                    if learner is not None:
-                        learner.observe_time(record.occurred_at)
-                    continue
-                if effects.released:
-                    queue.extend(effects.released)
-                    counts.skipped_without_consent -= len(effects.released)
-                    counts.released_after_consent += len(effects.released)
-                forecaster = self.forecaster
-                if forecaster is not None:
-                    if self.rules.consent.may_profile(state):
-                        state, drifts = forecaster.observe(state, kind_of(record),
-                                                           record.occurred_at, units_of(record))
-                        outputs.extend(_drift_messages(drifts))
-                    else:
-                        forecaster.forget(cid)
-                states[cid] = state
-                self.cache.put(state)
-                tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
-                self.tag_changes += len(tags)
-                outputs.extend(tags)
-                outputs.extend(("decisions", key, d) for d in effects.decisions)
-                outputs.extend(("send-triggers", key, t) for t in effects.triggers)
-                outputs.extend(("send-proposals", key, p) for p in effects.proposals)
-                counts.decisions += len(effects.decisions)
-                counts.send_triggers += len(effects.triggers)
-                counts.proposals += len(effects.proposals)
-                for refusal in effects.refused:
-                    counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
-                if self.count_campaigns:
-                    self._proposals.extend(effects.proposals)
-                    self._decisions.extend(effects.decisions)
-                if learner is not None:
-                    self._learn(learner, record, state, effects.chosen)
-                if self.quiet is not None and state.predictions is not None:
-                    self.quiet.seen(cid, state.last_event_at)
+                queue.extend(self._take(record, state, effects, states, now, outputs))
         if self.quiet is not None:
             outputs.extend(await self._went_quiet(self.quiet, now))
-        if learner is not None:
-            learner.expire()
-            outputs.extend(_drift_messages(learner.take_drifts()))
+        self._expire(outputs)
+        return outputs, failed
+
+    def _forgotten(self, record: Record) -> bool:
+        """True (and counted) when the customer was erased after this event: no trace of it."""
+        cid: str = record.customer_id
+        erased_at = self._erased_at(cid)
+        if erased_at is None or record.occurred_at > erased_at:
+            return False
+        self.accounting.forgotten += 1
+        self._unrecorded.add((cid, record.event_id))
+        return True
+
+    def _handle(self, state: CustomerState, record: Record) -> tuple[CustomerState, Effects]:
+        """What the core makes of ``record`` (consent first)."""
+        content_id = getattr(record, "content_id", None)
+        topics = self.catalogue.topics_of(content_id) if content_id else None
+        outlook = LocalOutlook.of(state, record.occurred_at, self.forecaster)
+        learner = self.learner
+        return handle(
+            state, record, self.rules, topics, self.catalogue.items,
+            sends_paused=self.sends_paused(),
+            choose=learner.choose if learner is not None else None,
+            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy)
+
+    def _take(self, record: Record, state: CustomerState, effects: Effects,
+              states: dict[str, CustomerState], now: datetime, outputs: list[Output]
+              ) -> Sequence[Record]:
+        """Take in what the core decided for ``record``; returns the events it released."""
+        cid: str = record.customer_id
+        counts = self.accounting
+        outputs.extend(("send-cancellations", cid.encode(), c) for c in effects.cancellations)
+        counts.cancellations += len(effects.cancellations)
+        if self.count_campaigns:
+            self._stats.extend(effects.stats)
+        if effects.erase:
+            self._erase(record, states, now, outputs)
+            return ()
+        self._applied.setdefault(cid, []).append((record.event_id, record.occurred_at))
+        self._tick(record.occurred_at)
+        if effects.skipped:
+            counts.skipped_without_consent += 1
+            states[cid] = state  # the event is parked in it
+            self.cache.put(state)
+            if self.learner is not None:
+                self.learner.observe_time(record.occurred_at)
+            return ()
+        if effects.released:
+            counts.skipped_without_consent -= len(effects.released)
+            counts.released_after_consent += len(effects.released)
+        forecaster = self.forecaster
+        if forecaster is not None:
+            if self.rules.consent.may_profile(state):
+                state, drifts = forecaster.observe(state, kind_of(record),
+                                                   record.occurred_at, units_of(record))
+                outputs.extend(_drift_messages(drifts))
+            else:
+                forecaster.forget(cid)
+        states[cid] = state
+        self.cache.put(state)
+        self._emit(record, state, effects, outputs)
+        return effects.released
+
+    def _erase(self, record: Record, states: dict[str, CustomerState], now: datetime,
+               outputs: list[Output]) -> None:
+        """The customer asked to be erased: forget them from this batch on."""
+        cid: str = record.customer_id
+        self._erasures[cid] = (record.occurred_at, record.event_id)
+        self._unrecorded.add((cid, record.event_id))
+        # Earlier events of this batch are erased too: no ledger rows for them.
+        self._unrecorded.update((cid, eid) for eid, at in self._applied.pop(cid, ())
+                                if at <= record.occurred_at)
+        states[cid] = CustomerState(cid)
+        self.cache.drop(cid)
+        outputs.append(("customer-erased", cid.encode(), CustomerErased(
+            event_id=f"{cid}:erased:{record.event_id}", customer_id=cid,
+            requested_at=record.occurred_at, erased_at=now, schema_version=1,
+            caused_by=record.event_id)))
+        self.accounting.erasures += 1
+        if self.learner is not None:
+            self.learner.forget(cid)
+        if self.forecaster is not None:
+            self.forecaster.forget(cid)
+
+    def _emit(self, record: Record, state: CustomerState, effects: Effects,
+              outputs: list[Output]) -> None:
+        """The messages and counts of an applied record; feed the learner."""
+        cid: str = record.customer_id
+        key = cid.encode()
+        tags = [("interest-tags", key, _tag_record(cid, c)) for c in effects.tag_changes]
+        self.tag_changes += len(tags)
+        outputs.extend(tags)
+        outputs.extend(self._sent(cid, effects))
+        if self.learner is not None:
+            self._learn(self.learner, record, state, effects.chosen)
+        if self.quiet is not None and state.predictions is not None:
+            self.quiet.seen(cid, state.last_event_at)
+
+    def _expire(self, outputs: list[Output]) -> None:
+        """End of batch: the models' expiries, and the drifts they found."""
+        if self.learner is not None:
+            self.learner.expire()
+            outputs.extend(_drift_messages(self.learner.take_drifts()))
         if self.forecaster is not None:
             outputs.extend(_drift_messages(self.forecaster.expire(self.watermark)))
-        return outputs, failed
 
     async def _went_quiet(self, watch: QuietWatch, now: datetime) -> list[Output]:
         """Decide the win-back checks the watermark passed, as of each check's time."""
@@ -244,6 +264,8 @@ class CustomerStage:
                     states[cid] = state
                     self.cache.put(state)
                 outputs.extend(self._sent(cid, effects))
+                if self.count_campaigns:
+                    self._stats.extend(effects.stats)
                 if learner is not None:
                     for decision, choice in effects.chosen:
                         learner.opened(decision, choice)
@@ -261,7 +283,6 @@ class CustomerStage:
         for refusal in effects.refused:
             counts.refused[refusal.reason] = counts.refused.get(refusal.reason, 0) + 1
         if self.count_campaigns:
-            self._stats.extend(effects.stats)
             self._proposals.extend(effects.proposals)
             self._decisions.extend(effects.decisions)
         return outputs
@@ -303,26 +324,25 @@ class CustomerStage:
         if self.quiet is not None:
             self.quiet.rollback()
 
-    async def commit(self, events: Sequence[EventKey], now: datetime,
-                     outbox: Mapping[EventKey, bytes] | None = None,
-                     published: Sequence[EventKey] = ()) -> None:
-        """Carry out the batch's erasures, then write its states, ledger entries and outbox."""
+    async def commit(self, batch: BatchWrite, now: datetime) -> None:
+        """Carry out the batch's erasures, then write ``batch`` with its states,
+        campaign counters and decisions."""
         store = self.cache.store
         for cid, (requested_at, _) in self._erasures.items():
             ref = self.forget_list.pseudonyms.ref(cid)
             await store.forget(ref, requested_at)
             await store.delete_customer(cid)
-        recorded = [key for key in events if key not in self._unrecorded]
+        recorded = [key for key in batch.events if key not in self._unrecorded]
         # Proposals before the states: a proposal whose customer state (contact log)
         # is stored must be there for an operator; a redelivery stores it once.
         if self._proposals:
             await store.put_proposals([stored(p) for p in self._proposals])
         # Counters, decisions and the outbox go with the states (one transaction in the
-        # embedded store; see Store.save_customers for Cassandra's order).
-        await self.cache.flush(recorded, now, self.ledger_ttl_s, self.history_ttl_s,
-                               [stat_counts(d) for d in self._stats],
-                               [stored_decision(d) for d in self._decisions],
-                               outbox, published)
+        # embedded store; see Store.write_batch for Cassandra's order).
+        await self.cache.flush(
+            replace(batch, events=recorded, stats=list(self._stats),
+                    decisions=[stored_decision(d) for d in self._decisions]),
+            now, self.ledger_ttl_s, self.history_ttl_s)
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()

@@ -276,138 +276,169 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": _SCHEMAS,
         },
-        "paths": {
-            "/health": {"get": _open("Liveness", _json(
-                {"type": "object", "required": ["status"]}, "The process answers"))},
-            "/ready": {"get": _open("Readiness", _json(
-                {"$ref": "#/components/schemas/Readiness"}, "Ready"),
-                **{"503": _json({"$ref": "#/components/schemas/Readiness"},
-                                "Not ready; the checks say why")})},
-            "/dashboard": {"get": _open("The dashboard page", _static("text/html"))},
-            "/dashboard/dashboard.js": {"get": _open("The dashboard's script",
-                                                       _static("application/javascript"))},
-            "/dashboard/dashboard.css": {"get": _open("The dashboard's style sheet",
-                                                        _static("text/css"))},
-            "/v1/me": {"get": _viewer("The role of the presented token", _json(
-                {"$ref": "#/components/schemas/Me"}, "The role"))},
-            "/v1/status": {"get": _viewer("Worker status", _json(
-                {"$ref": "#/components/schemas/Status"}, "The status"))},
-            "/v1/history": {"get": _viewer("Recent history for charts", _json(
-                {"$ref": "#/components/schemas/History"}, "Points, oldest first"))},
-            "/v1/trends": {"get": _viewer(
-                "Campaign uplift on each campaign's goal (with its 95% interval) and model "
-                "quality, every 15 s over the last 2 hours; the models' recent drifts", _json(
-                    {"type": "object", "required": ["step_s", "points", "drift"],
-                     "properties": {
-                         "step_s": {"type": "number"},
-                         "points": {"type": "array", "items": {
-                             "type": "object", "required": ["at", "models", "campaigns"],
-                             "properties": {
-                                 "at": {"type": "string", "format": "date-time"},
-                                 "models": {"type": "array", "items": {"type": "object"}},
-                                 "campaigns": {"type": "array", "items": {
-                                     "type": "object",
-                                     "required": ["campaign_id", "goal", "sends",
-                                                  "held_out", "difference", "low",
-                                                  "high"]}}}}},
-                         "drift": {"type": "array", "items": {"type": "object"}}}},
-                    "Points, oldest first"))},
-            "/metrics": {"get": _viewer("Prometheus metrics", {
-                "description": "Prometheus text format 0.0.4",
-                "content": {"text/plain": {}}})},
-            "/v1/openapi.json": {"get": _viewer("This document", _json(
-                {"type": "object"}, "OpenAPI 3.1"))},
-            "/v1/customers/{customer_id}": {"get": {
-                **_viewer("Everything held about one customer", _json(
-                    {"$ref": "#/components/schemas/Customer"}, "The customer"),
-                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "Nothing held"),
-                       "503": _UNAVAILABLE}),
-                "parameters": [{"name": "customer_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "minLength": 1,
-                                           "maxLength": 200}},
-                               {"name": "as_of", "in": "query", "required": False,
-                                "description": "Answer the predictions as of this time "
-                                               "(ISO 8601 with an offset; default now)",
-                                "schema": {"type": "string", "format": "date-time"}}],
-            }},
-            "/v1/customers/{customer_id}/erasure": {"post": {
-                "summary": "Request the erasure of one customer: a consents event with "
-                           "action erasure_requested, applied as any erasure",
-                "security": [{"bearer": []}], "x-relevanz-role": "operator",
-                "requestBody": {"required": False, "content": {"application/json": {
-                    "schema": {"type": "object", "additionalProperties": False}}}},
-                "responses": {
-                    "202": _json({"type": "object",
-                                  "required": ["customer_id", "event_id", "requested_at"],
-                                  "properties": {
-                                      "customer_id": {"type": "string"},
-                                      "event_id": {"type": "string"},
-                                      "requested_at": {"type": "string",
-                                                       "format": "date-time"}}},
-                                 "The request is on the consents topic"),
-                    "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
-                    "413": _TOO_LARGE, "503": _UNAVAILABLE},
-                "parameters": [{"name": "customer_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "minLength": 1,
-                                           "maxLength": 200}}],
-            }},
-            "/v1/decide": {"post": {
-                **_viewer("Choose content for a customer, channel and slot now", _json(
-                    {"$ref": "#/components/schemas/Decision"}, "The decision, with reasons"),
-                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "No item fits"),
-                       "503": _UNAVAILABLE}),
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"type": "object", "additionalProperties": False,
-                               "required": ["customer_id", "channel", "slot"],
-                               "properties": {
-                                   "customer_id": {"type": "string", "minLength": 1,
-                                                   "maxLength": 200},
-                                   "channel": {"type": "string",
-                                               "enum": ["email", "push", "sms", "web", "app"]},
-                                   "slot": {"type": "string", "minLength": 1,
-                                            "maxLength": 200}}}}}},
-            }},
-            "/v1/controls": {"get": _viewer("Pause state", _json(
-                {"$ref": "#/components/schemas/Controls"}, "The state"))},
-            "/v1/controls/pause": {"post": _operator(
-                "Kill switch on: no send trigger goes out from any worker")},
-            "/v1/controls/resume": {"post": _operator("Kill switch off")},
-            "/v1/controls/campaigns/{campaign_id}/pause": {"post": {
-                **_operator("Pause one campaign"), "parameters": _CAMPAIGN}},
-            "/v1/controls/campaigns/{campaign_id}/resume": {"post": {
-                **_operator("Resume one campaign"), "parameters": _CAMPAIGN}},
-            "/v1/campaigns": {"get": _viewer(
-                "Every campaign with its counts and uplift over its holdout", _json(
-                    {"type": "object", "required": ["campaigns"], "properties": {
-                        "campaigns": {"type": "array", "items": {
-                            "$ref": "#/components/schemas/Campaign"}}}}, "The campaigns"),
-                **{"503": _UNAVAILABLE})},
-            "/v1/campaigns/{campaign_id}": {"get": {
-                **_viewer("One campaign's definition, counts per variant and uplift", _json(
-                    {"$ref": "#/components/schemas/Campaign"}, "The campaign"),
-                    **{"400": _BAD_INPUT, "404": _json(_ERROR, "No such campaign"),
-                       "503": _UNAVAILABLE}),
-                "parameters": _CAMPAIGN}},
-            "/v1/proposals": {"get": {
-                **_viewer("Send proposals, newest first (open ones past their time are "
-                          "expired first)", _json(
-                    {"type": "object", "required": ["proposals"], "properties": {
-                        "proposals": {"type": "array", "items": {
-                            "$ref": "#/components/schemas/Proposal"}}}}, "The proposals"),
-                    **{"400": _BAD_INPUT, "503": _UNAVAILABLE}),
-                "parameters": [
-                    {"name": "status", "in": "query", "required": False,
-                     "schema": {"enum": ["proposed", "approved", "rejected", "expired",
-                                         "withdrawn"]}},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                "default": 100}}]}},
-            "/v1/proposals/{proposal_id}/approve": {"post": _resolution(
-                "Approve a proposal: exactly one send trigger goes out (409: already "
-                "resolved, expired, sends paused, or consent no longer allows it)")},
-            "/v1/proposals/{proposal_id}/reject": {"post": _resolution(
-                "Reject a proposal: nothing is sent (409: already resolved or expired)")},
-        },
+        "paths": {**_open_paths(), **_status_paths(), **_customer_paths(),
+                  **_control_paths(), **_campaign_paths()},
+    }
+
+
+# The routes, by who calls them: a table each, which the document joins.
+def _open_paths() -> dict[str, Any]:
+    """Routes anyone may call: liveness, readiness and the dashboard's files."""
+    return {
+        "/health": {"get": _open("Liveness", _json(
+            {"type": "object", "required": ["status"]}, "The process answers"))},
+        "/ready": {"get": _open("Readiness", _json(
+            {"$ref": "#/components/schemas/Readiness"}, "Ready"),
+            **{"503": _json({"$ref": "#/components/schemas/Readiness"},
+                            "Not ready; the checks say why")})},
+        "/dashboard": {"get": _open("The dashboard page", _static("text/html"))},
+        "/dashboard/dashboard.js": {"get": _open("The dashboard's script",
+                                                   _static("application/javascript"))},
+        "/dashboard/dashboard.css": {"get": _open("The dashboard's style sheet",
+                                                    _static("text/css"))},
+    }
+
+
+def _status_paths() -> dict[str, Any]:
+    """What a viewer reads: who they are, status, history, trends, metrics."""
+    return {
+        "/v1/me": {"get": _viewer("The role of the presented token", _json(
+            {"$ref": "#/components/schemas/Me"}, "The role"))},
+        "/v1/status": {"get": _viewer("Worker status", _json(
+            {"$ref": "#/components/schemas/Status"}, "The status"))},
+        "/v1/history": {"get": _viewer("Recent history for charts", _json(
+            {"$ref": "#/components/schemas/History"}, "Points, oldest first"))},
+        "/v1/trends": {"get": _viewer(
+            "Campaign uplift on each campaign's goal (with its 95% interval) and model "
+            "quality, every 15 s over the last 2 hours; the models' recent drifts", _json(
+                {"type": "object", "required": ["step_s", "points", "drift"],
+                 "properties": {
+                     "step_s": {"type": "number"},
+                     "points": {"type": "array", "items": {
+                         "type": "object", "required": ["at", "models", "campaigns"],
+                         "properties": {
+                             "at": {"type": "string", "format": "date-time"},
+                             "models": {"type": "array", "items": {"type": "object"}},
+                             "campaigns": {"type": "array", "items": {
+                                 "type": "object",
+                                 "required": ["campaign_id", "goal", "sends",
+                                              "held_out", "difference", "low",
+                                              "high"]}}}}},
+                     "drift": {"type": "array", "items": {"type": "object"}}}},
+                "Points, oldest first"))},
+        "/metrics": {"get": _viewer("Prometheus metrics", {
+            "description": "Prometheus text format 0.0.4",
+            "content": {"text/plain": {}}})},
+        "/v1/openapi.json": {"get": _viewer("This document", _json(
+            {"type": "object"}, "OpenAPI 3.1"))},
+    }
+
+
+def _customer_paths() -> dict[str, Any]:
+    """One customer: the view, the erasure request and a decision now."""
+    return {
+        "/v1/customers/{customer_id}": {"get": {
+            **_viewer("Everything held about one customer", _json(
+                {"$ref": "#/components/schemas/Customer"}, "The customer"),
+                **{"400": _BAD_INPUT, "404": _json(_ERROR, "Nothing held"),
+                   "503": _UNAVAILABLE}),
+            "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1,
+                                       "maxLength": 200}},
+                           {"name": "as_of", "in": "query", "required": False,
+                            "description": "Answer the predictions as of this time "
+                                           "(ISO 8601 with an offset; default now)",
+                            "schema": {"type": "string", "format": "date-time"}}],
+        }},
+        "/v1/customers/{customer_id}/erasure": {"post": {
+            "summary": "Request the erasure of one customer: a consents event with "
+                       "action erasure_requested, applied as any erasure",
+            "security": [{"bearer": []}], "x-relevanz-role": "operator",
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"type": "object", "additionalProperties": False}}}},
+            "responses": {
+                "202": _json({"type": "object",
+                              "required": ["customer_id", "event_id", "requested_at"],
+                              "properties": {
+                                  "customer_id": {"type": "string"},
+                                  "event_id": {"type": "string"},
+                                  "requested_at": {"type": "string",
+                                                   "format": "date-time"}}},
+                             "The request is on the consents topic"),
+                "400": _BAD_INPUT, "401": _UNAUTHORISED, "403": _FORBIDDEN,
+                "413": _TOO_LARGE, "503": _UNAVAILABLE},
+            "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1,
+                                       "maxLength": 200}}],
+        }},
+        "/v1/decide": {"post": {
+            **_viewer("Choose content for a customer, channel and slot now", _json(
+                {"$ref": "#/components/schemas/Decision"}, "The decision, with reasons"),
+                **{"400": _BAD_INPUT, "404": _json(_ERROR, "No item fits"),
+                   "503": _UNAVAILABLE}),
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"type": "object", "additionalProperties": False,
+                           "required": ["customer_id", "channel", "slot"],
+                           "properties": {
+                               "customer_id": {"type": "string", "minLength": 1,
+                                               "maxLength": 200},
+                               "channel": {"type": "string",
+                                           "enum": ["email", "push", "sms", "web", "app"]},
+                               "slot": {"type": "string", "minLength": 1,
+                                        "maxLength": 200}}}}}},
+        }},
+    }
+
+
+def _control_paths() -> dict[str, Any]:
+    """The kill switch and the pause of one campaign."""
+    return {
+        "/v1/controls": {"get": _viewer("Pause state", _json(
+            {"$ref": "#/components/schemas/Controls"}, "The state"))},
+        "/v1/controls/pause": {"post": _operator(
+            "Kill switch on: no send trigger goes out from any worker")},
+        "/v1/controls/resume": {"post": _operator("Kill switch off")},
+        "/v1/controls/campaigns/{campaign_id}/pause": {"post": {
+            **_operator("Pause one campaign"), "parameters": _CAMPAIGN}},
+        "/v1/controls/campaigns/{campaign_id}/resume": {"post": {
+            **_operator("Resume one campaign"), "parameters": _CAMPAIGN}},
+    }
+
+
+def _campaign_paths() -> dict[str, Any]:
+    """Campaigns with their uplift, and the proposals awaiting a person."""
+    return {
+        "/v1/campaigns": {"get": _viewer(
+            "Every campaign with its counts and uplift over its holdout", _json(
+                {"type": "object", "required": ["campaigns"], "properties": {
+                    "campaigns": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/Campaign"}}}}, "The campaigns"),
+            **{"503": _UNAVAILABLE})},
+        "/v1/campaigns/{campaign_id}": {"get": {
+            **_viewer("One campaign's definition, counts per variant and uplift", _json(
+                {"$ref": "#/components/schemas/Campaign"}, "The campaign"),
+                **{"400": _BAD_INPUT, "404": _json(_ERROR, "No such campaign"),
+                   "503": _UNAVAILABLE}),
+            "parameters": _CAMPAIGN}},
+        "/v1/proposals": {"get": {
+            **_viewer("Send proposals, newest first (open ones past their time are "
+                      "expired first)", _json(
+                {"type": "object", "required": ["proposals"], "properties": {
+                    "proposals": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/Proposal"}}}}, "The proposals"),
+                **{"400": _BAD_INPUT, "503": _UNAVAILABLE}),
+            "parameters": [
+                {"name": "status", "in": "query", "required": False,
+                 "schema": {"enum": ["proposed", "approved", "rejected", "expired",
+                                     "withdrawn"]}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                            "default": 100}}]}},
+        "/v1/proposals/{proposal_id}/approve": {"post": _resolution(
+            "Approve a proposal: exactly one send trigger goes out (409: already "
+            "resolved, expired, sends paused, or consent no longer allows it)")},
+        "/v1/proposals/{proposal_id}/reject": {"post": _resolution(
+            "Reject a proposal: nothing is sent (409: already resolved or expired)")},
     }
 
 

@@ -16,10 +16,8 @@ Processes: the synthetic traffic is generated and published by a process of
 its own (:class:`TrafficProcess`; at a million customers the generator holds
 gigabytes), and the pipeline runs in a process of its own
 (:func:`measure_pipeline_apart`), as one deployed worker would, so its peak
-RSS is the worker's alone.  The worker has no batch hook, so
-:class:`BatchClock` observes ingest through the store's ``seen_events`` (a
-batch starts), the stage's ``apply`` (the decisions a batch makes) and the
-worker's ``Accounting.count_batch`` (the batch is handled).
+RSS is the worker's alone.  :class:`BatchClock` observes the worker through
+the ingest agent's batch hook (each handled batch, its events and outputs).
 """
 
 from __future__ import annotations
@@ -50,10 +48,11 @@ from confluent_kafka import Consumer, KafkaException
 
 from agents.core.accounting import Accounting
 from agents.core.customer import CustomerState, MasterData
-from agents.ingest import Output, batches
+from agents.faust_batches import batches
+from agents.ingest import HandledBatch
 from schemas.codec import decode
 from schemas.errors import InvalidEvent
-from schemas.records import DecisionMade, Record
+from schemas.records import DecisionMade
 from schemas.topics import INPUT_TOPICS
 from streams import logs
 from streams.app import build_faust_app, build_worker, utc_now
@@ -61,7 +60,7 @@ from streams.errors import BenchStalled, BrokerUnavailable
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
-from streams.store import EventKey
+from streams.store import BatchWrite
 from streams.store.cassandra import CassandraStore
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
@@ -102,10 +101,11 @@ class Meter:
         self.first_at: float | None = None
         self.done_at: float | None = None
 
-    def begin(self) -> None:
-        """Call when data arrives, before handling it; only the first call counts."""
+    def begin(self, at: float | None = None) -> None:
+        """Call when data arrives (``at``, a ``perf_counter`` time; default: now), before
+        handling it; only the first call counts."""
         if self.first_at is None:
-            self.first_at = time.perf_counter()
+            self.first_at = time.perf_counter() if at is None else at
 
     def add(self, k: int) -> None:
         """Call after handling ``k`` events."""
@@ -121,13 +121,13 @@ class Meter:
 
 
 class BatchClock:
-    """Notes when the ingest agent starts each batch and when it has handled it.
+    """Notes when the ingest agent has handled each batch, through its batch hook.
 
-    A stand-in for a batch hook the worker does not offer yet.  Ingest asks
-    the store which of a batch's event_ids it has seen first
-    (:meth:`Store.seen_events`) and counts the batch in the worker's
-    :class:`Accounting` last, one batch at a time, so the keys of the latest
-    ``seen_events`` call belong to the batch being counted.
+    :meth:`batch_handled` is one of the worker's
+    :attr:`agents.ingest.Ingest.batch_hooks`.  The first batch's start starts
+    the meter; once :meth:`watch` is called, each valid event is stamped with
+    the wall time its batch was handled (applied, recorded, its outputs and
+    dead letters sent), and so is each event a decision of that batch answers.
     """
 
     def __init__(self, meter: Meter) -> None:
@@ -136,78 +136,23 @@ class BatchClock:
         self.handled: dict[str, float] | None = None
         #: event_id -> wall time the decision it caused was handed to the producer.
         self.decided: dict[str, float] = {}
-        self._batch: Sequence[EventKey] = ()
-        self._decisions: list[str] = []
 
     def watch(self) -> tuple[dict[str, float], dict[str, float]]:
         """Start noting times; returns the handled and the decided mappings being filled."""
         self.handled, self.decided = {}, {}
         return self.handled, self.decided
 
-    def started(self, keys: Sequence[EventKey]) -> None:
-        """A batch with these valid events began."""
-        self.meter.begin()
-        self._batch = keys
-
-    def decisions(self, outputs: Sequence[Output]) -> None:
-        """The batch being applied emits these outputs; note what its decisions answer."""
-        self._decisions += [o.caused_by for _, _, o in outputs if isinstance(o, DecisionMade)]
-
-    def counted(self) -> None:
-        """The batch is handled: applied, recorded, its outputs and dead letters sent."""
-        if self.handled is not None:
-            at = time.time()  # wall time: the publisher runs in another process
-            for _, event_id in self._batch:
-                self.handled.setdefault(event_id, at)
-            for event_id in self._decisions:
-                self.decided.setdefault(event_id, at)
-        self._batch, self._decisions = (), []
-
-    def attach(self, accounting: Accounting) -> None:
-        """Call :meth:`counted` after every ``accounting.count_batch``."""
-        count_batch = accounting.count_batch
-
-        def count_and_stamp(**counts: int) -> None:
-            count_batch(**counts)
-            self.counted()
-
-        accounting.count_batch = count_and_stamp  # type: ignore[method-assign] # no batch hook yet
-
-    def attach_stage(self, stage: Any) -> None:
-        """Call :meth:`decisions` with what every ``stage.apply`` returns."""
-        apply = stage.apply
-
-        async def apply_and_note(records: Sequence[Record], now: datetime
-                                 ) -> tuple[list[Output], dict[int, str]]:
-            outputs, failed = await apply(records, now)
-            self.decisions(outputs)
-            return outputs, failed
-
-        stage.apply = apply_and_note  # no batch hook yet (see above)
-
-
-class TimedStore(EmbeddedStore):
-    """The embedded store, telling a :class:`BatchClock` when a batch begins."""
-
-    def __init__(self, path: Path, clock: BatchClock) -> None:
-        super().__init__(path)
-        self.clock = clock
-
-    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
-        self.clock.started(keys)
-        return await super().seen_events(keys, now)
-
-
-class TimedCassandraStore(CassandraStore):
-    """The Cassandra store, telling a :class:`BatchClock` when a batch begins."""
-
-    def __init__(self, settings: Settings, clock: BatchClock) -> None:
-        super().__init__(settings)
-        self.clock = clock
-
-    async def seen_events(self, keys: Sequence[EventKey], now: datetime) -> set[EventKey]:
-        self.clock.started(keys)
-        return await super().seen_events(keys, now)
+    def batch_handled(self, batch: HandledBatch) -> None:
+        """The batch hook: count the batch's start and stamp its events and decisions."""
+        self.meter.begin(time.perf_counter() - batch.seconds)
+        if self.handled is None:
+            return
+        at = time.time()  # wall time: the publisher runs in another process
+        for _, event_id in batch.keys:
+            self.handled.setdefault(event_id, at)
+        for _, _, output in batch.outputs:
+            if isinstance(output, DecisionMade):
+                self.decided.setdefault(output.caused_by, at)
 
 
 def publish(settings: Settings, messages: Sequence[Message]) -> None:
@@ -505,9 +450,9 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
         if customers:
             await preload(store_path, customers, progress)
         store_url = f"embedded:{store_path}"
-        store = TimedStore(store_path, clock)
+        store = EmbeddedStore(store_path)
     else:
-        store = TimedCassandraStore(settings.with_(store_url=store_url), clock)
+        store = CassandraStore(settings.with_(store_url=store_url))
         await store.migrate()
         if customers:
             await preload_into(CassandraStore(settings.with_(store_url=store_url)),
@@ -515,8 +460,8 @@ async def measure_pipeline(settings: Settings, n: int, store_path: Path, progres
     settings = settings.with_(consumer_group=f"{settings.consumer_group}-pipeline",
                               store_url=store_url)
     worker = build_worker(settings, store=store)
-    clock.attach(worker.accounting)
-    clock.attach_stage(worker.stage)
+    assert worker.ingest is not None  # build_worker always wires the ingest agent
+    worker.ingest.batch_hooks.append(clock.batch_handled)
     agents = sorted(agent.name.rsplit(".", 1)[-1] for agent in worker.app.agents.values())
     await worker.start()
     try:
@@ -581,7 +526,7 @@ async def preload(store_path: Path, customers: int, progress: Progress) -> float
             for first in range(0, customers, _PRELOAD_CHUNK):
                 states = [preload_state(f"cust-{i + 1:06d}", i, at)
                           for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
-                await store.save_customers(states, [], at, 0.0, 0.0)
+                await store.write_batch(BatchWrite(states), at, 0.0, 0.0)
                 progress(f"preload: {first + len(states):,}/{customers:,} customers "
                          f"in the store")
         finally:
@@ -600,7 +545,7 @@ async def preload_into(store: CassandraStore, customers: int, progress: Progress
         for first in range(0, customers, _PRELOAD_CHUNK):
             states = [preload_state(f"cust-{i + 1:06d}", i, at)
                       for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
-            await store.save_customers(states, [], at, 0.0, 0.0)
+            await store.write_batch(BatchWrite(states), at, 0.0, 0.0)
             progress(f"preload: {first + len(states):,}/{customers:,} customers in Cassandra")
     finally:
         await store.close()

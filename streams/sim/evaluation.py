@@ -44,7 +44,7 @@ from streams.errors import ConfigError, InvalidTransactions
 from streams.settings import Settings
 from streams.sim import baselines
 from streams.sim.transactions import HEADER, Transaction, read_transactions
-from streams.store import EventKey
+from streams.store import BatchWrite, EventKey
 
 BATCH = 2000
 
@@ -147,7 +147,7 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
                     raise InvalidTransactions(f"the engine could not apply an event: "
                                               f"{next(iter(failed.values()))}")
                 keys: list[EventKey] = [(r.customer_id, r.event_id) for r in batch]
-                await stage.commit(keys, now)
+                await stage.commit(BatchWrite(events=keys), now)
                 if time.monotonic() - last_report >= 2.0:
                     last_report = time.monotonic()
                     progress(f"replayed {start + len(batch)}/{len(records)} events "

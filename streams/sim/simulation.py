@@ -72,7 +72,7 @@ from agents.core.learning import (
 )
 from agents.core.profile import CustomerRules, ProfileRules, apply_event
 from agents.core.rewards import OpenDecision, Reaction, Reward, attribute, expire, open_decision
-from schemas.records import Clicked, ContentPublished, Purchased
+from schemas.records import Clicked, ContentPublished, Purchased, Record
 from schemas.validation import parse_message
 from streams.sim.traffic import (
     _NOISE,
@@ -145,110 +145,140 @@ def evaluate_policies(seed: int, events: int = 30_000, warmup: int = 5_000,
     untrained one; ``ctr_after_restart`` is then the engine's CTR over the
     ``after_restart`` opportunities that follow (all of them when 0).
     """
-    model = click_model or ClickModel()
     traffic = TrafficGenerator(TrafficConfig(seed=seed, customers=customers,
                                              catalogue_size=catalogue_size))
-    truth = traffic.truth
-    now = traffic.config.start + traffic.span(events) + timedelta(days=1)
-    rules = CustomerRules(load_rules(None), ProfileRules(200, timedelta(days=365)))
-    half_life = rules.interests.half_life
-    consent = ConsentPolicy()
-    policy = ContentPolicy(config)
-    rng_slot, rng_click = Random(f"{seed}:slot"), Random(f"{seed}:click")
-    rng_engine, rng_random = Random(f"{seed}:engine"), Random(f"{seed}:random")
-    catalogue: dict[str, ContentPublished] = {}
-    offered = _Offered(catalogue)
-    states: dict[str, CustomerState] = {}
-    open_by_customer: dict[str, tuple[OpenDecision, ...]] = {}
-    deadlines: deque[tuple[datetime, str]] = deque()  # windows are equal, so FIFO is deadline order
-    popularity: Counter[str] = Counter()
-    tallies = {name: _Tally() for name in ("engine", "random", "popular", "restart", "oracle")}
-    by_policy: dict[str, _Tally] = {}
-    opportunities = decisions = 0
-
-    def learn(rewards: list[Reward]) -> None:
-        for reward in rewards:
-            policy.learn(reward.decision.features, reward.clicked)
-
+    run = _PolicyRun(seed, traffic, click_model or ClickModel(), config,
+                     now=traffic.config.start + traffic.span(events) + timedelta(days=1))
     for i, message in enumerate(traffic.messages(events)):
         if restart_at is not None and i == restart_at:
-            if restore:
-                blob, checksum = policy.to_snapshot(policy.version + 1, now)
-                policy = ContentPolicy.from_snapshot(blob, checksum)
-            else:
-                policy = ContentPolicy(config)
+            run.restart(restore)
         if message.malformed or message.duplicate:
             continue
-        record = parse_message(message.topic, message.key, message.value, now=now)
+        record = parse_message(message.topic, message.key, message.value, now=run.now)
         if isinstance(record, ContentPublished):
-            catalogue[record.content_id] = record
-            offered = _Offered(catalogue)
+            run.catalogue[record.content_id] = record
+            run.offered = _Offered(run.catalogue)
             continue
-        at = record.occurred_at
-        while deadlines and deadlines[0][0] <= at:
-            cid = deadlines.popleft()[1]
-            open_by_customer[cid], labels = expire(open_by_customer.get(cid, ()), at)
-            learn(labels)
-        cid = record.customer_id
-        state = states.get(cid) or CustomerState(cid)
+        run.expire(record.occurred_at)
+        state = run.states.get(record.customer_id) or CustomerState(record.customer_id)
         if isinstance(record, Clicked):
-            channel = record.channel or "web"
-            slots = SLOTS_BY_CHANNEL[channel]
-            slot = slots[int(rng_slot.random() * len(slots))]
-            language = state.master.language if state.master else None
-            options = offered.get(channel, slot, language, at)
-            if options:
-                person, u = truth.customers[cid], rng_click.random()
+            counted = i >= warmup
+            restarted = restart_at is not None and i >= restart_at and (
+                not after_restart or run.tallies["restart"].shown < after_restart)
+            run.click(record, state, counted, restarted)
+        run.apply(record, state)
+    return run.result(warmup, details, restart_at is not None)
 
-                def clicks(item: Candidate | str) -> bool:
-                    content_id = item if isinstance(item, str) else item.content_id
-                    return u < model.probability(person, truth.content[content_id])  # noqa: B023
 
-                context = context_for(state, channel, slot, at, half_life, record.device,
-                                      consent.may_personalise(state))
-                choice = policy.choose(context, options, rng_engine)
-                assert choice is not None
-                clicked = clicks(choice.content_id)
-                decisions += 1
-                learn(_decided(open_by_customer, deadlines, cid, choice,
-                               f"{cid}:sim:{decisions}", at, clicked))
-                popular = max(options, key=lambda c: popularity[c.content_id])
-                popular_hit = clicks(popular)
-                popularity[popular.content_id] += popular_hit
-                random_hit = clicks(_pick(options, rng_random))
-                if i >= warmup:
-                    opportunities += 1
-                    tallies["engine"].add(clicked)
-                    tallies["random"].add(random_hit)
-                    tallies["popular"].add(popular_hit)
-                    tallies["oracle"].add(any(clicks(c) for c in options))
-                    by_policy.setdefault(choice.policy, _Tally()).add(clicked)
-                if restart_at is not None and i >= restart_at and (
-                        not after_restart or tallies["restart"].shown < after_restart):
-                    tallies["restart"].add(clicked)
-            if record.content_id in catalogue:  # the click itself, after the decision before it
-                popularity[record.content_id] += 1
-                policy.observe_click(record.content_id, at)
-        if isinstance(record, Clicked | Purchased) and not consent.may_profile(state):
-            continue
-        topics = (catalogue[record.content_id].topics
-                  if isinstance(record, Clicked) and record.content_id in catalogue else None)
-        states[cid], _ = apply_event(state, record, rules, topics)
-    result: dict[str, Any] = {
-        "ctr_engine": round(tallies["engine"].ctr, 4),
-        "ctr_random": round(tallies["random"].ctr, 4),
-        "ctr_popular": round(tallies["popular"].ctr, 4),
-        "ctr_warmup": warmup,
-        "ctr_opportunities": opportunities,
-    }
-    if details:
-        result["ctr_oracle"] = round(tallies["oracle"].ctr, 4)
-        result["engine_by_policy"] = {name: (t.shown, round(t.ctr, 4))
-                                      for name, t in sorted(by_policy.items())}
-    if restart_at is not None:
-        result["ctr_after_restart"] = round(tallies["restart"].ctr, 4)
-        result["restart_opportunities"] = tallies["restart"].shown
-    return result
+class _PolicyRun:
+    """The state of one :func:`evaluate_policies` run: the engine's policy and its rivals."""
+
+    def __init__(self, seed: int, traffic: TrafficGenerator, model: ClickModel,
+                 config: PolicyConfig | None, now: datetime) -> None:
+        self.truth, self.model, self.config, self.now = traffic.truth, model, config, now
+        self.rules = CustomerRules(load_rules(None), ProfileRules(200, timedelta(days=365)))
+        self.consent = ConsentPolicy()
+        self.policy = ContentPolicy(config)
+        self.rng_slot, self.rng_click = Random(f"{seed}:slot"), Random(f"{seed}:click")
+        self.rng_engine, self.rng_random = Random(f"{seed}:engine"), Random(f"{seed}:random")
+        self.catalogue: dict[str, ContentPublished] = {}
+        self.offered = _Offered(self.catalogue)
+        self.states: dict[str, CustomerState] = {}
+        self.open_by_customer: dict[str, tuple[OpenDecision, ...]] = {}
+        # Windows are equal, so FIFO is deadline order.
+        self.deadlines: deque[tuple[datetime, str]] = deque()
+        self.popularity: Counter[str] = Counter()
+        self.tallies = {name: _Tally()
+                        for name in ("engine", "random", "popular", "restart", "oracle")}
+        self.by_policy: dict[str, _Tally] = {}
+        self.opportunities = self.decisions = 0
+
+    def restart(self, restore: bool) -> None:
+        """Replace the policy: by one restored from its snapshot, or by a new one."""
+        if restore:
+            blob, checksum = self.policy.to_snapshot(self.policy.version + 1, self.now)
+            self.policy = ContentPolicy.from_snapshot(blob, checksum)
+        else:
+            self.policy = ContentPolicy(self.config)
+
+    def learn(self, rewards: list[Reward]) -> None:
+        for reward in rewards:
+            self.policy.learn(reward.decision.features, reward.clicked)
+
+    def expire(self, at: datetime) -> None:
+        """Label the open decisions whose attribution window closed by ``at``."""
+        while self.deadlines and self.deadlines[0][0] <= at:
+            cid = self.deadlines.popleft()[1]
+            self.open_by_customer[cid], labels = expire(self.open_by_customer.get(cid, ()), at)
+            self.learn(labels)
+
+    def click(self, record: Clicked, state: CustomerState, counted: bool,
+              restarted: bool) -> None:
+        """A page view: each policy picks an item for a slot; the click model answers."""
+        at, cid = record.occurred_at, record.customer_id
+        channel = record.channel or "web"
+        slots = SLOTS_BY_CHANNEL[channel]
+        slot = slots[int(self.rng_slot.random() * len(slots))]
+        language = state.master.language if state.master else None
+        options = self.offered.get(channel, slot, language, at)
+        if options:
+            person, u = self.truth.customers[cid], self.rng_click.random()
+
+            def clicks(item: Candidate | str) -> bool:
+                content_id = item if isinstance(item, str) else item.content_id
+                return u < self.model.probability(person, self.truth.content[content_id])
+
+            context = context_for(state, channel, slot, at, self.rules.interests.half_life,
+                                  record.device, self.consent.may_personalise(state))
+            choice = self.policy.choose(context, options, self.rng_engine)
+            assert choice is not None
+            clicked = clicks(choice.content_id)
+            self.decisions += 1
+            self.learn(_decided(self.open_by_customer, self.deadlines, cid, choice,
+                                f"{cid}:sim:{self.decisions}", at, clicked))
+            popular = max(options, key=lambda c: self.popularity[c.content_id])
+            popular_hit = clicks(popular)
+            self.popularity[popular.content_id] += popular_hit
+            random_hit = clicks(_pick(options, self.rng_random))
+            if counted:
+                self.opportunities += 1
+                self.tallies["engine"].add(clicked)
+                self.tallies["random"].add(random_hit)
+                self.tallies["popular"].add(popular_hit)
+                self.tallies["oracle"].add(any(clicks(c) for c in options))
+                self.by_policy.setdefault(choice.policy, _Tally()).add(clicked)
+            if restarted:
+                self.tallies["restart"].add(clicked)
+        if record.content_id in self.catalogue:  # the click itself, after the decision before it
+            self.popularity[record.content_id] += 1
+            self.policy.observe_click(record.content_id, at)
+
+    def apply(self, record: Record, state: CustomerState) -> None:
+        """The customer's state after ``record`` (reactions only with consent to profile)."""
+        if isinstance(record, Clicked | Purchased) and not self.consent.may_profile(state):
+            return
+        topics = (self.catalogue[record.content_id].topics
+                  if isinstance(record, Clicked) and record.content_id in self.catalogue
+                  else None)
+        self.states[record.customer_id], _ = apply_event(state, record, self.rules, topics)
+
+    def result(self, warmup: int, details: bool, restarted: bool) -> dict[str, Any]:
+        tallies = self.tallies
+        result: dict[str, Any] = {
+            "ctr_engine": round(tallies["engine"].ctr, 4),
+            "ctr_random": round(tallies["random"].ctr, 4),
+            "ctr_popular": round(tallies["popular"].ctr, 4),
+            "ctr_warmup": warmup,
+            "ctr_opportunities": self.opportunities,
+        }
+        if details:
+            result["ctr_oracle"] = round(tallies["oracle"].ctr, 4)
+            result["engine_by_policy"] = {name: (t.shown, round(t.ctr, 4))
+                                          for name, t in sorted(self.by_policy.items())}
+        if restarted:
+            result["ctr_after_restart"] = round(tallies["restart"].ctr, 4)
+            result["restart_opportunities"] = tallies["restart"].shown
+        return result
 
 
 def summarise(seeds: Iterable[int], **options: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from streams.settings import Settings
 from streams.store.protocol import (
+    BatchWrite,
     CampaignCounts,
     EventKey,
     Snapshot,
@@ -18,8 +19,8 @@ from streams.store.protocol import (
     StoredProposal,
 )
 
-__all__ = ["CampaignCounts", "EventKey", "Snapshot", "Store", "StoredDecision",
-           "StoredProposal", "open_store"]
+__all__ = ["BatchWrite", "CampaignCounts", "EventKey", "Snapshot", "Store",
+           "StoredDecision", "StoredProposal", "open_store"]
 
 
 def open_store(settings: Settings, *, existing: bool = False) -> Store:

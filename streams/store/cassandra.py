@@ -100,6 +100,7 @@ from streams.store.cql import (
     ttl_seconds,
 )
 from streams.store.protocol import (
+    BatchWrite,
     CampaignCounts,
     EventKey,
     Snapshot,
@@ -508,45 +509,35 @@ class CassandraStore:
         # The clock is read as the batch is built: the latest build is the youngest write.
         return customer_batch(prepared, rows, now_ms, self._clock())
 
-    async def save_customers(
-        self,
-        states: Sequence[CustomerState],
-        events: Sequence[EventKey],
-        now: datetime,
-        ledger_ttl_s: float,
-        history_ttl_s: float,
-        previous: Mapping[str, CustomerState] | None = None,
-        stats: Sequence[CampaignCounts] = (),
-        decisions: Sequence[StoredDecision] = (),
-        outbox: Mapping[EventKey, bytes] | None = None,
-        published: Sequence[EventKey] = (),
-    ) -> None:
+    async def write_batch(self, batch: BatchWrite, now: datetime, ledger_ttl_s: float,
+                          history_ttl_s: float) -> None:
         # ``previous`` is not used: each save is one single-partition batch that
         # replaces the customer, which Cassandra applies without reading.
-        _, prepared = self._ready("save_customers")
+        _, prepared = self._ready("write_batch")
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)
         # Rows are taken now: the states may change once we yield to the loop.
-        rows = [rows_of(state, now_ms, history_ttl_ms) for state in latest_per_customer(states)]
-        await self._all("save_customers",
+        rows = [rows_of(state, now_ms, history_ttl_ms)
+                for state in latest_per_customer(batch.states)]
+        await self._all("write_batch",
                         [partial(self._stamped_batch, prepared, r, now_ms) for r in rows])
         # The outbox before the ledger: an event seen has its outputs stored.
         ledger_ttl_ms = duration_ms(ledger_ttl_s)
         expires, ttl = now_ms + ledger_ttl_ms, ttl_seconds(ledger_ttl_ms)
         await asyncio.gather(*(
-            self._rows("save_customers (outbox)", prepared["insert_outbox"],
+            self._rows("write_batch (outbox)", prepared["insert_outbox"],
                        (pk, eid, blob, expires, ttl, self._clock()))
-            for (pk, eid), blob in (outbox or {}).items()))
+            for (pk, eid), blob in (batch.outbox or {}).items()))
         # Only once every state is stored may its events count as seen.
-        await self._all("save_customers (event ledger)",
-                        self._ledger_batches(events, now_ms, ledger_ttl_ms))
-        if published:
-            await self.mark_published(published)
+        await self._all("write_batch (event ledger)",
+                        self._ledger_batches(batch.events, now_ms, ledger_ttl_ms))
+        if batch.published:
+            await self.mark_published(batch.published)
         # Counters after the ledger: a crash in between loses these counts, never doubles them.
-        if stats:
-            await self.add_campaign_stats(stats)
-        if decisions:
-            await self.record_decisions(decisions, now, history_ttl_s)
+        if batch.stats:
+            await self.add_campaign_stats(batch.stats)
+        if batch.decisions:
+            await self.record_decisions(batch.decisions, now, history_ttl_s)
 
     async def delete_customer(self, customer_id: str) -> None:
         _, prepared = self._ready("delete_customer")
@@ -673,7 +664,7 @@ class CassandraStore:
             rows = await self._rows("campaign_stats", prepared["select_campaign_stats"],
                                     (campaign_id,))
         return sorted((counts_of(row) for row in rows),
-                      key=lambda c: (c.campaign_id, c.variant, c.cohort))
+                      key=lambda c: (c.campaign_id, c.variant, c.group))
 
     async def put_proposals(self, proposals: Sequence[StoredProposal]) -> None:
         _, prepared = self._ready("put_proposals")

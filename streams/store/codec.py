@@ -444,8 +444,8 @@ def normalise(state: CustomerState) -> CustomerState:
 
 # -- campaigns ------------------------------------------------------------------------
 
-#: Counter values of one (campaign, variant, cohort): sends, clicks, conversions,
-#: revenue in cents, revenue squared in cents squared.
+#: Counter values of one (campaign, variant, group; the column is ``cohort``): sends,
+#: clicks, conversions, revenue in cents, revenue squared in cents squared.
 StatValues = tuple[int, int, int, int, int]
 
 
@@ -459,10 +459,10 @@ def cents(amount: float) -> int:
 
 
 def summed_stats(changes: Iterable[CampaignCounts]) -> dict[tuple[str, str, str], StatValues]:
-    """Changes added up per (campaign, variant, cohort); all-zero sums are left out."""
+    """Changes added up per (campaign, variant, group); all-zero sums are left out."""
     sums: dict[tuple[str, str, str], list[int]] = {}
     for c in changes:
-        key = (c.campaign_id, c.variant, c.cohort)
+        key = (c.campaign_id, c.variant, c.group)
         values = sums.setdefault(key, [0, 0, 0, 0, 0])
         values[0] += c.sends
         values[1] += c.clicks
@@ -474,8 +474,8 @@ def summed_stats(changes: Iterable[CampaignCounts]) -> dict[tuple[str, str, str]
 
 def counts_of(row: Sequence[Any]) -> CampaignCounts:
     """A stored ``campaign_stats`` row as :class:`streams.store.CampaignCounts`."""
-    campaign_id, variant, cohort, sends, clicks, conversions, revenue, revenue_sq = row
-    return CampaignCounts(campaign_id, variant, cohort, int(sends or 0), int(clicks or 0),
+    campaign_id, variant, group, sends, clicks, conversions, revenue, revenue_sq = row
+    return CampaignCounts(campaign_id, variant, group, int(sends or 0), int(clicks or 0),
                           int(conversions or 0), (revenue or 0) / 100,
                           (revenue_sq or 0) / 10_000)
 

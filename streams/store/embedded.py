@@ -18,7 +18,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ from streams.store.codec import (
     to_ms,
 )
 from streams.store.protocol import (
+    BatchWrite,
     CampaignCounts,
     EventKey,
     Snapshot,
@@ -346,36 +347,26 @@ class EmbeddedStore:
 
         return await self._run("load_customers", query) if ids else {}
 
-    async def save_customers(
-        self,
-        states: Sequence[CustomerState],
-        events: Sequence[EventKey],
-        now: datetime,
-        ledger_ttl_s: float,
-        history_ttl_s: float,
-        previous: Mapping[str, CustomerState] | None = None,
-        stats: Sequence[CampaignCounts] = (),
-        decisions: Sequence[StoredDecision] = (),
-        outbox: Mapping[EventKey, bytes] | None = None,
-        published: Sequence[EventKey] = (),
-    ) -> None:
+    async def write_batch(self, batch: BatchWrite, now: datetime, ledger_ttl_s: float,
+                          history_ttl_s: float) -> None:
         now_ms = to_ms(now)
         history_ttl_ms = duration_ms(history_ttl_s)
         # Rows are taken here, on the caller's side: the states may change once we return.
         full: list[CustomerRows] = []
         deltas: list[tuple[CustomerRows, HistoryDelta]] = []
-        for state in latest_per_customer(states):
+        previous = batch.previous
+        for state in latest_per_customer(batch.states):
             before = previous.get(state.customer_id) if previous else None
             if before is None:
                 full.append(rows_of(state, now_ms, history_ttl_ms))
             else:
                 deltas.append(rows_with_history_delta(before, state, now_ms, history_ttl_ms))
         expires = now_ms + duration_ms(ledger_ttl_s)
-        ledger = [(pk, eid, expires) for pk, eid in events]
-        outputs = [(pk, eid, blob, expires) for (pk, eid), blob in (outbox or {}).items()]
-        delivered = list(published)
-        counters = _stat_rows(stats)
-        kept = _decision_rows(decisions, now_ms, history_ttl_ms)
+        ledger = [(pk, eid, expires) for pk, eid in batch.events]
+        outputs = [(pk, eid, blob, expires) for (pk, eid), blob in (batch.outbox or {}).items()]
+        delivered = list(batch.published)
+        counters = _stat_rows(batch.stats)
+        kept = _decision_rows(batch.decisions, now_ms, history_ttl_ms)
 
         def write(db: sqlite3.Connection) -> None:
             with db:
@@ -389,7 +380,7 @@ class EmbeddedStore:
                 db.executemany(_INSERT_DECISION, kept)
 
         if full or deltas or ledger or outputs or delivered or counters or kept:
-            await self._run("save_customers", write)
+            await self._run("write_batch", write)
 
     async def delete_customer(self, customer_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:

@@ -14,7 +14,7 @@ test_store_contract.py``), so the semantics below hold for both:
 - **One partition per customer.** Every customer table is keyed by
   ``customer_id`` first; the Cassandra schema is ``schemas/cassandra.cql`` and
   the embedded store mirrors its tables and columns.
-- **Replace, not merge.** :meth:`Store.save_customers` makes each given state
+- **Replace, not merge.** :meth:`Store.write_batch` makes each given state
   *the* stored state: consent, interests, tags and history entries missing
   from it are removed.  Saving the same state twice changes nothing.
 - **Millisecond UTC times.** Cassandra keeps timestamps in milliseconds, so
@@ -48,6 +48,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.core.customer import CustomerState
+from agents.core.uplift import CampaignCounts as CampaignCounts  # the core's type, stored
 
 #: ``(partition key, event_id)``: the partition key is the customer id, or the
 #: content id for catalogue events.
@@ -66,23 +67,36 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class CampaignCounts:
-    """Counters of one campaign, content variant and cohort (``treated`` or ``holdout``).
+class BatchWrite:
+    """What one batch writes to the store, as one value (:meth:`Store.write_batch`).
 
-    ``sends`` counts exposures (for the holdout, the sends it would have
-    got); ``revenue_sq`` is the sum over exposures of each one's revenue
-    squared, for the variance of revenue per exposure.  As a change (to
-    :meth:`Store.add_campaign_stats`) any value may be negative.
+    It is built along the commit path: the ingest agent gives the ledger
+    entries (``events``), the ``outbox`` entry and the ``published`` anchors;
+    the customer stage adds the campaign counters (``stats``) and
+    ``decisions``; the customer cache adds the changed ``states`` and what
+    the store held of them before (``previous``).
     """
 
-    campaign_id: str
-    variant: str
-    cohort: str
-    sends: int = 0
-    clicks: int = 0
-    conversions: int = 0
-    revenue: float = 0.0
-    revenue_sq: float = 0.0
+    #: States to store, each replacing the customer's stored state.
+    states: Sequence[CustomerState] = ()
+    #: Ledger entries: the events the batch applied.
+    events: Sequence[EventKey] = ()
+    #: Per customer, the state the store holds right now, where known exactly.
+    previous: Mapping[str, CustomerState] | None = None
+    #: Changes to the campaign counters.
+    stats: Sequence[CampaignCounts] = ()
+    #: Decisions kept for the customer view.
+    decisions: Sequence[StoredDecision] = ()
+    #: Ledger key (of ``events``) -> the batch's outputs, opaque bytes.
+    outbox: Mapping[EventKey, bytes] | None = None
+    #: Anchors whose outputs were delivered: their outbox entries are deleted.
+    published: Sequence[EventKey] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when there is nothing to write."""
+        return not (self.states or self.events or self.stats or self.decisions
+                    or self.outbox or self.published)
 
 
 @dataclass(frozen=True)
@@ -149,20 +163,9 @@ class Store(Protocol):
         History entries expired at ``now`` are left out.
         """
 
-    async def save_customers(
-        self,
-        states: Sequence[CustomerState],
-        events: Sequence[EventKey],
-        now: datetime,
-        ledger_ttl_s: float,
-        history_ttl_s: float,
-        previous: Mapping[str, CustomerState] | None = None,
-        stats: Sequence[CampaignCounts] = (),
-        decisions: Sequence[StoredDecision] = (),
-        outbox: Mapping[EventKey, bytes] | None = None,
-        published: Sequence[EventKey] = (),
-    ) -> None:
-        """Replace the stored state of each of ``states``, then record ``events``.
+    async def write_batch(self, batch: BatchWrite, now: datetime, ledger_ttl_s: float,
+                          history_ttl_s: float) -> None:
+        """Replace the stored state of each of ``batch.states``, then record its ``events``.
 
         A history entry is kept ``history_ttl_s`` past its event time, counted
         from the customer's latest event and carried over to ``now``
@@ -170,7 +173,7 @@ class Store(Protocol):
         not written.  The ledger entries are
         written last (with ``ledger_ttl_s``), so an event is only marked seen
         once the states it changed are stored.  When a customer appears twice
-        in ``states`` the last one wins.
+        in ``batch.states`` the last one wins.
 
         ``previous`` may give, per customer, the state the store holds right
         now (as it was loaded or last saved).  The store may then write only
@@ -259,7 +262,7 @@ class Store(Protocol):
         """Up to ``limit`` unexpired decisions of the customer, newest first."""
 
     async def add_campaign_stats(self, changes: Sequence[CampaignCounts]) -> None:
-        """Add each change to the counters of its campaign, variant and cohort.
+        """Add each change to the counters of its campaign, variant and group.
 
         Revenue is kept to the cent (Cassandra counters are integers).
         """

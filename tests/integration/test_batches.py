@@ -1,4 +1,4 @@
-"""The ingest agent's batching (:func:`agents.ingest.batches`) on a real Faust app and broker."""
+"""The ingest agent's batching (:func:`agents.faust_batches.batches`) on real Faust and broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.ingest import batches
+from agents.faust_batches import batches
 from streams.app import build_faust_app
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings

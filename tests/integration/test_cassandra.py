@@ -22,7 +22,7 @@ from cassandra.policies import RoundRobinPolicy
 from agents.core.customer import CustomerPredictions, CustomerState
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
-from streams.store import Store, open_store
+from streams.store import BatchWrite, Store, open_store
 
 pytestmark = pytest.mark.cassandra
 
@@ -61,7 +61,7 @@ async def keyspaces(cassandra_hosts: str) -> AsyncIterator[Callable[[], str]]:
 
 
 async def _round_trip(store: Store, customer_id: str) -> CustomerState | None:
-    await store.save_customers([CustomerState(customer_id)], [], NOW, 86400.0, 86400.0)
+    await store.write_batch(BatchWrite([CustomerState(customer_id)]), NOW, 86400.0, 86400.0)
     return (await store.load_customers([customer_id], NOW)).get(customer_id)
 
 
@@ -127,7 +127,7 @@ async def test_migrate_upgrades_a_keyspace_of_the_older_schema(
     try:
         state = CustomerState("c-1", predictions=CustomerPredictions(
             0.125, 0.75, 19, NOW, {19: 2.5}, NOW))
-        await store.save_customers([state], [], NOW, 86400.0, 86400.0)
+        await store.write_batch(BatchWrite([state]), NOW, 86400.0, 86400.0)
         assert (await store.load_customers(["c-1"], NOW))["c-1"] == state
     finally:
         await store.close()

@@ -13,6 +13,7 @@ import pytest
 
 from agents.core.customer import CustomerPredictions, CustomerState, Interaction
 from streams.errors import StoreUnavailable
+from streams.store import BatchWrite
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,7 +32,7 @@ async def test_a_first_release_file_is_upgraded_and_keeps_its_ledger(tmp_path: P
     try:
         assert await store.seen_events([("c-1", "e-1")], NOW) == {("c-1", "e-1")}
         assert await store.seen_events([("c-1", "e-1")], NOW + timedelta(days=1)) == set()
-        await store.save_customers([CustomerState("c-1")], [], NOW, 60, 60)
+        await store.write_batch(BatchWrite([CustomerState("c-1")]), NOW, 60, 60)
         assert await store.load_customers(["c-1"], NOW) == {"c-1": CustomerState("c-1")}
     finally:
         await store.close()
@@ -44,8 +45,8 @@ async def test_a_version_1_file_gains_the_new_tables_and_columns_and_keeps_its_r
     path = tmp_path / "store.db"
     store = EmbeddedStore(path)
     await store.open()
-    await store.save_customers([CustomerState("c-1", last_event_at=NOW)], [("c-1", "e-1")],
-                               NOW, 60, 60)
+    await store.write_batch(BatchWrite([CustomerState("c-1", last_event_at=NOW)],
+                                       [("c-1", "e-1")]), NOW, 60, 60)
     await store.close()
     with sqlite3.connect(path) as db:  # back to what the version 1 release wrote
         for table in ("customer_pending_sends", "forgotten", "store_meta"):
@@ -63,7 +64,7 @@ async def test_a_version_1_file_gains_the_new_tables_and_columns_and_keeps_its_r
         # Version 3's column is there: predictions are kept.
         predicted = CustomerState("c-2", last_event_at=NOW, predictions=CustomerPredictions(
             0.5, 0.25, 7, NOW, {7: 1.0}, NOW))
-        await store.save_customers([predicted], [], NOW, 60, 60)
+        await store.write_batch(BatchWrite([predicted]), NOW, 60, 60)
         assert await store.load_customers(["c-2"], NOW) == {"c-2": predicted}
     finally:
         await store.close()
@@ -88,8 +89,8 @@ async def test_purge_deletes_exactly_the_expired_rows(tmp_path: Path) -> None:
         state = CustomerState("c-1", history=[
             Interaction(NOW - timedelta(days=2), "e-1", "click"),
             Interaction(NOW - timedelta(hours=1), "e-2", "click")])
-        await store.save_customers([state], [("c-1", "e-1"), ("c-1", "e-2")], NOW,
-                                   ledger_ttl_s=3600, history_ttl_s=3 * 86400)
+        await store.write_batch(BatchWrite([state], [("c-1", "e-1"), ("c-1", "e-2")]), NOW,
+                                ledger_ttl_s=3600, history_ttl_s=3 * 86400)
         assert await store.purge_expired(NOW) == 0
         # After a day and a half: e-1's history entry and both ledger entries are due.
         assert await store.purge_expired(NOW + timedelta(days=1, hours=12)) == 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from schemas.codec import pack
 from schemas.topics import INPUT_TOPICS
 from streams.app import build_worker
 from streams.broker import EmbeddedBroker
+from tests import events
 from tests.faults import committed, consume_decoded, ledger
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 from tests.strategies import key_of, payloads_for
@@ -37,10 +38,7 @@ Raw = tuple[str, bytes | None, bytes]
 
 
 def click(event_id: str, customer: str) -> Raw:
-    payload = {"event_id": event_id, "customer_id": customer, "schema_version": 1,
-               "occurred_at": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
-               "content_id": "n1"}
-    return ("clicks", customer.encode(), pack(payload))
+    return events.click(event_id, customer)
 
 
 def clicks(prefix: str, n: int) -> list[Raw]:

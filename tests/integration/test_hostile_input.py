@@ -30,6 +30,8 @@ from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker, build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from tests import events
+from tests.events import Raw
 from tests.harness import (
     consume_all,
     consume_exactly,
@@ -173,10 +175,8 @@ def produce_large(settings: Settings, messages: list[tuple[str, bytes, bytes]]) 
     return errors
 
 
-def click(event_id: str) -> tuple[str, bytes, bytes]:
-    return ("clicks", b"c1", pack({"event_id": event_id, "customer_id": "c1",
-                                   "schema_version": 1, "occurred_at": AT,
-                                   "content_id": "n1"}))
+def click(event_id: str) -> Raw:
+    return events.click(event_id, "c1", at=AT)
 
 
 async def test_messages_of_1_and_16_mib_among_valid_events_are_each_accounted_for(

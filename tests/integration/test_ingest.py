@@ -23,6 +23,7 @@ from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
 from streams.sim.traffic import MALFORMED_KINDS, TrafficConfig, TrafficGenerator
 from streams.store import open_store
+from tests.events import click_fields
 from tests.faults import ledger
 from tests.harness import (
     consume_all,
@@ -37,11 +38,7 @@ pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def click(event_id: str, customer: str = "c1", **extra: object) -> dict[str, object]:
-    return {
-        "event_id": event_id, "customer_id": customer, "schema_version": 1,
-        "occurred_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
-        "content_id": "n1", **extra,
-    }
+    return click_fields(event_id, customer, at=datetime.now(UTC) - timedelta(days=3), **extra)
 
 
 def published_outputs(settings: Settings) -> Counter[tuple[str, bytes]]:

@@ -57,7 +57,7 @@ from schemas.validation import Limits, parse_message
 from streams.app import build_stage
 from streams.settings import Settings
 from streams.sim.traffic import TrafficConfig, TrafficGenerator
-from streams.store import open_store
+from streams.store import BatchWrite, open_store
 
 #: The wall clock the stage is given; nothing it decides may depend on it.
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -167,7 +167,7 @@ async def run(records: Sequence[Record], sizes: Sequence[int], path: Path) -> di
         trained(forecaster)
         forecaster.learn = False
         await stage.apply(CONTENT, NOW)
-        await stage.commit([(c.content_id, c.event_id) for c in CONTENT], NOW)
+        await stage.commit(BatchWrite(events=[(c.content_id, c.event_id) for c in CONTENT]), NOW)
         outputs: list[Output] = []
         start, turn = 0, 0
         while start < len(records):
@@ -176,7 +176,7 @@ async def run(records: Sequence[Record], sizes: Sequence[int], path: Path) -> di
             emitted, failed = await stage.apply(batch, NOW)
             assert not failed
             outputs += emitted
-            await stage.commit([(r.customer_id, r.event_id) for r in batch], NOW)
+            await stage.commit(BatchWrite(events=[(r.customer_id, r.event_id) for r in batch]), NOW)
         counts = stage.accounting.as_dict()
         customers = {s.customer_id: s async for s in store.iter_customers(NOW)}
         return {

@@ -12,6 +12,8 @@ from schemas.codec import decode, pack
 from streams.app import build_worker
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from tests import events
+from tests.events import Raw
 from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -21,10 +23,8 @@ def at(minutes: float) -> str:
     return (BASE + timedelta(minutes=minutes)).isoformat()
 
 
-def click(event_id: str, minutes: float, **extra: object) -> tuple[str, bytes, bytes]:
-    return ("clicks", b"alice", pack({
-        "event_id": event_id, "customer_id": "alice", "schema_version": 1,
-        "occurred_at": at(minutes), "content_id": "golf-1", **extra}))
+def click(event_id: str, minutes: float, **extra: object) -> Raw:
+    return events.click(event_id, "alice", at=at(minutes), content_id="golf-1", **extra)
 
 
 ITEM = ("content", b"golf-1", pack({

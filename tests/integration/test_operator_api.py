@@ -29,6 +29,7 @@ from streams.broker import EmbeddedBroker
 from streams.controls import Controls
 from streams.privacy import export_customer
 from streams.settings import Settings
+from tests import events
 from tests.harness import (
     consume_all,
     consume_exactly,
@@ -222,9 +223,8 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
 
 
 def _click(event_id: str, customer: str) -> bytes:
-    return pack({"event_id": event_id, "customer_id": customer, "schema_version": 1,
-                 "occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
-                 "content_id": "n1", "topics": ["fashion"]})
+    return events.click(event_id, customer, at=datetime.now(UTC) - timedelta(days=1),
+                        topics=["fashion"])[2]
 
 
 def _produce(settings: Settings, messages: list[tuple[str, bytes, bytes]]

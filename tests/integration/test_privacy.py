@@ -27,6 +27,8 @@ from streams.privacy import export_customer
 from streams.settings import Settings
 from streams.store import open_store
 from streams.store.codec import CUSTOMER_TABLES
+from tests import events
+from tests.events import Raw
 from tests.harness import consume_exactly, eventually, isolated_settings, produce_raw
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -37,17 +39,12 @@ def at(minutes: float) -> str:
 
 
 def consent(event_id: str, customer: str, minutes: float, action: str,
-            *purposes: str) -> tuple[str, bytes, bytes]:
-    return ("consents", customer.encode(), pack({
-        "event_id": event_id, "customer_id": customer, "schema_version": 1,
-        "occurred_at": at(minutes), "action": action, "purposes": list(purposes),
-        "source": "consent-banner"}))
+            *purposes: str) -> Raw:
+    return events.consent(event_id, customer, action, *purposes, at=at(minutes))
 
 
-def click(event_id: str, customer: str, minutes: float) -> tuple[str, bytes, bytes]:
-    return ("clicks", customer.encode(), pack({
-        "event_id": event_id, "customer_id": customer, "schema_version": 1,
-        "occurred_at": at(minutes), "content_id": "golf-1"}))
+def click(event_id: str, customer: str, minutes: float) -> Raw:
+    return events.click(event_id, customer, at=at(minutes), content_id="golf-1")
 
 
 ITEM = ("content", b"golf-1", pack({

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from schemas.codec import pack
 from streams.app import build_worker
 from streams.servers.cassandra import CassandraServer
 from streams.servers.kafka import KafkaServer
 from streams.store import open_store
+from tests import events
 from tests.faults import committed
 from tests.harness import eventually, eventually_async, isolated_settings, produce_raw
 
@@ -34,10 +34,7 @@ def cassandra(tmp_path: Path) -> Iterator[CassandraServer]:
 
 def clicks(prefix: str, n: int) -> list[tuple[str, bytes | None, bytes]]:
     at = (datetime.now(UTC) - timedelta(days=2)).isoformat()
-    return [("clicks", f"c-{i % 53}".encode(),
-             pack({"event_id": f"{prefix}-{i}", "customer_id": f"c-{i % 53}",
-                   "schema_version": 1, "occurred_at": at, "content_id": "n1"}))
-            for i in range(n)]
+    return [events.click(f"{prefix}-{i}", f"c-{i % 53}", at=at) for i in range(n)]
 
 
 async def test_cassandra_stopped_and_started_mid_stream_loses_nothing(

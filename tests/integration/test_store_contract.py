@@ -43,7 +43,14 @@ from agents.core.customer import (
 )
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
-from streams.store import CampaignCounts, Store, StoredDecision, StoredProposal, open_store
+from streams.store import (
+    BatchWrite,
+    CampaignCounts,
+    Store,
+    StoredDecision,
+    StoredProposal,
+    open_store,
+)
 from streams.store.codec import normalise
 from tests.customer_strategies import customer_states, ms_times
 
@@ -169,7 +176,8 @@ async def _load(store: Store, customer_id: str, now: datetime = NOW) -> Customer
 
 async def _save(store: Store, *states: CustomerState, events: tuple[tuple[str, str], ...] = (),
                 now: datetime = NOW, history_ttl_s: float = FOREVER_S) -> None:
-    await store.save_customers(list(states), list(events), now, LEDGER_TTL_S, history_ttl_s)
+    await store.write_batch(BatchWrite(list(states), list(events)), now, LEDGER_TTL_S,
+                            history_ttl_s)
 
 
 # -- customer state ----------------------------------------------------------------
@@ -223,8 +231,8 @@ async def test_a_save_of_a_changed_state_given_the_stored_one_loads_as_the_chang
     history = sorted([*kept, *new], key=lambda e: (e.occurred_at, e.event_id))
     after = replace(other, customer_id=before.customer_id, history=history)
     await _save(store, before)
-    await store.save_customers([after], [], NOW, LEDGER_TTL_S, FOREVER_S,
-                               previous={before.customer_id: before})
+    await store.write_batch(BatchWrite([after], previous={before.customer_id: before}),
+                            NOW, LEDGER_TTL_S, FOREVER_S)
     assert await _load(store, after.customer_id) == normalise(after)
 
 
@@ -280,13 +288,13 @@ async def test_a_save_given_the_stored_state_writes_the_same_result(
     newer = Interaction(NOW - timedelta(hours=1), "e-4", "click", "sandals", None)
     after = replace(before, history=[*before.history[1:], newer],
                     tags={}, last_event_at=NOW - timedelta(hours=1))
-    await store.save_customers([after], [], NOW, LEDGER_TTL_S, FOREVER_S,
-                               previous={before.customer_id: before})
+    await store.write_batch(BatchWrite([after], previous={before.customer_id: before}),
+                            NOW, LEDGER_TTL_S, FOREVER_S)
     assert await _load(store, before.customer_id) == after
     # Equal entries that are other objects are rewritten, not lost.
     again = replace(after, history=[replace(e) for e in after.history])
-    await store.save_customers([again], [], NOW, LEDGER_TTL_S, FOREVER_S,
-                               previous={after.customer_id: after})
+    await store.write_batch(BatchWrite([again], previous={after.customer_id: after}),
+                            NOW, LEDGER_TTL_S, FOREVER_S)
     assert await _load(store, before.customer_id) == after
 
 
@@ -395,7 +403,8 @@ async def test_saving_states_records_their_events(store: Store,
     past = NOW + timedelta(seconds=LEDGER_TTL_S)
     assert await store.seen_events(list(events), past) == set()
     # Events may be recorded without any state change.
-    await store.save_customers([], [(state.customer_id, "e-10")], NOW, LEDGER_TTL_S, FOREVER_S)
+    await store.write_batch(BatchWrite(events=[(state.customer_id, "e-10")]), NOW,
+                            LEDGER_TTL_S, FOREVER_S)
     assert await store.seen_events([(state.customer_id, "e-10")], NOW) == {
         (state.customer_id, "e-10")}
 
@@ -406,10 +415,10 @@ async def test_a_save_adds_the_batchs_counters_and_keeps_its_decisions(
     made = [StoredDecision(state.customer_id, NOW - timedelta(hours=h), f"d-{h}", bytes([h]))
             for h in (1, 5)]
     for _ in range(2):
-        await store.save_customers(
-            [state], [(state.customer_id, "e-1")], NOW, LEDGER_TTL_S, 4 * 3600,
+        await store.write_batch(BatchWrite(
+            [state], [(state.customer_id, "e-1")],
             stats=[CampaignCounts(campaign, "boots", "treated", sends=1, revenue=1.5)],
-            decisions=made)
+            decisions=made), NOW, LEDGER_TTL_S, 4 * 3600)
     assert await store.campaign_stats(campaign) == [
         CampaignCounts(campaign, "boots", "treated", 2, 0, 0, 3.0, 0.0)]
     # Kept as record_decisions keeps them, with the history's time to live: d-5 is past it.
@@ -422,8 +431,8 @@ async def test_a_batchs_outputs_wait_in_the_outbox_until_marked_published(
         store: Store, cid: Callable[[str], str]) -> None:
     state = full_state(cid("outbox"))
     anchor, other = (state.customer_id, "e-1"), (state.customer_id, "e-2")
-    await store.save_customers([state], [anchor, other], NOW, 60.0, FOREVER_S,
-                               outbox={anchor: b"\x93outputs"})
+    await store.write_batch(BatchWrite([state], [anchor, other],
+                                       outbox={anchor: b"\x93outputs"}), NOW, 60.0, FOREVER_S)
     assert await store.seen_events([anchor, other], NOW) == {anchor, other}
     assert await store.unpublished([anchor, other], NOW) == {anchor: b"\x93outputs"}
     # Kept as long as the ledger entry: a redelivery after that is new, not a duplicate.
@@ -438,13 +447,13 @@ async def test_a_batchs_outputs_wait_in_the_outbox_until_marked_published(
 async def test_a_save_deletes_the_outbox_entries_published_since_the_last(
         store: Store, cid: Callable[[str], str]) -> None:
     first, second = (cid("pub"), "e-1"), (cid("pub"), "e-2")
-    await store.save_customers([], [first], NOW, LEDGER_TTL_S, FOREVER_S,
-                               outbox={first: b"one"})
-    await store.save_customers([], [second], NOW, LEDGER_TTL_S, FOREVER_S,
-                               outbox={second: b"two"}, published=[first])
+    await store.write_batch(BatchWrite(events=[first], outbox={first: b"one"}),
+                            NOW, LEDGER_TTL_S, FOREVER_S)
+    await store.write_batch(BatchWrite(events=[second], outbox={second: b"two"},
+                                       published=[first]), NOW, LEDGER_TTL_S, FOREVER_S)
     assert await store.unpublished([first, second], NOW) == {second: b"two"}
     # Nothing but a deletion is a write too (a batch of duplicates only).
-    await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S, published=[second])
+    await store.write_batch(BatchWrite(published=[second]), NOW, LEDGER_TTL_S, FOREVER_S)
     assert await store.unpublished([first, second], NOW) == {}
 
 
@@ -542,8 +551,8 @@ async def test_reset_empties_customers_ledger_and_outbox_but_keeps_snapshots(
         state = full_state(cid("before-replay"))
         events = ((state.customer_id, "e-1"), (cid("content"), "e-2"))
         await _save(store, state, events=events)
-        await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S,
-                                   outbox={events[0]: b"outputs"})
+        await store.write_batch(BatchWrite(outbox={events[0]: b"outputs"}),
+                                NOW, LEDGER_TTL_S, FOREVER_S)
         await store.put_snapshot("affinity", 1, b"model", "sha", NOW)
         await store.reset()
         assert await _load(store, state.customer_id) is None
@@ -627,7 +636,7 @@ async def test_campaign_counters_add_up_per_variant_and_cohort(
         CampaignCounts(spring, "boots", "treated", 2, 1, 1, 20.0, 399.6),
     ]
     every = [c for c in await store.campaign_stats() if c.campaign_id in (spring, autumn)]
-    assert [(c.campaign_id, c.variant, c.cohort, c.sends) for c in every] == sorted([
+    assert [(c.campaign_id, c.variant, c.group, c.sends) for c in every] == sorted([
         (autumn, "coats", "treated", 2), (spring, "boots", "holdout", 0),
         (spring, "boots", "treated", 2)])
     assert await store.campaign_stats(cid("never")) == []

@@ -48,6 +48,7 @@ from schemas.records import (
     Record,
     SendTriggered,
 )
+from tests.events import clicked
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 TOPICS = ("golf", "wine")
@@ -289,8 +290,7 @@ RULES = EngineRules(CUSTOMER, ConsentPolicy(), book=NO_HOLDOUT)
 
 def _click(n: int, at: datetime, topic: str = "golf", cid: str = "c-1", **more: object
            ) -> Clicked:
-    return Clicked(event_id=f"g{n}", customer_id=cid, occurred_at=at, schema_version=1,
-                   topics=[topic], **more)
+    return clicked(f"g{n}", cid, at=at, topics=[topic], **more)
 
 
 def _run(state: CustomerState, records: list[Record], rules: EngineRules = RULES,

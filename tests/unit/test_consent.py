@@ -43,6 +43,7 @@ from schemas.records import (
     PurchasedItem,
     Record,
 )
+from tests.events import clicked, consent_changed
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TOPICS = ("golf", "wine")
@@ -230,14 +231,12 @@ def test_a_click_without_profiling_consent_is_skipped_not_used() -> None:
 
 
 def _click(minute: int, topic: str = "golf") -> Clicked:
-    return Clicked(event_id=f"c{minute}", customer_id="c-1",
-                   occurred_at=T0 + timedelta(minutes=minute), schema_version=1, topics=[topic])
+    return clicked(f"c{minute}", at=T0 + timedelta(minutes=minute), topics=[topic])
 
 
 def _changed(action: str, minute: int, *purposes: str) -> ConsentChanged:
-    return ConsentChanged(event_id=f"k{action}{minute}", customer_id="c-1",
-                          occurred_at=T0 + timedelta(minutes=minute), schema_version=1,
-                          action=action, purposes=list(purposes), source="banner")
+    return consent_changed(f"k{action}{minute}", at=T0 + timedelta(minutes=minute),
+                           action=action, purposes=list(purposes))
 
 
 def test_a_click_before_the_grant_is_not_profiled_though_the_grant_was_read_first() -> None:
@@ -333,8 +332,7 @@ def _clicks(state: CustomerState, topic: str, n: int, start: datetime
             ) -> tuple[CustomerState, list[object]]:
     outputs: list[object] = []
     for i in range(n):
-        click = Clicked(event_id=f"{topic}-{start:%d%H%M}-{i}", customer_id="c-1",
-                        occurred_at=start + timedelta(minutes=i), schema_version=1,
+        click = clicked(f"{topic}-{start:%d%H%M}-{i}", at=start + timedelta(minutes=i),
                         topics=[topic])
         state, effects = handle(state, click, RULES, None, CATALOGUE)
         outputs += [*effects.decisions, *effects.triggers]

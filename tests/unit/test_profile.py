@@ -31,6 +31,7 @@ from schemas.records import (
     Purchased,
     PurchasedItem,
 )
+from tests.events import clicked, consent_changed
 from tests.strategies import records_for
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -47,8 +48,7 @@ def at(day: float) -> datetime:
 
 
 def click(day: float, event_id: str = "", **fields: Any) -> Clicked:
-    return Clicked(event_id=event_id or f"c{day}", customer_id="c-1", schema_version=1,
-                   occurred_at=at(day), **fields)
+    return clicked(event_id or f"c{day}", at=at(day), **fields)
 
 
 def order(day: float, total: float, *topics: str, event_id: str = "") -> Purchased:
@@ -61,9 +61,8 @@ def order(day: float, total: float, *topics: str, event_id: str = "") -> Purchas
 
 
 def consent(day: float, action: str, *purposes: str, source: str = "banner") -> ConsentChanged:
-    return ConsentChanged(event_id=f"k{day}", customer_id="c-1", schema_version=1,
-                          occurred_at=at(day), action=action, purposes=list(purposes),
-                          source=source)
+    return consent_changed(f"k{day}", at=at(day), action=action, purposes=list(purposes),
+                           source=source)
 
 
 def profile(day: float, **fields: Any) -> ProfileUpdated:

@@ -71,13 +71,17 @@ def test_the_file_named_in_settings_is_the_one_loaded(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     (("min_clicks = 3", "min_clicks = 0"),
-     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number ≥ 1, got 0"),
+     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number from 1 to 10 "
+     "(max_recent), got 0"),
     (("min_clicks = 3", "min_clicks = 2.5"),
-     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number ≥ 1, got 2.5"),
+     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number from 1 to 10 "
+     "(max_recent), got 2.5"),
     (("min_clicks = 3", "min_clicks = true"),
-     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number ≥ 1, got True"),
+     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number from 1 to 10 "
+     "(max_recent), got True"),
     (("min_clicks = 3", "min_clicks = 11"),
-     "rules.toml: rule 'fashion-trends': min_clicks must be at most 10 (max_recent), got 11"),
+     "rules.toml: rule 'fashion-trends': min_clicks must be a whole number from 1 to 10 "
+     "(max_recent), got 11"),
     (("window_days = 14", "window_days = 0"),
      "rules.toml: rule 'fashion-trends': window_days must be a number of days above 0 and "
      "at most 3650, got 0"),
@@ -104,7 +108,7 @@ def test_the_file_named_in_settings_is_the_one_loaded(tmp_path: Path) -> None:
      "rules.toml: rule #1: tag must be 1 to 100 lower-case letters, digits, '-' or '_', "
      "got 'Fashion Trends'"),
     (("max_recent = 10", "max_recent = 0"),
-     "rules.toml: max_recent must be a whole number ≥ 1, got 0"),
+     "rules.toml: max_recent must be a whole number from 1 to 10000, got 0"),
     (("half_life_days = 3.5", "half_life_days = 0"),
      "rules.toml: half_life_days must be a number of days above 0 and at most 3650, got 0"),
     (("half_life_days = 3.5", "half_life = 3.5"),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agents.core.cobuy import CoPurchases
 from agents.core.proposals import Proposal, Refused, approve, expired, reject, resolution, sent
-from agents.core.uplift import CampaignCounters, CampaignStats, StatDelta, uplift
+from agents.core.uplift import CampaignCounts, CampaignStats, uplift
 from schemas.records import ProposalResolved, Purchased, PurchasedItem, SendProposed, SendTriggered
 
 AT = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -29,8 +29,8 @@ def test_the_interval_covers_the_true_difference_about_as_often_as_it_says(
     covered, runs = 0, 600
     for _ in range(runs):
         clicks = [sum(rng.random() < p for _ in range(n)) for p in (p_treated, p_holdout)]
-        u = uplift(CampaignCounters(sends=n, clicks=clicks[0]),
-                   CampaignCounters(sends=n, clicks=clicks[1]), "clicks")
+        u = uplift(CampaignCounts(sends=n, clicks=clicks[0]),
+                   CampaignCounts(sends=n, clicks=clicks[1]), "clicks")
         assert u.low is not None
         assert u.high is not None
         covered += u.low <= p_treated - p_holdout <= u.high
@@ -40,12 +40,14 @@ def test_the_interval_covers_the_true_difference_about_as_often_as_it_says(
 
 def test_revenue_uses_the_spread_per_exposure() -> None:
     rng = random.Random(3)
-    treated, holdout = CampaignCounters(), CampaignCounters()
-    for counters, mean in ((treated, 12.0), (holdout, 10.0)):
+    totals = []
+    for mean in (12.0, 10.0):
+        counters = CampaignCounts()
         for _ in range(2000):
             r = rng.expovariate(1 / mean) if rng.random() < 0.5 else 0.0
-            counters.add(CampaignCounters(sends=1, revenue=r, revenue_sq=r * r))
-    u = uplift(treated, holdout, "revenue")
+            counters = counters.plus(CampaignCounts(sends=1, revenue=r, revenue_sq=r * r))
+        totals.append(counters)
+    u = uplift(totals[0], totals[1], "revenue")
     assert u.low is not None
     assert u.high is not None
     assert u.low < 1.0 < u.high  # the truth: 6 - 5
@@ -53,20 +55,20 @@ def test_revenue_uses_the_spread_per_exposure() -> None:
 
 
 def test_without_a_holdout_there_is_no_interval() -> None:
-    u = uplift(CampaignCounters(sends=10, clicks=2), CampaignCounters(), "clicks")
+    u = uplift(CampaignCounts(sends=10, clicks=2), CampaignCounts(), "clicks")
     assert (u.rate_treated, u.difference, u.low, u.high, u.significant) == (
         0.2, None, None, None, False)
     with pytest.raises(ValueError, match="metric: 'opens'"):
-        uplift(CampaignCounters(), CampaignCounters(), "opens")
+        uplift(CampaignCounts(), CampaignCounts(), "opens")
 
 
 def test_stats_add_up_per_campaign_variant_and_group() -> None:
     stats = CampaignStats()
-    stats.add([StatDelta("c", "n-1", "treated", "t1", AT, sends=1),
-               StatDelta("c", "n-2", "treated", "t2", AT, sends=1),
-               StatDelta("c", "n-1", "treated", "t1", AT, clicks=1),
-               StatDelta("c", "n-1", "holdout", "h1", AT, sends=1),
-               StatDelta("c", "n-2", "treated", "t2", AT, sends=-1)])
+    stats.add([CampaignCounts("c", "n-1", "treated", exposure="t1", at=AT, sends=1),
+               CampaignCounts("c", "n-2", "treated", exposure="t2", at=AT, sends=1),
+               CampaignCounts("c", "n-1", "treated", exposure="t1", at=AT, clicks=1),
+               CampaignCounts("c", "n-1", "holdout", exposure="h1", at=AT, sends=1),
+               CampaignCounts("c", "n-2", "treated", exposure="t2", at=AT, sends=-1)])
     report = stats.report()["c"]
     assert report["treated"] == {"sends": 1, "clicks": 1, "conversions": 0, "revenue": 0.0}
     assert report["variants"]["n-1"]["holdout"]["sends"] == 1
