@@ -211,14 +211,9 @@ def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
     if campaign.trigger == "browse_abandonment" and ordered_between(
             state.history, candidate.at - _TICK, send_at - _TICK):
         return refused("purchased", "an order between the click and the send withdraws it")
-    window = book.arbitration_window
-    near = [c for c in log if abs(c.send_at - send_at) < window]
-    if near:
-        return refused("arbitration", f"{near[0].campaign_id} sends at "
-                                      f"{near[0].send_at.isoformat()}, within "
-                                      f"{format_duration(window)}")
-    if window:
-        reasons.append(f"arbitration: no other send within {format_duration(window)}")
+    clash = _arbitrated(log, send_at, book.arbitration_window, reasons)
+    if clash is not None:
+        return refused("arbitration", clash)
     furthest = refused("consent", "no consent for " + ", ".join(campaign.channels))
     for channel in campaign.channels:
         if not consent.may_send(state, channel, candidate.at):
@@ -235,6 +230,19 @@ def plan(candidate: SendCandidate, state: CustomerState, book: CampaignBook,
         return Plan(candidate, channel, items, send_at, holdout,
                     (f"audience of {campaign.campaign_id}: passed", *reasons, *passed))
     return furthest
+
+
+def _arbitrated(log: Sequence[Contact], send_at: datetime, window: timedelta,
+                reasons: list[str]) -> str | None:
+    """Why another send within ``window`` of ``send_at`` refuses this one (None: none
+    does, and ``reasons`` says so)."""
+    near = [c for c in log if abs(c.send_at - send_at) < window]
+    if near:
+        return (f"{near[0].campaign_id} sends at {near[0].send_at.isoformat()}, within "
+                f"{format_duration(window)}")
+    if window:
+        reasons.append(f"arbitration: no other send within {format_duration(window)}")
+    return None
 
 
 def check_caps(log: Sequence[Contact], channel: str, campaign: Campaign, send_at: datetime,

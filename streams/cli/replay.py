@@ -58,14 +58,7 @@ def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float
                          "group.id": f"relevanz-replay-probe-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False})
     try:
-        partitions = []
-        for contract in INPUT_TOPICS:
-            name = settings.topic(contract.name)
-            metadata = consumer.list_topics(name, timeout=10).topics.get(name)
-            if metadata is None or metadata.error is not None:
-                continue
-            partitions += [TopicPartition(name, p, OFFSET_BEGINNING)
-                           for p in metadata.partitions]
+        partitions = _input_partitions(consumer, settings)
         starts: dict[tuple[str, int], int] = {}
         ends: dict[tuple[str, int], int] = {}
         assignment = partitions
@@ -101,6 +94,18 @@ def plan_replay(settings: Settings, since: datetime | None = None, idle_s: float
             f"broker {settings.broker_servers} not reachable: {exc.args[0]}") from exc
     finally:
         consumer.close()
+
+
+def _input_partitions(consumer: Consumer, settings: Settings) -> list[TopicPartition]:
+    """Every partition of the input topics the broker knows, from their beginning."""
+    partitions = []
+    for contract in INPUT_TOPICS:
+        name = settings.topic(contract.name)
+        metadata = consumer.list_topics(name, timeout=10).topics.get(name)
+        if metadata is None or metadata.error is not None:
+            continue
+        partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in metadata.partitions]
+    return partitions
 
 
 def _commit_start(settings: Settings, plan: ReplayPlan) -> None:

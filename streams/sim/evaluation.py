@@ -179,16 +179,8 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
     process; ``limit``: only the first ``limit`` customers (by id) of the log.
     """
     started = time.monotonic()
-    transactions = read_transactions(path)
-    if limit is not None:
-        kept = set(sorted({t.customer_id for t in transactions})[:limit])
-        transactions = [t for t in transactions if t.customer_id in kept]
-    end = cutoff + timedelta(weeks=holdout_weeks)
-    calibration = [t for t in transactions if t.occurred_at < cutoff]
-    if not calibration:
-        raise InvalidTransactions(f"{path}: no purchase before the cutoff {cutoff.isoformat()}")
+    calibration, later = _split(path, cutoff, holdout_weeks, limit)
     customers = sorted({t.customer_id for t in calibration})
-    later = [t for t in transactions if cutoff <= t.occurred_at < end]
     if through_worker and order != "time":
         raise ConfigError("--through-worker publishes in event-time order: use --order time")
     records = customer_events(calibration, order, seed)
@@ -230,17 +222,34 @@ def evaluate(path: Path, cutoff: datetime, holdout_weeks: int, settings: Setting
         "churn_actual": len(customers) - len(quiet),
         "churn_horizon_days": rules.churn_horizon.days,
     }
-    for name, score in base.items():
-        fitted = not all(math.isnan(v) for v in score)  # BG/NBD may not converge
-        result[f"{name}_auc"] = _r(roc_auc(labels, score)) if fitted else None
+    for name, score in base.items():  # BG/NBD may not converge: no figure then
+        result[f"{name}_auc"] = None if all(map(math.isnan, score)) else _r(roc_auc(labels, score))
     result["bgnbd_library"] = baselines.BGNBD_LIBRARY
     for outcome in ("purchase", "churn"):
-        # What the model learnt: weight per feature, on the online scaler's standard units.
-        weights = forecaster.predictors.model(outcome).model["LogisticRegression"].weights
-        result[f"{outcome}_weights"] = {k: round(float(v), 3) for k, v in weights.items()
-                                        if k != "bias"}
+        result[f"{outcome}_weights"] = _learnt_weights(forecaster, outcome)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _split(path: Path, cutoff: datetime, holdout_weeks: int, limit: int | None
+           ) -> tuple[list[Transaction], list[Transaction]]:
+    """The log's purchases before the cutoff and those in the holdout (of the first
+    ``limit`` customers by id, when given)."""
+    transactions = read_transactions(path)
+    if limit is not None:
+        kept = set(sorted({t.customer_id for t in transactions})[:limit])
+        transactions = [t for t in transactions if t.customer_id in kept]
+    end = cutoff + timedelta(weeks=holdout_weeks)
+    calibration = [t for t in transactions if t.occurred_at < cutoff]
+    if not calibration:
+        raise InvalidTransactions(f"{path}: no purchase before the cutoff {cutoff.isoformat()}")
+    return calibration, [t for t in transactions if cutoff <= t.occurred_at < end]
+
+
+def _learnt_weights(forecaster: Any, outcome: str) -> dict[str, float]:
+    """What the model learnt: weight per feature, on the online scaler's standard units."""
+    weights = forecaster.predictors.model(outcome).model["LogisticRegression"].weights
+    return {k: round(float(v), 3) for k, v in weights.items() if k != "bias"}
 
 
 def _r(value: float, digits: int = 4) -> float | None:
