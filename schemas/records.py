@@ -237,6 +237,81 @@ class ContentPublished(Record):
     valid_until: datetime | None = None
 
 
+LINK_SOURCES = ("login", "newsletter_click", "checkout", "other")
+
+
+@constrain(
+    event_id=_ID,
+    visitor_id=_ID,
+    customer_id=_ID,
+    schema_version=_VERSION_1,
+    source=Rule(choices=LINK_SOURCES),
+)
+class IdentityLink(Record):
+    """An anonymous visitor id belongs to a customer (topic ``identity_links``).
+
+    Sent on login, a newsletter click-through or a checkout.  Keyed by
+    ``visitor_id``, like ``page_views``, so the visitor's owner applies it:
+    the visitor's profile then travels to the customer as a
+    :class:`VisitorMerged` on the customer-keyed ``visitor_merges`` topic.
+    """
+
+    event_id: str
+    visitor_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    source: str
+
+
+@constrain(
+    view_id=_ID,
+    session_id=_ID,
+    url=_TEXT,
+    page_type=_REF,
+    content_id=_REF,
+    topics=_TOPICS,
+    engagement_seconds=Rule(min_value=0),
+)
+class MergedPage(Record):
+    """One page of a visitor, as merged into a customer."""
+
+    view_id: str
+    occurred_at: datetime
+    session_id: str
+    url: str
+    page_type: str
+    content_id: str | None = None
+    topics: list[str] = []
+    engagement_seconds: float | None = None
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    visitor_id=_ID,
+    link_event_id=_ID,
+    schema_version=_VERSION_1,
+    pages=Rule(max_length=1000),
+)
+class VisitorMerged(Record):
+    """A linked visitor's pages, for the customer's owner to apply (``visitor_merges``).
+
+    Written by the visitor's owner: once at the link (the visitor's profile
+    up to then, ``occurred_at`` the link's time) and once per later page view
+    of the linked visitor.  Keyed by ``customer_id``; ``event_id`` is derived
+    from the link or page view, so the customer's owner applies each once.
+    """
+
+    event_id: str
+    customer_id: str
+    visitor_id: str
+    occurred_at: datetime
+    schema_version: int
+    link_event_id: str
+    pages: list[MergedPage] = []
+
+
 # --- outputs ----------------------------------------------------------------
 
 

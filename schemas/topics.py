@@ -10,7 +10,7 @@ same partition count, so one worker owns a customer across all of them.
 >>> TOPICS["clicks"].key
 'customer_id'
 >>> [t.name for t in INPUT_TOPICS]
-['clicks', 'purchases', 'consents', 'profiles', 'content']
+['clicks', 'purchases', 'consents', 'profiles', 'content', 'identity_links', 'visitor_merges']
 """
 
 from __future__ import annotations
@@ -86,6 +86,28 @@ INPUT_TOPICS: tuple[TopicContract, ...] = (
         ("relevanz ingest (every worker reads it whole)",),
         compacted=True,
         customer_keyed=False,
+    ),
+    # Keyed by the visitor, like page_views: only the visitor's owner knows the
+    # visitor's profile, so it applies the link and hands the profile on to the
+    # customer's owner through visitor_merges (customer-keyed).
+    TopicContract(
+        "identity_links",
+        {1: r.IdentityLink},
+        "visitor_id",
+        "An anonymous visitor id belongs to a customer (login, newsletter click-through, "
+        "checkout).",
+        ("web shop", "newsletter tool", "relevanz produce"),
+        ("relevanz ingest",),
+        customer_keyed=False,
+    ),
+    TopicContract(
+        "visitor_merges",
+        {1: r.VisitorMerged},
+        "customer_id",
+        "A linked visitor's pages for the customer's owner to merge, written by the "
+        "visitor's owner at the link and for each later page view of the visitor.",
+        ("relevanz ingest (the visitor's owner)",),
+        ("relevanz ingest (the customer's owner)",),
     ),
 )
 

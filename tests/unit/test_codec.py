@@ -60,6 +60,17 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         event_id="evt-consent-1", customer_id="cust-42", occurred_at=AT, schema_version=1,
         action="granted", purposes=["profiling", "email"], source="preference-centre",
     ),
+    ("identity_links", 1): r.IdentityLink(
+        event_id="evt-link-1", visitor_id="vis-7", customer_id="cust-42", occurred_at=AT,
+        schema_version=1, source="login",
+    ),
+    ("visitor_merges", 1): r.VisitorMerged(
+        event_id="vis-7:link:evt-link-1", customer_id="cust-42", visitor_id="vis-7",
+        occurred_at=AT, schema_version=1, link_event_id="evt-link-1",
+        pages=[r.MergedPage(view_id="pv-1", occurred_at=AT, session_id="s-9",
+                            url="https://shop.example/golf", page_type="product",
+                            content_id="golf-1", topics=["golf"], engagement_seconds=42.5)],
+    ),
     ("profiles", 1): r.ProfileUpdated(
         event_id="evt-profile-1", customer_id="cust-42", occurred_at=AT, schema_version=1,
         locale="de-DE", language="de", time_zone="Europe/Berlin", country="DE",
