@@ -10,7 +10,7 @@ same partition count, so one worker owns a customer across all of them.
 >>> TOPICS["clicks"].key
 'customer_id'
 >>> [t.name for t in INPUT_TOPICS]
-['clicks', 'purchases', 'consents', 'profiles', 'content']
+['clicks', 'purchases', 'consents', 'profiles', 'content', 'page_views']
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class TopicContract:
     compacted: bool = False
     #: True when the topic is keyed by customer and co-partitioned.
     customer_keyed: bool = True
+    #: How the topic is partitioned, in words, when it is none of the usual kinds.
+    partitioning: str | None = None
 
     @property
     def record(self) -> type[r.Record]:
@@ -86,6 +88,22 @@ INPUT_TOPICS: tuple[TopicContract, ...] = (
         ("relevanz ingest (every worker reads it whole)",),
         compacted=True,
         customer_keyed=False,
+    ),
+    # Not a clicks v2: page views are keyed by the visitor (most senders are
+    # anonymous), arrive many times per session (heartbeats included) and carry
+    # no campaign or decision; a clicks version would force a customer_id on
+    # every one and change the key of a customer-keyed topic.
+    TopicContract(
+        "page_views",
+        {1: r.PageView},
+        "visitor_id",
+        "Page views of the site, anonymous or logged in, with engagement time "
+        "(heartbeats report on the same page_view_id).",
+        ("web site tag", "app", "relevanz produce"),
+        ("relevanz ingest",),
+        customer_keyed=False,
+        partitioning="keyed by visitor_id, with the partition count of the "
+        "customer-keyed topics; one worker owns a visitor's sessions",
     ),
 )
 
