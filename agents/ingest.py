@@ -198,7 +198,7 @@ class Ingest:
                 letters.append(self._dead_letter(event, now, str(exc), exc.field))
                 continue
             records.append(record)
-            keys.append((_partition_key(record), record.event_id))
+            keys.append((_partition_key(logical, record), record.event_id))
             sources.append(event)
 
         seen = await self.store.seen_events(keys, now)
@@ -374,9 +374,10 @@ def _unpacked(blob: bytes) -> list[Encoded]:
             for topic, key, value in decode(blob)]
 
 
-def _partition_key(record: Record) -> str:
-    key = getattr(record, "customer_id", None) or getattr(record, "content_id", "")
-    return str(key)
+def _partition_key(logical: str, record: Record) -> str:
+    # The ledger is kept per message key (customer, visitor or content item).
+    field = TOPICS[logical].key
+    return str(getattr(record, field, "") if field else "")
 
 
 async def batches(stream: StreamT[Any], max_: int, within_s: float

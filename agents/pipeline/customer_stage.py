@@ -44,6 +44,7 @@ from schemas.records import (
     DecisionMade,
     InterestTagChanged,
     ModelDrifted,
+    PageView,
     ProfileUpdated,
     Purchased,
     Record,
@@ -102,7 +103,8 @@ class CustomerStage:
         for record in records:
             if isinstance(record, ContentPublished):
                 self.catalogue.learn(record)
-        customer_ids = [r.customer_id for r in records if not isinstance(r, ContentPublished)]
+        customer_ids = [r.customer_id for r in records
+                        if not isinstance(r, ContentPublished | PageView)]
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
@@ -113,7 +115,7 @@ class CustomerStage:
         # in (ties: profile, consent, click, purchase, then event id).
         for position in sorted(range(len(records)), key=lambda i: _event_order(records[i])):
             incoming = records[position]
-            if isinstance(incoming, ContentPublished):
+            if isinstance(incoming, ContentPublished | PageView):
                 continue
             # A consent change may release parked events: they are applied next, as
             # though they arrived now (in event-time order among themselves).

@@ -85,6 +85,13 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         ],
         default_language="en", valid_from=AT, valid_until=AT + timedelta(days=30),
     ),
+    ("page_views", 1): r.PageView(
+        event_id="evt-pv-1", visitor_id="vis-7", occurred_at=AT, schema_version=1,
+        session_id="ses-1", url="https://shop.example/p/sku-1", page_type="product",
+        device="mobile", customer_id="cust-42", page_view_id="pv-1", content_id="sku-1",
+        category="shoes", referrer="https://search.example/", engagement_seconds=42.5,
+        consent=["profiling", "personalisation"],
+    ),
     ("decisions", 1): r.DecisionMade(
         decision_id="dec-1", customer_id="cust-42", decided_at=AT, schema_version=1,
         slot="newsletter-hero", channel="email", content_id="news-7", variant_language="de",
