@@ -34,6 +34,10 @@ test_store_contract.py``), so the semantics below hold for both:
   (:meth:`Store.mark_published`).  A worker that dies in between leaves them
   there; when the batch is redelivered, that key is seen again and
   :meth:`Store.unpublished` gives them back to publish.
+- **Visitors.** An anonymous visitor is one row (:mod:`streams.store.visitor_rows`),
+  replaced whole, kept until the expiry it is saved with (event time of its
+  latest page view plus ``RELEVANZ_VISITOR_EXPIRY_S``) and hidden by reads
+  after that; deleting a visitor deletes its ledger and outbox entries too.
 - **Errors** are :class:`streams.errors.StoreUnavailable` with a message
   naming the store and the operation.
 
@@ -48,6 +52,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.core.customer import CustomerState
+from agents.core.visitors import VisitorState
 
 #: ``(partition key, event_id)``: the partition key is the customer id, or the
 #: content id for catalogue events.
@@ -283,3 +288,21 @@ class Store(Protocol):
 
         Exactly one of concurrent calls for the same proposal succeeds.
         """
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, VisitorState]:
+        """The stored states of ``visitor_ids`` unexpired at ``now``; others are absent."""
+
+    async def save_visitors(self, visitors: Sequence[tuple[VisitorState, datetime]],
+                            now: datetime) -> None:
+        """Make each ``(state, expires_at)`` the stored row of its visitor.
+
+        A state with nothing to keep (:meth:`VisitorState.is_empty`) or
+        expired at ``now`` is deleted instead (as :meth:`delete_visitors` does).
+        """
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        """Erase every row of the visitors, their ledger and outbox entries included."""
+
+    async def linked_visitors(self, customer_id: str, now: datetime) -> list[str]:
+        """Ids of the visitors linked to ``customer_id`` unexpired at ``now``, sorted."""

@@ -41,10 +41,12 @@ from agents.core.customer import (
     PurchaseFigures,
     TopicInterest,
 )
+from agents.core.visitors import ViewedPage, VisitorState
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
 from streams.store import CampaignCounts, Store, StoredDecision, StoredProposal, open_store
 from streams.store.codec import normalise
+from streams.store.visitor_rows import normalise_visitor
 from tests.customer_strategies import customer_states, ms_times
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -679,3 +681,71 @@ async def test_decisions_are_kept_newest_first_until_they_expire_or_the_customer
     assert await store.recent_decisions(cid("nobody"), NOW) == []
     await store.delete_customer(who)
     assert await store.recent_decisions(who, NOW) == []
+
+
+# -- anonymous visitors --------------------------------------------------------------
+
+
+def _visitor(visitor_id: str, at: datetime = NOW - DAY, customer_id: str | None = None
+             ) -> VisitorState:
+    pages = [ViewedPage("pv-1", at - DAY, "s-1", "https://shop.example/golf", "product",
+                        "golf-1", ("golf", "travel"), 42.5),
+             ViewedPage("pv-2", at, "s-2", "https://shop.example/", "home")]
+    return VisitorState(visitor_id, pages=[] if customer_id else pages,
+                        revoked_at=at - 2 * DAY, last_seen=at, customer_id=customer_id,
+                        link_event_id="l-1" if customer_id else None,
+                        linked_at=at if customer_id else None)
+
+
+async def test_a_visitor_round_trips_and_a_save_replaces_it(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    state = _visitor(vid, NOW - timedelta(microseconds=1500))
+    await store.save_visitors([(state, NOW + DAY)], NOW)
+    assert await store.load_visitors([vid, cid("never")], NOW) == {vid: normalise_visitor(state)}
+    linked = _visitor(vid, NOW - DAY, customer_id=cid("c"))
+    await store.save_visitors([(linked, NOW + DAY)], NOW)
+    await store.save_visitors([(linked, NOW + DAY)], NOW)  # twice: no change
+    assert await store.load_visitors([vid], NOW) == {vid: linked}
+    assert await store.linked_visitors(cid("c"), NOW) == [vid]
+
+
+async def test_a_visitor_expires_at_the_time_it_was_saved_with(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid, gone = cid("v"), cid("gone")
+    await store.save_visitors([(_visitor(vid, customer_id=cid("c")), NOW + DAY),
+                               (_visitor(gone), NOW - timedelta(milliseconds=1))], NOW)
+    assert set(await store.load_visitors([vid, gone], NOW)) == {vid}
+    assert await store.load_visitors([vid], NOW + DAY) == {}
+    assert await store.linked_visitors(cid("c"), NOW + DAY) == []
+
+
+async def test_an_empty_visitor_is_deleted_not_stored(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    await store.save_visitors([(_visitor(vid), NOW + DAY)], NOW)
+    await store.save_visitors([(VisitorState(vid, last_seen=NOW), NOW + DAY)], NOW)
+    assert await store.load_visitors([vid], NOW) == {}
+
+
+async def test_deleting_visitors_removes_their_rows_ledger_and_link(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid, other, customer = cid("v"), cid("other"), cid("c")
+    await store.save_visitors([(_visitor(vid, customer_id=customer), NOW + DAY),
+                               (_visitor(other), NOW + DAY)], NOW)
+    await store.record_events([(vid, "pv-1"), (other, "pv-9")], NOW, LEDGER_TTL_S)
+    await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S,
+                               outbox={(vid, "pv-1"): b"outputs"})
+    await store.delete_visitors([vid])
+    assert set(await store.load_visitors([vid, other], NOW)) == {other}
+    assert await store.linked_visitors(customer, NOW) == []
+    assert await store.seen_events([(vid, "pv-1"), (other, "pv-9")], NOW) == {(other, "pv-9")}
+    assert await store.unpublished([(vid, "pv-1")], NOW) == {}
+
+
+async def test_reset_empties_the_visitors(store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    await store.save_visitors([(_visitor(vid, customer_id=cid("c")), NOW + DAY)], NOW)
+    await store.reset()
+    assert await store.load_visitors([vid], NOW) == {}
+    assert await store.linked_visitors(cid("c"), NOW) == []
