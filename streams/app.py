@@ -30,10 +30,12 @@ from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
 from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
+from agents.core.visitors import VisitorRules
 from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.customer_stage import CustomerStage
 from agents.pipeline.forecasts import Forecaster
+from agents.pipeline.identity_stage import IdentityStage
 from agents.pipeline.learner import Learner
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
@@ -328,7 +330,7 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> bool:
 #: Topics the customer stage emits to.
 _STAGE_OUTPUTS = ("interest-tags", "decisions", "send-triggers", "send-cancellations",
                   "customer-erased", "model-drift", "send-proposals", "proposal-resolutions",
-                  "campaign-stats")
+                  "campaign-stats", "visitor_merges")
 
 
 def campaign_book(settings: Settings) -> CampaignBook:
@@ -428,7 +430,8 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         limits=limits,
         dedup_horizon_s=settings.dedup_horizon_s,
         outputs={name: output(name) for name in _STAGE_OUTPUTS} if emit else {},
-        stage=stage,
+        stage=IdentityStage(stage, VisitorRules(
+            expire_after=timedelta(seconds=settings.visitor_expiry_s))),
         emit=emit,
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,

@@ -8,12 +8,15 @@ Rules (each a pure function of the events, so replay rebuilds the same state):
 
 - **The first page view creates the visitor.** There is no "unknown visitor":
   a page view of a visitor id never seen starts its profile.
-- **Cookie consent, strict by default.** A page view is profiled only when
-  its ``consent`` lists ``profiling``.  One that does not withdraws the
-  profile as of its event time: every page viewed up to then is dropped and
-  none dated up to then is added later (:attr:`VisitorState.revoked_at`), in
-  whatever order the page views arrive.  A visitor who never consented has
-  no stored state at all.
+- **Cookie consent, strict by default.** A page view is used only when its
+  ``consent`` lists ``profiling``, linked visitor or not (for a linked one the
+  customer's consent decides too).  One that does not withdraws an anonymous
+  visitor's profile as of its event time: every page viewed up to then is
+  dropped and none dated up to then is added later while the visitor has a
+  row (:attr:`VisitorState.revoked_at`).  A visitor who never consented has
+  no stored state at all.  The bound: a withdrawal read after the visitor's
+  link does not reach pages already merged into the customer (the
+  customer's own consent governs those).
 - **Bounded.** A visitor keeps its newest :attr:`VisitorRules.max_pages`
   pages; heartbeats (``page_view_id`` set) raise the engagement of the page
   they report on (the largest report counts) instead of adding a page.
@@ -54,6 +57,7 @@ below ``min_weight``; a page with no engagement report yet counts
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -106,7 +110,7 @@ class VisitorState:
     pages: list[ViewedPage] = field(default_factory=list)
     #: Event time of the latest page view without profiling consent (None: none).
     revoked_at: datetime | None = None
-    #: Event time of the latest page view seen (consented or not).
+    #: Event time of the latest page view used (with profiling consent).
     last_seen: datetime | None = None
     #: The customer this visitor is linked to, the link's event id and time.
     customer_id: str | None = None
@@ -151,6 +155,18 @@ class Outcome:
     refused: LinkRefused | None = None
 
 
+def merge_id(visitor_id: str, kind: str, event_id: str) -> str:
+    """The event id of the merge a link or page view causes: short, and the same on replay.
+
+    >>> merge_id("v-1", "link", "e-9") == merge_id("v-1", "link", "e-9")
+    True
+    >>> len(merge_id("v-1", "view", "e-9" * 60))
+    37
+    """
+    digest = hashlib.blake2b(f"{visitor_id}\x00{event_id}".encode(), digest_size=16).hexdigest()
+    return f"{kind}-{digest}"
+
+
 def engagement_weight(seconds: float | None, rules: VisitorRules) -> float:
     """The interest weight of a page with ``seconds`` of engagement.
 
@@ -167,8 +183,8 @@ def engagement_weight(seconds: float | None, rules: VisitorRules) -> float:
 
 def expires_at(state: VisitorState, rules: VisitorRules) -> datetime | None:
     """When the visitor is forgotten (event time of its latest page view plus the expiry)."""
-    latest = state.last_seen or state.linked_at
-    return None if latest is None else latest + rules.expire_after
+    times = [t for t in (state.last_seen, state.linked_at, state.revoked_at) if t is not None]
+    return max(times) + rules.expire_after if times else None
 
 
 def _page_of(view: PageView, topics: list[str] | None) -> ViewedPage:
@@ -198,21 +214,23 @@ def apply_page_view(state: VisitorState, view: PageView, topics: list[str] | Non
 
     A linked visitor keeps no pages: the page goes to the customer as a merge.
     """
+    if PROFILING not in view.consent:
+        if state.customer_id is not None:
+            return Outcome(state)  # not tracked: the customer's profile is not changed
+        revoked = _later(state.revoked_at, view.occurred_at)
+        kept = [p for p in state.pages if p.occurred_at > revoked]
+        return Outcome(replace(state, pages=kept, revoked_at=revoked))
     page = _page_of(view, topics)
     seen = _later(state.last_seen, view.occurred_at)
     if state.customer_id is not None:
         assert state.link_event_id is not None
-        merge = Merge(event_id=f"{state.visitor_id}:view:{view.event_id}",
+        merge = Merge(event_id=merge_id(state.visitor_id, "view", view.event_id),
                       customer_id=state.customer_id, visitor_id=state.visitor_id,
                       occurred_at=view.occurred_at, link_event_id=state.link_event_id,
                       pages=(page,))
         return Outcome(replace(state, last_seen=seen), merge=merge)
-    if PROFILING not in view.consent:
-        revoked = _later(state.revoked_at, view.occurred_at)
-        kept = [p for p in state.pages if p.occurred_at > revoked]
-        return Outcome(replace(state, pages=kept, revoked_at=revoked, last_seen=seen))
     if state.revoked_at is not None and view.occurred_at <= state.revoked_at:
-        return Outcome(replace(state, last_seen=seen))
+        return Outcome(state)
     pages = {p.view_id: p for p in state.pages}
     known = pages.get(page.view_id)
     pages[page.view_id] = page if known is None else _combined(known, page)
@@ -238,12 +256,12 @@ def apply_link(state: VisitorState, link: IdentityLink) -> Outcome:
             f"{state.linked_at.isoformat() if state.linked_at else '?'}); a visitor id "
             "belongs to one customer: give the browser a new visitor id after a "
             "logout or account switch", "customer_id"))
-    merge = Merge(event_id=f"{state.visitor_id}:link:{link.event_id}",
+    merge = Merge(event_id=merge_id(state.visitor_id, "link", link.event_id),
                   customer_id=link.customer_id, visitor_id=state.visitor_id,
                   occurred_at=link.occurred_at, link_event_id=link.event_id,
                   pages=tuple(state.pages))
     linked = VisitorState(state.visitor_id, pages=[], revoked_at=None,
-                          last_seen=_later(state.last_seen, link.occurred_at),
+                          last_seen=state.last_seen,
                           customer_id=link.customer_id, link_event_id=link.event_id,
                           linked_at=link.occurred_at)
     return Outcome(linked, merge=merge)
