@@ -570,7 +570,7 @@ class CassandraStore:
     async def reset(self) -> None:
         _, prepared = self._ready("reset")
         # One table after the other: a truncation involves every node.
-        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
+        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions"):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
 
     async def iter_customers(self, now: datetime, batch: int = 500
@@ -588,6 +588,41 @@ class CassandraStore:
                         yield states[cid]
         except _DRIVER_ERRORS as exc:
             raise self._unavailable("iter_customers", exc) from exc
+
+    # -- visitors' sessions ----------------------------------------------------------
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        _, prepared = self._ready("load_visitors")
+        ids = sorted(set(visitor_ids))
+        cutoff = to_ms(now)
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), LEDGER_IN_CHUNK):
+            rows = await self._rows("load_visitors", prepared["select_visitor_sessions"],
+                                    (ids[start:start + LEDGER_IN_CHUNK],))
+            found.update((row[0], bytes(row[1])) for row in rows
+                         if (driver_ms(row[2]) or 0) > cutoff)
+        return found
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        _, prepared = self._ready("save_visitors")
+        # The row lives ttl_s from now in the caller's time (expires_at) and on the
+        # server's clock (the TTL, which removes it), as the ledger does.
+        ttl_ms = duration_ms(ttl_s)
+        expires, ttl = to_ms(now) + ttl_ms, ttl_seconds(ttl_ms)
+        stamp = self._clock()
+        statement = prepared["insert_visitor_sessions"]
+        await self._all("save_visitors", [
+            partial(statement.bind, (vid, blob, expires, ttl, stamp))
+            for vid, blob in states.items()])
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        _, prepared = self._ready("delete_visitors")
+        stamp = self._clock()
+        statement = prepared["delete_visitor_sessions"]
+        await self._all("delete_visitors", [
+            partial(statement.bind, (stamp, vid)) for vid in visitor_ids])
 
     # -- model snapshots -----------------------------------------------------------
 

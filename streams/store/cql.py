@@ -113,6 +113,13 @@ def _statements() -> dict[str, str]:
         "resolve_proposals": (
             "UPDATE proposals SET status = ?, resolved_at = ?, resolved_by = ?, note = ? "
             "WHERE proposal_id = ? IF status = 'proposed'"),
+        "insert_visitor_sessions": ("INSERT INTO visitor_sessions (visitor_id, payload, "
+                                    "expires_at) VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?"),
+        "select_visitor_sessions": ("SELECT visitor_id, payload, expires_at FROM visitor_sessions "
+                                    "WHERE visitor_id IN ?"),
+        "delete_visitor_sessions": ("DELETE FROM visitor_sessions USING TIMESTAMP ? "
+                                    "WHERE visitor_id = ?"),
+        "truncate_visitor_sessions": "TRUNCATE visitor_sessions",
         "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
         "select_model_snapshots": (f"SELECT {', '.join(SNAPSHOT_COLUMNS)} "  # noqa: S608 - constant
                                    "FROM model_snapshots WHERE model_id = ? LIMIT 1"),

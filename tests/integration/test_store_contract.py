@@ -545,7 +545,9 @@ async def test_reset_empties_customers_ledger_and_outbox_but_keeps_snapshots(
         await store.save_customers([], [], NOW, LEDGER_TTL_S, FOREVER_S,
                                    outbox={events[0]: b"outputs"})
         await store.put_snapshot("affinity", 1, b"model", "sha", NOW)
+        await store.save_visitors({cid("visitor"): b"session"}, NOW, LEDGER_TTL_S)
         await store.reset()
+        assert await store.load_visitors([cid("visitor")], NOW) == {}
         assert await _load(store, state.customer_id) is None
         assert await store.seen_events(list(events), NOW) == set()
         assert await store.unpublished(list(events), NOW) == {}
@@ -679,3 +681,35 @@ async def test_decisions_are_kept_newest_first_until_they_expire_or_the_customer
     assert await store.recent_decisions(cid("nobody"), NOW) == []
     await store.delete_customer(who)
     assert await store.recent_decisions(who, NOW) == []
+
+
+# -- visitors' sessions ----------------------------------------------------------------
+
+
+async def test_visitor_sessions_round_trip_are_replaced_and_deleted(
+        store: Store, cid: Callable[[str], str]) -> None:
+    a, b, never = cid("visitor-a"), cid("visitor-b"), cid("visitor-never")
+    assert await store.load_visitors([a, never], NOW) == {}
+    await store.save_visitors({a: b"first", b: b"\x00\xff"}, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors([a, b, never], NOW) == {a: b"first", b: b"\x00\xff"}
+    await store.save_visitors({a: b"second"}, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors([a], NOW) == {a: b"second"}
+    await store.delete_visitors([a, never])
+    assert await store.load_visitors([a, b], NOW) == {b: b"\x00\xff"}
+    assert await store.load_visitors([], NOW) == {}
+
+
+async def test_a_visitor_session_expires_its_ttl_after_its_last_save(
+        store: Store, cid: Callable[[str], str]) -> None:
+    a = cid("visitor-ttl")
+    await store.save_visitors({a: b"state"}, NOW, 3600)
+    assert await store.load_visitors([a], NOW + timedelta(seconds=3599)) == {a: b"state"}
+    assert await store.load_visitors([a], NOW + timedelta(seconds=3600)) == {}
+    await store.save_visitors({a: b"later"}, NOW + timedelta(seconds=1800), 3600)
+    assert await store.load_visitors([a], NOW + timedelta(seconds=5000)) == {a: b"later"}
+
+
+async def test_many_visitors_load_in_one_call(store: Store, cid: Callable[[str], str]) -> None:
+    states = {cid(f"visitor-{i}"): str(i).encode() for i in range(250)}
+    await store.save_visitors(states, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors(list(states), NOW) == states
