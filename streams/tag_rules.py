@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from agents.core.interests import InterestRules, TagRule
+from agents.core.sessions import EngagementRules
 from streams.errors import ConfigError
 
 DEFAULT_FILE = "tag-rules.toml"
 _RULE_KEYS = ("min_clicks", "window_days", "floor", "min_share", "keep_share")
-_TOP_KEYS = ("half_life_days", "max_recent", "defaults", "tags")
+_TOP_KEYS = ("half_life_days", "max_recent", "defaults", "tags", "engagement")
+_ENGAGEMENT_KEYS = ("bounce_seconds", "bounce_weight", "full_seconds", "max_weight")
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _LONGEST_DAYS = 3650  # ten years: longer windows or half-lives are a typo
 
@@ -53,6 +55,53 @@ def load_rules(path: str | None) -> InterestRules:
     return parse_rules(text, path)
 
 
+def load_engagement(path: str | None) -> EngagementRules:
+    """How page views' time in view weights interest: the ``[engagement]`` table of
+    the tag rules file at ``path`` (the shipped defaults for None or ``""``).
+
+    >>> load_engagement(None).full_seconds
+    60.0
+    """
+    if not path:
+        text = files("streams").joinpath("defaults", DEFAULT_FILE).read_text(encoding="utf-8")
+        return parse_engagement(text, f"{DEFAULT_FILE} (shipped default)")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read tag rules ({exc})") from exc
+    return parse_engagement(text, path)
+
+
+def parse_engagement(text: str, source: str) -> EngagementRules:
+    """The ``[engagement]`` table of TOML ``text`` (defaults for keys left out).
+
+    >>> parse_engagement("[engagement]\\nbounce_weight = 2\\nmax_weight = 1", "r.toml")
+    Traceback (most recent call last):
+    ...
+    streams.errors.ConfigError: r.toml: engagement: bounce_weight must be a number from 0 to 1 ...
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    table = doc.get("engagement", {})
+    where = f"{source}: engagement"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: engagement must be a table ([engagement])")
+    _no_unknown(table, _ENGAGEMENT_KEYS, where)
+    default = EngagementRules()
+    max_weight = _number(table.get("max_weight", default.max_weight), "max_weight", where,
+                         0.0, 1000.0)
+    return EngagementRules(
+        bounce_seconds=_number(table.get("bounce_seconds", default.bounce_seconds),
+                               "bounce_seconds", where, 0.0, 3600.0),
+        bounce_weight=_number(table.get("bounce_weight", default.bounce_weight),
+                              "bounce_weight", where, 0.0, max_weight, " (max_weight)"),
+        full_seconds=_number(table.get("full_seconds", default.full_seconds),
+                             "full_seconds", where, 0.001, 21600.0),
+        max_weight=max_weight)
+
+
 def parse_rules(text: str, source: str) -> InterestRules:
     """The rules in TOML ``text``; ``source`` names the file in error messages."""
     try:
@@ -60,6 +109,7 @@ def parse_rules(text: str, source: str) -> InterestRules:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
     _no_unknown(doc, _TOP_KEYS, source)
+    parse_engagement(text, source)  # its errors show whichever rules are loaded first
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigError(f"{source}: defaults must be a table ([defaults])")

@@ -71,10 +71,6 @@ def visitor_key(visitor_id: str) -> str:
     return f"visitor:{visitor_id}"
 
 
-def _order(record: Record) -> tuple[datetime, int, str]:
-    return record.occurred_at, 0 if isinstance(record, PageView) else 1, record.event_id
-
-
 @dataclass
 class IdentityStage:
     """Visitors and identity links in front of the customer stage (see the module doc)."""
@@ -140,13 +136,15 @@ class IdentityStage:
         # Links to an id that is a stored visitor's: a link between two visitors.
         targets = {r.customer_id for r in mine if isinstance(r, IdentityLink)}
         missing = (wanted | targets) - self._visitors.keys()
-        loaded = await store.load_visitors(sorted(missing), now) if missing else {}
+        loaded = await store.load_visitor_profiles(sorted(missing), now) if missing else {}
         known_visitors = {t for t in targets if t in loaded or t in self._visitors}
         for vid, state in loaded.items():
             if vid in wanted:
                 self._visitors.setdefault(vid, state)
         outputs: list[Output] = []
-        for i in sorted(positions, key=lambda i: _order(records[i])):
+        # In the order read: the first link on the visitor's partition wins, so links are
+        # never reordered (a page view read late goes to the customer all the same).
+        for i in positions:
             record = records[i]
             assert isinstance(record, PageView | IdentityLink)
             vid = record.visitor_id
@@ -161,19 +159,21 @@ class IdentityStage:
                           if record.content_id else None)
                 outcome = apply_page_view(state, record, topics, self.rules)
             else:
-                erased = forget.requested_at(record.customer_id)
-                if erased is not None:
-                    self.customers.accounting.forgotten += 1
-                    self._unrecorded.add((vid, record.event_id))
-                    self._erase[vid] = max(erased, record.occurred_at)
-                    self._visitors.pop(vid, None)
-                    continue
                 if record.customer_id in known_visitors:
                     failed[i] = (f"customer_id: {record.customer_id!r} is a visitor id, not a "
                                  "customer's; a visitor links to a customer id from the CRM "
                                  "or shop account, never to another visitor")
                     continue
                 outcome = apply_link(state, record)
+                # (A second claim is refused whether or not its customer was erased since,
+                # so that replay, which knows the erasure from the start, decides the same.)
+                erased = forget.requested_at(record.customer_id)
+                if outcome.merge is not None and erased is not None:
+                    self.customers.accounting.forgotten += 1
+                    self._unrecorded.add((vid, record.event_id))
+                    self._erase[vid] = max(erased, record.occurred_at)
+                    self._visitors.pop(vid, None)
+                    continue
             if outcome.refused is not None:
                 failed[i] = f"{outcome.refused.field}: {outcome.refused.reason}"
                 continue
@@ -203,13 +203,14 @@ class IdentityStage:
         for vid in self._erase:
             self._visitors.pop(vid, None)
         if self._visitors:
-            await store.save_visitors(
+            await store.save_visitor_profiles(
                 [(state, expires_at(state, self.rules) or now)
                  for state in self._visitors.values()], now)
         for vid, at in self._erase.items():
             await store.forget(forget.pseudonyms.ref(visitor_key(vid)), at)
         if self._erase:
-            await store.delete_visitors(sorted(self._erase))
+            await store.delete_visitor_profiles(sorted(self._erase))
+            await store.delete_visitors(sorted(self._erase))  # their session state
         await self.customers.commit([k for k in events if k not in self._unrecorded], now,
                                     outbox, published)
         for vid, at in self._erase.items():

@@ -572,7 +572,8 @@ class CassandraStore:
     async def reset(self) -> None:
         _, prepared = self._ready("reset")
         # One table after the other: a truncation involves every node.
-        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", *VISITOR_TABLES):
+        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions",
+                      *VISITOR_TABLES):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
 
     async def iter_customers(self, now: datetime, batch: int = 500
@@ -590,6 +591,41 @@ class CassandraStore:
                         yield states[cid]
         except _DRIVER_ERRORS as exc:
             raise self._unavailable("iter_customers", exc) from exc
+
+    # -- visitors' sessions ----------------------------------------------------------
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        _, prepared = self._ready("load_visitors")
+        ids = sorted(set(visitor_ids))
+        cutoff = to_ms(now)
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), LEDGER_IN_CHUNK):
+            rows = await self._rows("load_visitors", prepared["select_visitor_sessions"],
+                                    (ids[start:start + LEDGER_IN_CHUNK],))
+            found.update((row[0], bytes(row[1])) for row in rows
+                         if (driver_ms(row[2]) or 0) > cutoff)
+        return found
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        _, prepared = self._ready("save_visitors")
+        # The row lives ttl_s from now in the caller's time (expires_at) and on the
+        # server's clock (the TTL, which removes it), as the ledger does.
+        ttl_ms = duration_ms(ttl_s)
+        expires, ttl = to_ms(now) + ttl_ms, ttl_seconds(ttl_ms)
+        stamp = self._clock()
+        statement = prepared["insert_visitor_sessions"]
+        await self._all("save_visitors", [
+            partial(statement.bind, (vid, blob, expires, ttl, stamp))
+            for vid, blob in states.items()])
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        _, prepared = self._ready("delete_visitors")
+        stamp = self._clock()
+        statement = prepared["delete_visitor_sessions"]
+        await self._all("delete_visitors", [
+            partial(statement.bind, (stamp, vid)) for vid in visitor_ids])
 
     # -- model snapshots -----------------------------------------------------------
 
@@ -706,17 +742,17 @@ class CassandraStore:
         return [(vid, cid, bytes(blob), driver_ms(expires) or 0)
                 for rows in pages for vid, cid, blob, expires in rows]
 
-    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+    async def load_visitor_profiles(self, visitor_ids: Sequence[str], now: datetime
                             ) -> dict[str, VisitorState]:
         cutoff = to_ms(now)
         return {vid: visitor_of(vid, blob)
-                for vid, _, blob, expires in await self._visitor_rows("load_visitors",
+                for vid, _, blob, expires in await self._visitor_rows("load_visitor_profiles",
                                                                        visitor_ids)
                 if expires > cutoff}
 
-    async def save_visitors(self, visitors: Sequence[tuple[VisitorState, datetime]],
+    async def save_visitor_profiles(self, visitors: Sequence[tuple[VisitorState, datetime]],
                             now: datetime) -> None:
-        _, prepared = self._ready("save_visitors")
+        _, prepared = self._ready("save_visitor_profiles")
         now_ms = to_ms(now)
         latest = {state.visitor_id: (state, expires_at) for state, expires_at in visitors}
         requests: list[Awaitable[list[Any]]] = []
@@ -724,32 +760,32 @@ class CassandraStore:
             expires = to_ms(expires_at)
             cid = state.customer_id
             if state.is_empty() or expires <= now_ms:
-                requests.append(self._rows("save_visitors", prepared["delete_visitors"],
+                requests.append(self._rows("save_visitor_profiles", prepared["delete_visitors"],
                                            (self._clock(), vid)))
                 if cid is not None:
                     requests.append(self._rows(
-                        "save_visitors", prepared["delete_visitors_by_customer"],
+                        "save_visitor_profiles", prepared["delete_visitors_by_customer"],
                         (self._clock(), cid, vid)))
                 continue
             ttl = ttl_seconds(expires - now_ms)
-            requests.append(self._rows("save_visitors", prepared["insert_visitors"],
+            requests.append(self._rows("save_visitor_profiles", prepared["insert_visitors"],
                                        (vid, cid, visitor_blob(state), expires, ttl,
                                         self._clock())))
             if cid is not None:
                 requests.append(self._rows(
-                    "save_visitors", prepared["insert_visitors_by_customer"],
+                    "save_visitor_profiles", prepared["insert_visitors_by_customer"],
                     (cid, vid, expires, ttl, self._clock())))
         await asyncio.gather(*requests)
 
-    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
-        _, prepared = self._ready("delete_visitors")
+    async def delete_visitor_profiles(self, visitor_ids: Sequence[str]) -> None:
+        _, prepared = self._ready("delete_visitor_profiles")
         ids = list(dict.fromkeys(visitor_ids))
         linked = [(cid, vid) for vid, cid, _, _ in
-                  await self._visitor_rows("delete_visitors", ids) if cid is not None]
+                  await self._visitor_rows("delete_visitor_profiles", ids) if cid is not None]
         await asyncio.gather(
-            *(self._rows("delete_visitors", prepared["delete_visitors_by_customer"],
+            *(self._rows("delete_visitor_profiles", prepared["delete_visitors_by_customer"],
                          (self._clock(), cid, vid)) for cid, vid in linked),
-            *(self._rows("delete_visitors", prepared[statement], (self._clock(), vid))
+            *(self._rows("delete_visitor_profiles", prepared[statement], (self._clock(), vid))
               for vid in ids
               for statement in ("delete_visitors", "delete_event_ledger",
                                 "delete_outbox_partition")))

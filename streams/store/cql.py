@@ -114,6 +114,13 @@ def _statements() -> dict[str, str]:
         "resolve_proposals": (
             "UPDATE proposals SET status = ?, resolved_at = ?, resolved_by = ?, note = ? "
             "WHERE proposal_id = ? IF status = 'proposed'"),
+        "insert_visitor_sessions": ("INSERT INTO visitor_sessions (visitor_id, payload, "
+                                    "expires_at) VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?"),
+        "select_visitor_sessions": ("SELECT visitor_id, payload, expires_at FROM visitor_sessions "
+                                    "WHERE visitor_id IN ?"),
+        "delete_visitor_sessions": ("DELETE FROM visitor_sessions USING TIMESTAMP ? "
+                                    "WHERE visitor_id = ?"),
+        "truncate_visitor_sessions": "TRUNCATE visitor_sessions",
         "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
         "insert_visitors": ("INSERT INTO visitors (visitor_id, customer_id, state, expires_at) "
                             "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"),

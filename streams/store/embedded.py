@@ -63,7 +63,7 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -146,6 +146,10 @@ _TABLES = (
     """CREATE TABLE IF NOT EXISTS visitors_by_customer (
         customer_id TEXT NOT NULL, visitor_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
         PRIMARY KEY (customer_id, visitor_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS visitor_sessions (
+        visitor_id TEXT NOT NULL PRIMARY KEY, payload BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS model_snapshots (
         model_id TEXT NOT NULL, version INTEGER NOT NULL, payload BLOB NOT NULL,
@@ -458,7 +462,8 @@ class EmbeddedStore:
         def clear(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
-                for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", *VISITOR_TABLES):
+                for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions",
+                              *VISITOR_TABLES):
                     db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant names
 
         await self._run("reset", clear)
@@ -482,6 +487,50 @@ class EmbeddedStore:
             if len(ids) < size:
                 return
             after = ids[-1]
+
+    # -- visitors' sessions --------------------------------------------------------
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        ids = sorted(set(visitor_ids))
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for vid, payload in db.execute(
+                        "SELECT visitor_id, payload FROM visitor_sessions "  # noqa: S608 - marks only
+                        f"WHERE visitor_id IN ({marks}) AND expires_at > ?", (*chunk, cutoff)):
+                    found[vid] = bytes(payload)
+            return found
+
+        return await self._run("load_visitors", query) if ids else {}
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        expires = to_ms(now) + int(ttl_s * 1000)
+        rows = [(vid, blob, expires) for vid, blob in states.items()]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?)", rows)
+
+        if rows:
+            await self._run("save_visitors", write)
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        rows = [(vid,) for vid in visitor_ids]
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM visitor_sessions WHERE visitor_id = ?", rows)
+
+        if rows:
+            await self._run("delete_visitors", delete)
 
     # -- model snapshots --------------------------------------------------------
 
@@ -613,12 +662,13 @@ class EmbeddedStore:
                     db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",  # noqa: S608 - constant names
                                (cutoff,)).rowcount
                     for table in ("event_ledger", "outbox", "interactions",
-                                  "customer_decisions", *VISITOR_TABLES))
+                                  "customer_decisions", "visitor_sessions",
+                                  *VISITOR_TABLES))
 
         return await self._run("purge_expired", purge)
 
 
-    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+    async def load_visitor_profiles(self, visitor_ids: Sequence[str], now: datetime
                             ) -> dict[str, VisitorState]:
         ids = list(dict.fromkeys(visitor_ids))
         cutoff = to_ms(now)
@@ -634,9 +684,9 @@ class EmbeddedStore:
                     found[vid] = visitor_of(vid, bytes(blob))
             return found
 
-        return await self._run("load_visitors", query) if ids else {}
+        return await self._run("load_visitor_profiles", query) if ids else {}
 
-    async def save_visitors(self, visitors: Sequence[tuple[VisitorState, datetime]],
+    async def save_visitor_profiles(self, visitors: Sequence[tuple[VisitorState, datetime]],
                             now: datetime) -> None:
         cutoff = to_ms(now)
         rows: dict[str, tuple[str, str | None, bytes, int] | None] = {}
@@ -658,9 +708,9 @@ class EmbeddedStore:
                                 if cid is not None])
 
         if rows:
-            await self._run("save_visitors", write)
+            await self._run("save_visitor_profiles", write)
 
-    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+    async def delete_visitor_profiles(self, visitor_ids: Sequence[str]) -> None:
         ids = [(vid,) for vid in dict.fromkeys(visitor_ids)]
 
         def delete(db: sqlite3.Connection) -> None:
@@ -671,7 +721,7 @@ class EmbeddedStore:
                 db.executemany("DELETE FROM outbox WHERE partition_key = ?", ids)
 
         if ids:
-            await self._run("delete_visitors", delete)
+            await self._run("delete_visitor_profiles", delete)
 
     async def linked_visitors(self, customer_id: str, now: datetime) -> list[str]:
         cutoff = to_ms(now)
@@ -706,7 +756,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         # while this one waited for the write lock.
         if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             return
-        # Versions 1 to 3 lack tables, which CREATE ... IF NOT EXISTS adds, and
+        # Versions 1 to 3 and 5 lack tables, which CREATE ... IF NOT EXISTS adds, and
         # version 2 the predictions column.
         old_ledger = version == 0 and db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ledger'"

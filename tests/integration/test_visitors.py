@@ -72,7 +72,7 @@ async def test_a_visitor_is_profiled_merged_on_login_and_erased_with_the_custome
     produce_raw(settings, [view("p1", "v1", 1), view("p2", "v1", 2, seconds=None),
                            view("p3", "v2", 1, consent=())])
     await eventually(lambda: worker.accounting.events_in >= 5, 60, "the page views")
-    visitors = await worker.store.load_visitors(["v1", "v2"], utc_now())
+    visitors = await worker.store.load_visitor_profiles(["v1", "v2"], utc_now())
     # v1 consented: a profile from the first page view; v2 did not: nothing is kept.
     assert [p.view_id for p in visitors["v1"].pages] == ["p1", "p2"]
     assert visitors["v1"].pages[0].topics == ("golf",)
@@ -87,7 +87,7 @@ async def test_a_visitor_is_profiled_merged_on_login_and_erased_with_the_custome
     alice = (await worker.store.load_customers(["alice"], utc_now()))["alice"]
     assert len(alice.history) == 2
     assert "golf" in alice.interests
-    linked = (await worker.store.load_visitors(["v1"], utc_now()))["v1"]
+    linked = (await worker.store.load_visitor_profiles(["v1"], utc_now()))["v1"]
     assert linked.customer_id == "alice"
     assert linked.pages == []  # they live in the customer now
 
@@ -101,13 +101,13 @@ async def test_a_visitor_is_profiled_merged_on_login_and_erased_with_the_custome
     await eventually(lambda: worker.accounting.erasures == 1, 60, "the erasure")
     now = utc_now()
     assert await worker.store.load_customers(["alice"], now) == {}
-    assert await worker.store.load_visitors(["v1"], now) == {}
+    assert await worker.store.load_visitor_profiles(["v1"], now) == {}
     assert await worker.store.customer_events("v1", now) == []
     forgotten = worker.accounting.forgotten
     produce_raw(settings, [view("p5", "v1", 11)])
     await eventually(lambda: worker.accounting.forgotten == forgotten + 1, 60,
                      "the page view after the erasure")
-    assert await worker.store.load_visitors(["v1"], utc_now()) == {}
+    assert await worker.store.load_visitor_profiles(["v1"], utc_now()) == {}
     assert await worker.store.load_customers(["alice"], utc_now()) == {}
     assert worker.accounting.balanced
 
@@ -131,6 +131,6 @@ async def test_bad_links_and_engagement_are_dead_letters_with_reasons(
     assert any("is a visitor id" in r for r in reasons), reasons
     assert sum("engagement_seconds" in r for r in reasons) == 2, reasons
     # The first link stands: v1 belongs to bob.
-    assert (await worker.store.load_visitors(["v1"], utc_now()))["v1"].customer_id == "bob"
+    assert (await worker.store.load_visitor_profiles(["v1"], utc_now()))["v1"].customer_id == "bob"
     await eventually(lambda: worker.accounting.events_in >= 9, 60, "bob's merge")
     assert worker.accounting.balanced
