@@ -53,6 +53,7 @@ from agents.ingest import Output
 from agents.pipeline.customer_stage import CustomerStage
 from schemas.records import (
     Clicked,
+    ContentPublished,
     CustomerErased,
     IdentityLink,
     MergedPage,
@@ -93,6 +94,9 @@ class IdentityStage:
         failed: dict[int, str] = {}
         visitor_side = [i for i, r in enumerate(records) if isinstance(r, PageView | IdentityLink)]
         if visitor_side:
+            for record in records:  # a page view sees the items of its own batch
+                if isinstance(record, ContentPublished):
+                    self.customers.catalogue.learn(record)
             outputs.extend(await self._apply_visitors(records, visitor_side, failed, now))
         # Page views go on too (the customer stage's session models read them).
         rest = [i for i, r in enumerate(records)

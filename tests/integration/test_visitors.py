@@ -12,13 +12,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from schemas.codec import decode, pack
+from streams.api.web import bound_port, build_api, serve
 from streams.app import Worker, utc_now
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
 from tests.harness import consume_all, eventually, isolated_settings, produce_raw
+from tests.integration.conftest import stop_or_explain
+
+VIEWER = "viewer-token-0123456789ab"
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -62,7 +67,8 @@ def consent(event_id: str, customer: str, minutes: float, action: str, *purposes
 
 @pytest.fixture
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset())
+    return isolated_settings(broker.bootstrap_servers, tmp_path, consent_default=frozenset(),
+                             web_port=0, viewer_tokens=(VIEWER,))
 
 
 async def test_a_visitor_is_profiled_merged_on_login_and_erased_with_the_customer(
@@ -134,3 +140,54 @@ async def test_bad_links_and_engagement_are_dead_letters_with_reasons(
     assert (await worker.store.load_visitor_profiles(["v1"], utc_now()))["v1"].customer_id == "bob"
     await eventually(lambda: worker.accounting.events_in >= 9, 60, "bob's merge")
     assert worker.accounting.balanced
+
+
+async def test_decide_for_a_session_after_one_page_view_answers_with_reasons(
+        worker: Worker, settings: Settings) -> None:
+    tea = ("content", b"tea-1", pack({
+        "event_id": "i2", "content_id": "tea-1", "schema_version": 1,
+        "occurred_at": (BASE - timedelta(days=2)).isoformat(), "topics": ["tea"],
+        "channels": ["web"], "slots": ["hero"],
+        "variants": [{"language": "de", "title": "Tee", "url": "https://shop.example/t"}],
+        "default_language": "de"}))
+    golf_2 = ("content", b"golf-2", pack({
+        "event_id": "i3", "content_id": "golf-2", "schema_version": 1,
+        "occurred_at": (BASE - timedelta(days=3)).isoformat(), "topics": ["golf"],
+        "channels": ["web"], "slots": ["hero"],
+        "variants": [{"language": "de", "title": "Golf 2", "url": "https://shop.example/g2"}],
+        "default_language": "de"}))
+    produce_raw(settings, [ITEM, tea, golf_2, view("p1", "v1", 1)])
+    await eventually(lambda: worker.accounting.events_in >= 4, 60, "catalogue and page view")
+    runner = await serve(build_api(worker), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{bound_port(runner)}/v1/decide"
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async def decide(body: dict[str, str]) -> tuple[int, dict[str, object]]:
+                async with session.post(url, json=body) as response:
+                    return response.status, await response.json()
+
+            status, answer = await decide({"visitor_id": "v1", "session_id": "s-v1",
+                                           "touchpoint": "hero"})
+            assert status == 200, answer
+            # Interested in golf from one page view; golf-1 was seen in this session.
+            assert answer["profile"] == "visitor"
+            assert answer["content_id"] == "golf-2"
+            assert answer["personalised"] is True
+            assert 0 <= answer["conversion_probability"] <= 1  # type: ignore[operator]
+            assert any("interest in golf" in r for r in answer["reasons"])  # type: ignore[union-attr]
+            # Made-up ids: an answer, not personalised, and nothing is created.
+            for body in ({"visitor_id": "made-up", "session_id": "s", "touchpoint": "hero"},
+                         {"customer_id": "made-up", "session_id": "s", "touchpoint": "hero"}):
+                status, answer = await decide(body)
+                assert status == 200, answer
+                assert answer["profile"] == "none"
+                assert answer["personalised"] is False
+            status, answer = await decide({"visitor_id": "v1", "customer_id": "c",
+                                           "session_id": "s", "touchpoint": "hero"})
+            assert status == 400, answer
+    finally:
+        await stop_or_explain(runner.cleanup(), "the API to stop")
+    now = utc_now()
+    assert await worker.store.load_visitor_profiles(["made-up"], now) == {}
+    assert await worker.store.load_customers(["made-up"], now) == {}
