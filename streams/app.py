@@ -30,11 +30,13 @@ from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
 from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
+from agents.core.session_state import SessionModels
 from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.customer_stage import CustomerStage
 from agents.pipeline.forecasts import Forecaster
 from agents.pipeline.learner import Learner
+from agents.pipeline.sessions import SessionStage
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
@@ -49,7 +51,7 @@ from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
-from streams.tag_rules import load_rules
+from streams.tag_rules import load_engagement, load_rules
 from streams.topics import ensure_topics, message_limit
 
 log = structlog.get_logger(__name__)
@@ -384,6 +386,9 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
             PolicyConfig(explore=settings.explore, holdout_share=settings.holdout_share),
             attribution_window=timedelta(seconds=settings.attribution_window_s),
             interest_half_life=stage.rules.customer.interests.half_life)
+    stage.sessions = SessionStage(store, catalogue, SessionModels(
+        engagement=load_engagement(settings.tag_rules_path or None),
+        half_life=stage.rules.customer.interests.half_life))
     if controls is not None:
         stage.sends_paused = lambda: controls.paused
         # campaign_paused is also true while the global kill switch is on.

@@ -21,6 +21,7 @@ from referencing import Registry, Resource
 from agents.pipeline import campaign_rows
 from schemas.codec import decode, pack
 from schemas.records import SendProposed
+from schemas.topics import INPUT_TOPICS
 from streams.api.auth import Role
 from streams.api.openapi import document
 from streams.api.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
@@ -267,7 +268,7 @@ async def test_lag_and_throughput_match_what_the_worker_processed(
     status = await api.get("/v1/status")
     _validator("Status").validate(status)
     rows = _by_partition(status)
-    assert len(rows) == settings.partitions * 5  # every input partition: one worker
+    assert len(rows) == settings.partitions * len(INPUT_TOPICS)  # every input partition
     for (topic, partition), row in rows.items():
         produced = landed.get((topic, partition), 0)
         assert (row["end_offset"], row["lag"]) == (produced, 0), (topic, partition, row)
@@ -348,7 +349,7 @@ async def test_ready_reports_each_check(api: Api) -> None:
     _validator("Readiness").validate(body)
     assert body["checks"]["broker"] == "reachable"
     assert body["checks"]["store"] == "reachable"
-    assert body["checks"]["partitions"] == "20 assigned"
+    assert body["checks"]["partitions"] == f"{4 * len(INPUT_TOPICS)} assigned"
     status, body, response = await api.call("GET", "/v1/controls/pause", OPERATOR)
     assert (status, body["error"], response.headers["Allow"]) == (405, "Method Not Allowed",
                                                                   "POST")
