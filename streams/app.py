@@ -388,7 +388,8 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
             interest_half_life=stage.rules.customer.interests.half_life)
     stage.sessions = SessionStage(store, catalogue, SessionModels(
         engagement=load_engagement(settings.tag_rules_path or None),
-        half_life=stage.rules.customer.interests.half_life))
+        half_life=stage.rules.customer.interests.half_life,
+        idle_grace=timedelta(seconds=settings.session_idle_grace_s)))
     if controls is not None:
         stage.sends_paused = lambda: controls.paused
         # campaign_paused is also true while the global kill switch is on.

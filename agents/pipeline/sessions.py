@@ -127,6 +127,25 @@ class SessionStage:
             for vid in stalest:
                 del self._visitors[vid]
 
+    def end_open_sessions(self) -> int:
+        """End every session held in memory as though its timeout had passed (the
+        demo's traffic is over); returns how many.  Their visitors are written at
+        the next commit."""
+        ended = 0
+        for vid, state in list(self._visitors.items()):
+            if state.session_id is None or state.last_at is None:
+                continue
+            closed, done = close_idle(state, self.models, state.last_at + timedelta(days=1)
+                                      + self.models.session_timeout + self.models.idle_grace)
+            if done is not None:
+                self._visitors[vid] = closed
+                self._dirty.add(vid)
+                ended += 1
+        self.sessions_ended += ended
+        self.drifts.extend(self.models.drifts)
+        self.models.drifts = []
+        return ended
+
     def rollback(self) -> None:
         """Forget the visitors changed since the last commit (they are read again).
 
