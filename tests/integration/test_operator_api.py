@@ -704,3 +704,28 @@ async def test_campaign_stats_are_reported_periodically(settings: Settings) -> N
     finally:
         await stop_or_explain(often.stop(), "the worker to stop")
 
+
+
+async def test_status_shows_the_session_models_scored_on_page_views(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    start = datetime.now(UTC) - timedelta(days=1)
+    pages = ["home", "category", "product", "cart", "checkout", "confirmation"]
+    views = []
+    for visitor in range(3):
+        for i, page in enumerate(pages):
+            payload = {"event_id": f"pv-{visitor}-{i}", "visitor_id": f"v{visitor}",
+                       "schema_version": 1, "session_id": f"s{visitor}",
+                       "occurred_at": (start + timedelta(minutes=visitor * 10 + i)).isoformat(),
+                       "url": f"https://shop.example/{page}", "page_type": page,
+                       "device": "desktop", "consent": ["personalisation"]}
+            views.append(("page_views", f"v{visitor}".encode(), pack(payload)))
+    _produce(settings, views)
+    await eventually(lambda: worker.accounting.events_in >= len(views), 60, "the page views")
+    status = await api.get("/v1/status")
+    _validator("Status").validate(status)
+    quality = {q["model"]: q for q in status["models"]["quality"]}
+    assert quality["next-page"]["examples"] == 3 * (len(pages) - 1)
+    assert quality["next-page"]["hit3"] is not None
+    # Each visitor reached confirmation: the predictions before it were scored.
+    assert quality["session-conversion"]["examples"] == 3 * (len(pages) - 1)
+    assert quality["session-remaining-time"]["examples"] == 3 * (len(pages) - 1)
