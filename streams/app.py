@@ -30,6 +30,7 @@ from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
 from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
+from agents.core.session_state import SessionModels
 from agents.core.visitors import VisitorRules
 from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
@@ -37,6 +38,7 @@ from agents.pipeline.customer_stage import CustomerStage
 from agents.pipeline.forecasts import Forecaster
 from agents.pipeline.identity_stage import IdentityStage
 from agents.pipeline.learner import Learner
+from agents.pipeline.sessions import SessionStage
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
@@ -51,7 +53,7 @@ from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
-from streams.tag_rules import load_rules
+from streams.tag_rules import load_engagement, load_rules
 from streams.topics import ensure_topics, message_limit
 
 log = structlog.get_logger(__name__)
@@ -386,6 +388,10 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
             PolicyConfig(explore=settings.explore, holdout_share=settings.holdout_share),
             attribution_window=timedelta(seconds=settings.attribution_window_s),
             interest_half_life=stage.rules.customer.interests.half_life)
+    stage.sessions = SessionStage(store, catalogue, SessionModels(
+        engagement=load_engagement(settings.tag_rules_path or None),
+        half_life=stage.rules.customer.interests.half_life,
+        idle_grace=timedelta(seconds=settings.session_idle_grace_s)))
     if controls is not None:
         stage.sends_paused = lambda: controls.paused
         # campaign_paused is also true while the global kill switch is on.

@@ -128,6 +128,10 @@ class SessionModels:
     engagement: EngagementRules = field(default_factory=EngagementRules)
     half_life: timedelta = timedelta(days=7)
     session_timeout: timedelta = timedelta(minutes=30)
+    #: How much later than the timeout an idle session is ended by the newest event
+    #: time seen (:func:`is_idle`): partitions are read at different paces, so the
+    #: newest time of one may run ahead of a visitor's on another.
+    idle_grace: timedelta = timedelta(hours=6)
     drifts: list[DriftDetected] = field(default_factory=list)
 
 
@@ -217,9 +221,10 @@ def end_session(state: VisitorSession, models: SessionModels, at: datetime
 
 
 def is_idle(state: VisitorSession, models: SessionModels, watermark: datetime) -> bool:
-    """Whether ``state``'s session has seen no page view within the timeout."""
+    """Whether ``state``'s session has seen no page view within the timeout and its
+    grace by ``watermark`` (the newest event time seen)."""
     return (state.session_id is not None and state.last_at is not None
-            and watermark - state.last_at > models.session_timeout)
+            and watermark - state.last_at > models.session_timeout + models.idle_grace)
 
 
 def close_idle(state: VisitorSession, models: SessionModels, watermark: datetime

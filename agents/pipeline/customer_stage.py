@@ -36,6 +36,7 @@ from agents.pipeline.campaign_rows import stored, stored_decision
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
 from agents.pipeline.learner import Learner
+from agents.pipeline.sessions import SessionStage
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -81,6 +82,8 @@ class CustomerStage:
     cobuy: CoPurchases | None = None
     #: Keep campaign statistics and proposals (replay rebuilds state only: it does not).
     count_campaigns: bool = True
+    #: Page views into visitors' sessions (None: page views are only counted).
+    sessions: SessionStage | None = None
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
     _stats: list[StatDelta] = field(default_factory=list)
@@ -108,6 +111,10 @@ class CustomerStage:
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
+        if self.sessions is not None:
+            views = [r for r in records if isinstance(r, PageView)]
+            if views:
+                outputs.extend(await self.sessions.apply(views, now))
         counts = self.accounting
         learner = self.learner
         choose = learner.choose if learner is not None else None
@@ -244,6 +251,8 @@ class CustomerStage:
     def rollback(self) -> None:
         """Undo what ``apply`` changed since the last commit (the batch will be retried)."""
         self.cache.discard_changes()
+        if self.sessions is not None:
+            self.sessions.rollback()
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()
@@ -256,6 +265,9 @@ class CustomerStage:
                      published: Sequence[EventKey] = ()) -> None:
         """Carry out the batch's erasures, then write its states, ledger entries and outbox."""
         store = self.cache.store
+        if self.sessions is not None:
+            # Before the ledger: a redelivered page view is known to its visitor's state.
+            await self.sessions.commit(now)
         for cid, (requested_at, _) in self._erasures.items():
             ref = self.forget_list.pseudonyms.ref(cid)
             await store.forget(ref, requested_at)

@@ -99,8 +99,11 @@ class IdentityStage:
                     self.customers.catalogue.learn(record)
             outputs.extend(await self._apply_visitors(records, visitor_side, failed, now))
         # Page views go on too (the customer stage's session models read them).
+        # (Not those of an erased visitor: nothing of it is kept, its session neither.)
         rest = [i for i, r in enumerate(records)
-                if not isinstance(r, VisitorMerged | IdentityLink)]
+                if not isinstance(r, VisitorMerged | IdentityLink)
+                and not (isinstance(r, PageView)
+                         and (r.visitor_id, r.event_id) in self._unrecorded)]
         emitted, rest_failed = await self.customers.apply([records[i] for i in rest], now)
         outputs.extend(emitted)
         failed.update({rest[n]: reason for n, reason in rest_failed.items()})
@@ -212,11 +215,14 @@ class IdentityStage:
                  for state in self._visitors.values()], now)
         for vid, at in self._erase.items():
             await store.forget(forget.pseudonyms.ref(visitor_key(vid)), at)
+        await self.customers.commit([k for k in events if k not in self._unrecorded], now,
+                                    outbox, published)
+        # After the customer stage's write, which may hold their session state: what
+        # leads here (an erasure, a dropped link or merge) is never recorded, so a crash
+        # in between brings it back and this runs again.
         if self._erase:
             await store.delete_visitor_profiles(sorted(self._erase))
             await store.delete_visitors(sorted(self._erase))  # their session state
-        await self.customers.commit([k for k in events if k not in self._unrecorded], now,
-                                    outbox, published)
         for vid, at in self._erase.items():
             forget.add(visitor_key(vid), at)
         self._visitors.clear()

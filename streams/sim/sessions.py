@@ -255,7 +255,7 @@ def evaluate_sessions(config: SessionConfig, models: SessionModels | None = None
                                        models)
         last = max(last, view.at)
     for state in states.values():
-        close_idle(state, models, last + models.session_timeout * 2)
+        close_idle(state, models, last + models.session_timeout + models.idle_grace * 2)
     return session_report(models, generator.truth)
 
 

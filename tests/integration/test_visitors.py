@@ -156,8 +156,11 @@ async def test_decide_for_a_session_after_one_page_view_answers_with_reasons(
         "channels": ["web"], "slots": ["hero"],
         "variants": [{"language": "de", "title": "Golf 2", "url": "https://shop.example/g2"}],
         "default_language": "de"}))
-    produce_raw(settings, [ITEM, tea, golf_2, view("p1", "v1", 1)])
-    await eventually(lambda: worker.accounting.events_in >= 4, 60, "catalogue and page view")
+    # The catalogue first: a page view read before its item is known has no topics.
+    produce_raw(settings, [ITEM, tea, golf_2])
+    await eventually(lambda: worker.accounting.events_in >= 3, 60, "the catalogue")
+    produce_raw(settings, [view("p1", "v1", 1)])
+    await eventually(lambda: worker.accounting.events_in >= 4, 60, "the page view")
     runner = await serve(build_api(worker), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{bound_port(runner)}/v1/decide"
     headers = {"Authorization": f"Bearer {VIEWER}"}

@@ -120,9 +120,10 @@ def test_a_session_is_scored_when_it_converts_when_another_starts_or_when_idle()
     assert ended is not None
     assert ended.converted
     assert ended.session_id == "s1"
-    s, ended = close_idle(s, models, T + timedelta(hours=1, minutes=10))
-    assert ended is None  # not idle for the timeout yet
-    s, ended = close_idle(s, models, T + timedelta(hours=2))
+    idle = models.session_timeout + models.idle_grace
+    s, ended = close_idle(s, models, T + timedelta(hours=1) + idle - timedelta(seconds=1))
+    assert ended is None  # not idle for the timeout and its grace yet
+    s, ended = close_idle(s, models, T + timedelta(hours=1, seconds=1) + idle)
     assert ended is not None
     assert not ended.converted
     assert models.outcomes.conversion.examples == 2
