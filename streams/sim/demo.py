@@ -305,13 +305,20 @@ async def _continuous(settings: Settings, options: DemoOptions,
     generator = demo_traffic(options, 10_000_000, live=True)
     stream = generator.messages(10_000_000)
     publisher = Publisher(settings)
+    # The site's page views go along, one per event, until the visitors' sessions
+    # are all out, so the dashboard shows the session models learning too.
+    pages = SessionGenerator(session_config(options)).messages()
     started = time.monotonic()
-    sent, last_report = 0, started
+    sent, viewed, last_report = 0, 0, started
     while not stop.is_set():
         due = int((time.monotonic() - started) * options.rate)
         for message in stream:
             publisher.send(message.topic, message.key, message.value)
             sent += 1
+            page = next(pages, None)
+            if page is not None:
+                publisher.send(page.topic, page.key, page.value)
+                viewed += 1
             if sent >= due:
                 break
         now = time.monotonic()
@@ -323,5 +330,5 @@ async def _continuous(settings: Settings, options: DemoOptions,
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.1)
     await asyncio.to_thread(publisher.flush)
-    return {**counts(), "events_published": sent,
+    return {**counts(), "events_published": sent, "page_views_published": viewed,
             "elapsed_s": round(time.monotonic() - started, 3)}
