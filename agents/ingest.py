@@ -259,7 +259,7 @@ class Ingest:
                 letters.append(self._dead_letter(event, now, str(exc), exc.field))
                 continue
             records.append(record)
-            keys.append((_partition_key(record), record.event_id))
+            keys.append((_partition_key(logical, record), record.event_id))
             sources.append(event)
         return batch
 
@@ -447,9 +447,10 @@ def _unpacked(blob: bytes) -> list[Encoded]:
             for topic, key, value, *headers in decode(blob)]
 
 
-def _partition_key(record: Record) -> str:
-    key = getattr(record, "customer_id", None) or getattr(record, "content_id", "")
-    return str(key)
+def _partition_key(logical: str, record: Record) -> str:
+    # The ledger is kept per message key (customer, visitor or content item).
+    field = TOPICS[logical].key
+    return str(getattr(record, field, "") if field else "")
 
 
 def register(app: AppT, inputs: TopicT, ingest: Ingest, batch_max: int = 500,

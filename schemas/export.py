@@ -257,6 +257,8 @@ def _key_binding(contract: TopicContract) -> dict[str, Any]:
 
 
 def _partitioning(contract: TopicContract) -> str:
+    if contract.partitioning is not None:
+        return contract.partitioning
     if contract.compacted:
         return (
             f"compacted, keyed by {contract.key}: the latest record per key is "

@@ -194,6 +194,71 @@ class ProfileUpdated(Record):
     attributes: dict[str, str] = {}
 
 
+PAGE_TYPES = ("home", "category", "product", "article", "search", "cart", "checkout",
+              "confirmation", "other")
+DEVICES = ("desktop", "mobile", "tablet", "other")
+#: Longest engagement time one page view may report (six hours): a tab left open
+#: overnight is not six hours of reading, and a larger value is a sender's bug.
+MAX_ENGAGEMENT_S = 6 * 3600
+
+
+@constrain(
+    event_id=_ID,
+    visitor_id=_ID,
+    customer_id=_REF,
+    session_id=_ID,
+    page_view_id=_REF,
+    schema_version=_VERSION_1,
+    url=Rule(min_length=1, max_length=2000),
+    content_id=_REF,
+    page_type=Rule(choices=PAGE_TYPES),
+    category=_REF,
+    referrer=_TEXT,
+    device=Rule(choices=DEVICES),
+    engagement_seconds=Rule(
+        min_value=0, max_value=MAX_ENGAGEMENT_S,
+        description=f"seconds the page was in view so far, 0 to {MAX_ENGAGEMENT_S}"),
+    consent=Rule(max_length=len(PURPOSES), items=Rule(choices=PURPOSES),
+                 description="purposes granted in the site's cookie consent"),
+)
+class PageView(Record):
+    """A visitor viewed a page of the site (topic ``page_views``, keyed by ``visitor_id``).
+
+    ``visitor_id`` is the site's cookie id, known from the first page view;
+    ``customer_id`` is set when the visitor is logged in.  ``content_id``
+    names the catalogue item shown (a product or an article), ``category``
+    the shop category the page belongs to.
+
+    Engagement: ``engagement_seconds`` is the time the page has been in view
+    so far, sent when the visitor leaves the page or by a heartbeat while
+    they stay.  Each report is an event of its own (its own ``event_id``)
+    carrying the same ``page_view_id``, the id of the page view it reports
+    on (None: the event is a page view of its own); the largest engagement
+    reported for a ``page_view_id`` counts, so heartbeats and the final
+    report never add up twice, whatever order they arrive in.
+
+    ``consent`` lists the purposes of the site's cookie consent at this
+    page view; empty (the default) allows no profiling: the page view is
+    counted in the session but builds no interest profile.
+    """
+
+    event_id: str
+    visitor_id: str
+    occurred_at: datetime
+    schema_version: int
+    session_id: str
+    url: str
+    page_type: str
+    device: str
+    customer_id: str | None = None
+    page_view_id: str | None = None
+    content_id: str | None = None
+    category: str | None = None
+    referrer: str | None = None
+    engagement_seconds: float | None = None
+    consent: list[str] = []
+
+
 @constrain(language=_LANG, title=Rule(min_length=1, max_length=500),
            url=Rule(min_length=1, max_length=2000))
 class ContentVariant(Record):
@@ -235,6 +300,81 @@ class ContentPublished(Record):
     campaign_id: str | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+
+
+LINK_SOURCES = ("login", "newsletter_click", "checkout", "other")
+
+
+@constrain(
+    event_id=_ID,
+    visitor_id=_ID,
+    customer_id=_ID,
+    schema_version=_VERSION_1,
+    source=Rule(choices=LINK_SOURCES),
+)
+class IdentityLink(Record):
+    """An anonymous visitor id belongs to a customer (topic ``identity_links``).
+
+    Sent on login, a newsletter click-through or a checkout.  Keyed by
+    ``visitor_id``, like ``page_views``, so the visitor's owner applies it:
+    the visitor's profile then travels to the customer as a
+    :class:`VisitorMerged` on the customer-keyed ``visitor_merges`` topic.
+    """
+
+    event_id: str
+    visitor_id: str
+    customer_id: str
+    occurred_at: datetime
+    schema_version: int
+    source: str
+
+
+@constrain(
+    view_id=_ID,
+    session_id=_ID,
+    url=_TEXT,
+    page_type=_REF,
+    content_id=_REF,
+    topics=_TOPICS,
+    engagement_seconds=Rule(min_value=0),
+)
+class MergedPage(Record):
+    """One page of a visitor, as merged into a customer."""
+
+    view_id: str
+    occurred_at: datetime
+    session_id: str
+    url: str
+    page_type: str
+    content_id: str | None = None
+    topics: list[str] = []
+    engagement_seconds: float | None = None
+
+
+@constrain(
+    event_id=_ID,
+    customer_id=_ID,
+    visitor_id=_ID,
+    link_event_id=_ID,
+    schema_version=_VERSION_1,
+    pages=Rule(max_length=1000),
+)
+class VisitorMerged(Record):
+    """A linked visitor's pages, for the customer's owner to apply (``visitor_merges``).
+
+    Written by the visitor's owner: once at the link (the visitor's profile
+    up to then, ``occurred_at`` the link's time) and once per later page view
+    of the linked visitor.  Keyed by ``customer_id``; ``event_id`` is derived
+    from the link or page view, so the customer's owner applies each once.
+    """
+
+    event_id: str
+    customer_id: str
+    visitor_id: str
+    occurred_at: datetime
+    schema_version: int
+    link_event_id: str
+    pages: list[MergedPage] = []
 
 
 # --- outputs ----------------------------------------------------------------

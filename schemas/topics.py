@@ -9,8 +9,10 @@ same partition count, so one worker owns a customer across all of them.
 
 >>> TOPICS["clicks"].key
 'customer_id'
->>> [t.name for t in INPUT_TOPICS]
+>>> [t.name for t in INPUT_TOPICS][:5]
 ['clicks', 'purchases', 'consents', 'profiles', 'content']
+>>> [t.name for t in INPUT_TOPICS][5:]
+['page_views', 'identity_links', 'visitor_merges']
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class TopicContract:
     compacted: bool = False
     #: True when the topic is keyed by customer and co-partitioned.
     customer_keyed: bool = True
+    #: How the topic is partitioned, in words, when it is none of the usual kinds.
+    partitioning: str | None = None
 
     @property
     def record(self) -> type[r.Record]:
@@ -86,6 +90,46 @@ INPUT_TOPICS: tuple[TopicContract, ...] = (
         ("relevanz ingest (every worker reads it whole)",),
         compacted=True,
         customer_keyed=False,
+    ),
+    # Not a clicks v2: page views are keyed by the visitor (most senders are
+    # anonymous), arrive many times per session (heartbeats included) and carry
+    # no campaign or decision; a clicks version would force a customer_id on
+    # every one and change the key of a customer-keyed topic.
+    TopicContract(
+        "page_views",
+        {1: r.PageView},
+        "visitor_id",
+        "Page views of the site, anonymous or logged in, with engagement time "
+        "(heartbeats report on the same page_view_id).",
+        ("web site tag", "app", "relevanz produce"),
+        ("relevanz ingest",),
+        customer_keyed=False,
+        partitioning="keyed by visitor_id, with the partition count of the "
+        "customer-keyed topics; one worker owns a visitor's sessions",
+    ),
+    # Keyed by the visitor, like page_views: only the visitor's owner knows the
+    # visitor's profile, so it applies the link and hands the profile on to the
+    # customer's owner through visitor_merges (customer-keyed).
+    TopicContract(
+        "identity_links",
+        {1: r.IdentityLink},
+        "visitor_id",
+        "An anonymous visitor id belongs to a customer (login, newsletter click-through, "
+        "checkout).",
+        ("web shop", "newsletter tool", "relevanz produce"),
+        ("relevanz ingest",),
+        customer_keyed=False,
+        partitioning="keyed by visitor_id, with the partition count of the "
+        "customer-keyed topics; the visitor's owner applies the link",
+    ),
+    TopicContract(
+        "visitor_merges",
+        {1: r.VisitorMerged},
+        "customer_id",
+        "A linked visitor's pages for the customer's owner to merge, written by the "
+        "visitor's owner at the link and for each later page view of the visitor.",
+        ("relevanz ingest (the visitor's owner)",),
+        ("relevanz ingest (the customer's owner)",),
     ),
 )
 

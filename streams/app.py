@@ -29,12 +29,16 @@ from agents.core.consent import ConsentPolicy
 from agents.core.engine import EngineRules, FollowUpRules
 from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
+from agents.core.session_state import SessionModels
+from agents.core.visitors import VisitorRules
 from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.customer_stage import CustomerStage
 from agents.pipeline.forecasts import Forecaster
+from agents.pipeline.identity_stage import IdentityStage
 from agents.pipeline.lapses import QuietWatch
 from agents.pipeline.learner import Learner
+from agents.pipeline.sessions import SessionStage
 from schemas.codec import register_codec
 from schemas.dead_letters import RESERVE_BYTES
 from schemas.topics import INPUT_TOPICS
@@ -50,7 +54,7 @@ from streams.logs import use_pseudonym_key
 from streams.privacy import ForgetList, Pseudonyms
 from streams.settings import Settings
 from streams.store import Store, open_store
-from streams.tag_rules import load_rules
+from streams.tag_rules import load_engagement, load_rules
 from streams.topics import ensure_topics, input_limit_warnings, message_limits
 from streams.tracing import Tracing
 
@@ -313,7 +317,7 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> bool:
 #: Topics the customer stage emits to.
 _STAGE_OUTPUTS = ("interest-tags", "decisions", "send-triggers", "send-cancellations",
                   "customer-erased", "model-drift", "send-proposals", "proposal-resolutions",
-                  "campaign-stats")
+                  "campaign-stats", "visitor_merges")
 
 
 def campaign_book(settings: Settings) -> CampaignBook:
@@ -371,6 +375,10 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
             PolicyConfig(explore=settings.explore, holdout_share=settings.holdout_share),
             attribution_window=timedelta(seconds=settings.attribution_window_s),
             interest_half_life=stage.rules.customer.interests.half_life)
+    stage.sessions = SessionStage(store, catalogue, SessionModels(
+        engagement=load_engagement(settings.tag_rules_path or None),
+        half_life=stage.rules.customer.interests.half_life,
+        idle_grace=timedelta(seconds=settings.session_idle_grace_s)))
     if controls is not None:
         stage.sends_paused = lambda: controls.paused
         # campaign_paused is also true while the global kill switch is on.
@@ -415,7 +423,8 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         limits=limits,
         dedup_horizon_s=settings.dedup_horizon_s,
         outputs={name: output(name) for name in _STAGE_OUTPUTS} if emit else {},
-        stage=stage,
+        stage=IdentityStage(stage, VisitorRules(
+            expire_after=timedelta(seconds=settings.visitor_expiry_s))),
         emit=emit,
         catalogue_removed=catalogue.forget,
         max_publish_bytes=app.conf.producer_max_request_size,

@@ -54,6 +54,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELEVANZ_HISTORY_RETENTION_S", "31536000",
             "How long interactions stay in a customer's history (365 days)."),
     Setting("RELEVANZ_HISTORY_MAX", "200", "Most interactions kept per customer."),
+    Setting("RELEVANZ_VISITOR_EXPIRY_S", "2592000",
+            "How long an anonymous visitor who never links is kept after their latest "
+            "page view, in event time (30 days)."),
+    Setting("RELEVANZ_SESSION_IDLE_GRACE_S", "21600",
+            "How long past its 30-minute timeout a site session stays open, by the newest "
+            "page view time seen, before it is ended and scored (6 hours): partitions are "
+            "read at different paces; raise it for backfills of page views."),
     Setting("RELEVANZ_TAG_RULES", "",
             "TOML file with interest tag rules; empty means the shipped defaults "
             "(`streams/defaults/tag-rules.toml`)."),
@@ -305,6 +312,8 @@ class Settings:
     store_timeout_s: float = 5.0
     history_retention_s: float = 31536000.0
     history_max: int = 200
+    visitor_expiry_s: float = 2592000.0
+    session_idle_grace_s: float = 21600.0
     tag_rules_path: str = ""
     campaigns_path: str = ""
     consent_default: frozenset[str] = frozenset()
@@ -360,6 +369,9 @@ class Settings:
             history_retention_s=get("RELEVANZ_HISTORY_RETENTION_S",
                                     _float(3600, 20 * 365 * 86400)),
             history_max=get("RELEVANZ_HISTORY_MAX", _int(1, 10000)),
+            visitor_expiry_s=get("RELEVANZ_VISITOR_EXPIRY_S", _float(3600, 2 * 365 * 86400)),
+            session_idle_grace_s=get("RELEVANZ_SESSION_IDLE_GRACE_S",
+                                     _float(0, 365 * 86400)),
             tag_rules_path=get("RELEVANZ_TAG_RULES", _optional_path),
             campaigns_path=get("RELEVANZ_CAMPAIGNS", _optional_path),
             consent_default=get("RELEVANZ_CONSENT_DEFAULT", _purposes),

@@ -32,11 +32,13 @@ from typing import Any
 from agents.core import config_file as check
 from agents.core.config_file import ConfigFileError
 from agents.core.interests import InterestRules, TagRule
+from agents.core.sessions import EngagementRules
 from streams.errors import ConfigError
 
 DEFAULT_FILE = "tag-rules.toml"
 _RULE_KEYS = ("min_clicks", "window_days", "floor", "min_share", "keep_share")
-_TOP_KEYS = ("half_life_days", "max_recent", "defaults", "tags")
+_TOP_KEYS = ("half_life_days", "max_recent", "defaults", "tags", "engagement")
+_ENGAGEMENT_KEYS = ("bounce_seconds", "bounce_weight", "full_seconds", "max_weight")
 _LONGEST_DAYS = 3650  # ten years: longer windows or half-lives are a typo
 
 
@@ -52,6 +54,54 @@ def load_rules(path: str | None) -> InterestRules:
     return parse_rules(text, path)
 
 
+def load_engagement(path: str | None) -> EngagementRules:
+    """How page views' time in view weights interest: the ``[engagement]`` table of
+    the tag rules file at ``path`` (the shipped defaults for None or ``""``).
+
+    >>> load_engagement(None).full_seconds
+    60.0
+    """
+    if not path:
+        text = files("streams").joinpath("defaults", DEFAULT_FILE).read_text(encoding="utf-8")
+        return parse_engagement(text, f"{DEFAULT_FILE} (shipped default)")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read tag rules ({exc})") from exc
+    return parse_engagement(text, path)
+
+
+def parse_engagement(text: str, source: str) -> EngagementRules:
+    """The ``[engagement]`` table of TOML ``text`` (defaults for keys left out).
+
+    >>> parse_engagement("[engagement]\\nbounce_weight = 2\\nmax_weight = 1", "r.toml")
+    Traceback (most recent call last):
+    ...
+    streams.errors.ConfigError: r.toml: engagement: bounce_weight must be a number from 0 to 1 ...
+    """
+    try:
+        return _engagement(check.load_toml(text, source), source)
+    except ConfigFileError as exc:  # the one validator's error, as this platform reports it
+        raise ConfigError(str(exc)) from exc
+
+
+def _engagement(doc: dict[str, Any], source: str) -> EngagementRules:
+    where = f"{source}: engagement"
+    table = check.table(doc.get("engagement", {}), "engagement", source)
+    check.known(table, _ENGAGEMENT_KEYS, where)
+    default = EngagementRules()
+    max_weight = check.number(table.get("max_weight", default.max_weight), "max_weight",
+                              where, 0.0, 1000.0)
+    return EngagementRules(
+        bounce_seconds=check.number(table.get("bounce_seconds", default.bounce_seconds),
+                                    "bounce_seconds", where, 0.0, 3600.0),
+        bounce_weight=check.number(table.get("bounce_weight", default.bounce_weight),
+                                   "bounce_weight", where, 0.0, max_weight, " (max_weight)"),
+        full_seconds=check.number(table.get("full_seconds", default.full_seconds),
+                                  "full_seconds", where, 0.001, 21600.0),
+        max_weight=max_weight)
+
+
 def parse_rules(text: str, source: str) -> InterestRules:
     """The rules in TOML ``text``; ``source`` names the file in error messages."""
     try:
@@ -63,6 +113,7 @@ def parse_rules(text: str, source: str) -> InterestRules:
 def _parse(text: str, source: str) -> InterestRules:
     doc = check.load_toml(text, source)
     check.known(doc, _TOP_KEYS, source)
+    _engagement(doc, source)  # its errors show whichever rules are loaded first
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigFileError(f"{source}: defaults must be a table ([defaults])")

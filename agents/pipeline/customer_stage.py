@@ -36,6 +36,7 @@ from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.forecasts import Forecaster, kind_of, local_hour, units_of
 from agents.pipeline.lapses import QuietWatch
 from agents.pipeline.learner import Learner
+from agents.pipeline.sessions import SessionStage
 from schemas.records import (
     Clicked,
     ConsentChanged,
@@ -44,6 +45,7 @@ from schemas.records import (
     DecisionMade,
     InterestTagChanged,
     ModelDrifted,
+    PageView,
     ProfileUpdated,
     Purchased,
     Record,
@@ -82,6 +84,8 @@ class CustomerStage:
     count_campaigns: bool = True
     #: Win-back checks of quiet customers, fired by the watermark (None: no win-back).
     quiet: QuietWatch | None = None
+    #: Page views into visitors' sessions (None: page views are only counted).
+    sessions: SessionStage | None = None
     #: Proposals and statistics changes of the current batch, written at commit.
     _proposals: list[SendProposed] = field(default_factory=list)
     _stats: list[CampaignCounts] = field(default_factory=list)
@@ -104,15 +108,20 @@ class CustomerStage:
         for record in records:
             if isinstance(record, ContentPublished):
                 self.catalogue.learn(record)
-        customer_ids = [r.customer_id for r in records if not isinstance(r, ContentPublished)]
+        customer_ids = [r.customer_id for r in records
+                        if not isinstance(r, ContentPublished | PageView)]
         states = await self.cache.get_many(customer_ids, now)
         outputs: list[Output] = []
         failed: dict[int, str] = {}
+        if self.sessions is not None:
+            views = [r for r in records if isinstance(r, PageView)]
+            if views:
+                outputs.extend(await self.sessions.apply(views, now))
         # In event-time order within the batch, whatever order the topics were read
         # in (ties: profile, consent, click, purchase, then event id).
         for position in sorted(range(len(records)), key=lambda i: _event_order(records[i])):
             incoming = records[position]
-            if isinstance(incoming, ContentPublished):
+            if isinstance(incoming, ContentPublished | PageView):
                 continue
             # A consent change may release parked events: they are applied next, as
             # though they arrived now (in event-time order among themselves).
@@ -315,6 +324,8 @@ class CustomerStage:
     def rollback(self) -> None:
         """Undo what ``apply`` changed since the last commit (the batch will be retried)."""
         self.cache.discard_changes()
+        if self.sessions is not None:
+            self.sessions.rollback()
         self._proposals.clear()
         self._stats.clear()
         self._decisions.clear()
@@ -328,6 +339,9 @@ class CustomerStage:
         """Carry out the batch's erasures, then write ``batch`` with its states,
         campaign counters and decisions."""
         store = self.cache.store
+        if self.sessions is not None:
+            # Before the ledger: a redelivered page view is known to its visitor's state.
+            await self.sessions.commit(now)
         for cid, (requested_at, _) in self._erasures.items():
             ref = self.forget_list.pseudonyms.ref(cid)
             await store.forget(ref, requested_at)

@@ -214,6 +214,23 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"policy": {"enum": ["exploit", "explore", "holdout", "neutral"]},
                        "reasons": {"type": "array", "items": {"type": "string"}}},
     },
+    "SessionAction": {
+        "type": "object",
+        "required": ["session_id", "touchpoint", "decided_at", "profile", "content_id",
+                     "personalised", "next_pages", "conversion_probability", "reasons"],
+        "description": "The next best action for a session: content to offer (null: none "
+                       "fits), predicted next pages and the conversion chance with the model "
+                       "that made each (interim:* until the session models are wired), and "
+                       "the reasons; profile says whose (visitor, customer or none)",
+        "properties": {"profile": {"enum": ["visitor", "customer", "none"]},
+                       "content_id": {"type": ["string", "null"]},
+                       "next_pages": {"type": "array", "items": {
+                           "type": "object", "required": ["page", "probability"],
+                           "properties": {"page": {"type": "string"},
+                                          "probability": {"type": "number"}}}},
+                       "conversion_probability": {"type": "number"},
+                       "reasons": {"type": "array", "items": {"type": "string"}}},
+    },
     "Counts": {"type": "object", "required": ["sends", "clicks", "conversions", "revenue"],
                "properties": {"sends": {"type": "integer"}, "clicks": {"type": "integer"},
                               "conversions": {"type": "integer"},
@@ -372,20 +389,28 @@ def _customer_paths() -> dict[str, Any]:
                                        "maxLength": 200}}],
         }},
         "/v1/decide": {"post": {
-            **_viewer("Choose content for a customer, channel and slot now", _json(
-                {"$ref": "#/components/schemas/Decision"}, "The decision, with reasons"),
+            **_viewer("Choose content for a customer, channel and slot now, or the next "
+                      "best action for a session", _json(
+                {"oneOf": [{"$ref": "#/components/schemas/Decision"},
+                           {"$ref": "#/components/schemas/SessionAction"}]},
+                "The decision, or the session's next best action, with reasons"),
                 **{"400": _BAD_INPUT, "404": _json(_ERROR, "No item fits"),
                    "503": _UNAVAILABLE}),
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"type": "object", "additionalProperties": False,
-                           "required": ["customer_id", "channel", "slot"],
-                           "properties": {
-                               "customer_id": {"type": "string", "minLength": 1,
-                                               "maxLength": 200},
-                               "channel": {"type": "string",
-                                           "enum": ["email", "push", "sms", "web", "app"]},
-                               "slot": {"type": "string", "minLength": 1,
-                                        "maxLength": 200}}}}}},
+                "schema": {"oneOf": [
+                    {"type": "object", "additionalProperties": False,
+                     "required": ["customer_id", "channel", "slot"],
+                     "properties": {
+                         "customer_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                         "channel": {"type": "string",
+                                     "enum": ["email", "push", "sms", "web", "app"]},
+                         "slot": {"type": "string", "minLength": 1, "maxLength": 200}}},
+                    # A session: the answer is a SessionAction.
+                    {"type": "object", "additionalProperties": False,
+                     "required": ["session_id", "touchpoint"],
+                     "properties": {k: {"type": "string", "minLength": 1, "maxLength": 200}
+                                    for k in ("visitor_id", "customer_id", "session_id",
+                                              "touchpoint")}}]}}}},
         }},
     }
 

@@ -533,6 +533,11 @@ def _models(stage: Any) -> dict[str, Any]:
     if forecaster is not None:
         drifts += [{"model": d.model_id, "at": d.at.isoformat(), "examples": d.examples,
                     "error": round(d.error, 5)} for d in forecaster.drifts]
+    sessions = getattr(stage, "sessions", None)
+    if sessions is not None:  # the next-page, session-conversion and time-left models
+        quality += sessions.quality()
+        drifts += [{"model": d.model_id, "at": d.at.isoformat(), "examples": d.examples,
+                    "error": round(d.error, 5)} for d in sessions.drifts[-20:]]
     return {"quality": quality, "drift": drifts,
             "note": "every model is scored on each label before it learns it (progressive "
                     "validation); drifts are also emitted on the model-drift topic"}

@@ -88,7 +88,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/decide", Role.VIEWER, "decide",
           "Choose content for a customer, channel and slot now (web touchpoints); "
           "for a customer the store does not hold (unknown or erased) a non-personalised "
-          "answer that stores and publishes nothing"),
+          "answer that stores and publishes nothing; with session_id and touchpoint, the "
+          "next best action for a visitor's or customer's session"),
     Route("GET", "/v1/controls", Role.VIEWER, "controls",
           "Pause state: kill switch and paused campaigns"),
     Route("POST", "/v1/controls/pause", Role.OPERATOR, "pause",
@@ -356,9 +357,12 @@ class OperatorApi:
         from agents.core.customer import CustomerState
         from schemas.codec import encode
         from schemas.records import CHANNELS
+        from streams.api.session_decide import SESSION_FIELDS
         from streams.app import utc_now
 
-        body = await _body(request, {"customer_id", "channel", "slot"})
+        body = await _body(request, {"customer_id", "channel", "slot", *SESSION_FIELDS})
+        if "session_id" in body:
+            return await self._decide_session(body)
         values = {}
         for name in ("customer_id", "channel", "slot"):
             value = body.get(name)
@@ -404,6 +408,38 @@ class OperatorApi:
         self._background(worker.store.record_decisions(
             [campaign_rows.stored_decision(decision)], now, worker.settings.history_retention_s))
         return web.json_response(_decision_json(decision))
+
+    async def _decide_session(self, body: dict[str, Any]) -> web.Response:
+        """The next best action for a session (:mod:`streams.api.session_decide`)."""
+        from datetime import timedelta
+
+        from agents.core.visitors import VisitorRules
+        from streams.api.session_decide import SESSION_FIELDS, decide_session
+        from streams.app import utc_now
+
+        values: dict[str, str] = {}
+        for name in sorted(set(body)):
+            value = body[name]
+            if name not in SESSION_FIELDS:
+                raise BadInput(f"{name}: not a field of a session decision (session_id, "
+                               "touchpoint and visitor_id or customer_id)")
+            if not isinstance(value, str) or not 1 <= len(value) <= _MAX_ID:
+                raise BadInput(f"{name}: expected a string of 1 to {_MAX_ID} characters")
+            values[name] = value
+        if "touchpoint" not in values:
+            raise BadInput("touchpoint: missing (the slot the answer is for, e.g. web-banner)")
+        if ("visitor_id" in values) == ("customer_id" in values):
+            raise BadInput("visitor_id, customer_id: give exactly one of them")
+        stage = self.worker.stage
+        if stage is None:
+            return _error(503, "this process makes no decisions")
+        rules = VisitorRules(expire_after=timedelta(seconds=self.worker.settings.visitor_expiry_s))
+        try:
+            answer = await decide_session(self.worker.store, stage, rules, values, utc_now())
+        except StoreUnavailable as exc:
+            log.warning("decide_failed", error=str(exc))
+            return _error(503, "the store is not reachable; try again")
+        return web.json_response(answer)
 
     async def controls(self, _: web.Request) -> web.Response:
         controls = self.worker.controls

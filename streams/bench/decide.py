@@ -23,9 +23,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.core.visitors import VisitorRules, VisitorState, apply_page_view, expires_at
+from schemas.records import PageView
 from streams.api.auth import Tokens, generate_tokens
 from streams.api.web import bound_port, build_api, serve
-from streams.app import build_worker, utc_now
+from streams.app import Worker, build_worker, utc_now
 from streams.bench.stages import Progress
 from streams.settings import Settings
 
@@ -53,12 +55,16 @@ class DecideLatency:
 
 async def measure_decide(settings: Settings, store_path: Path, progress: Progress,
                          seconds: float = 10.0, rate: float = RATE, audience: int = 2000,
-                         store_url: str | None = None) -> DecideLatency:
+                         store_url: str | None = None
+                         ) -> tuple[DecideLatency, DecideLatency]:
     """Serve the API of a worker on ``store_path`` (or ``store_url``) and load it with
     decide requests.
 
     ``settings`` name the consumer group that already consumed the topics, so
-    the worker has nothing to catch up on while it answers.
+    the worker has nothing to catch up on while it answers.  Returns the
+    latency for customers and then, in a second run at the same rate, for a
+    session of an anonymous visitor after one page view (its profile stored
+    as the worker stores it).
     """
     settings = settings.with_(store_url=store_url or f"embedded:{store_path}")
     worker = build_worker(settings)
@@ -80,9 +86,38 @@ async def measure_decide(settings: Settings, store_path: Path, progress: Progres
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             samples, errors = await asyncio.get_running_loop().run_in_executor(
                 pool, load_decide, url, viewer, customer_ids, n, rate)
+            await _one_page_view(worker, SESSION_VISITOR)
+            progress(f"decide: {n} session requests at {rate:,.0f}/s for an anonymous visitor")
+            session = await asyncio.get_running_loop().run_in_executor(
+                pool, load_decide, url, viewer, [SESSION_VISITOR], n, rate, True)
     finally:
         await runner.cleanup()
         await worker.stop()
+    return _latency(rate, n, samples, errors), _latency(rate, n, *session)
+
+
+#: The anonymous visitor of the session decide run.
+SESSION_VISITOR = "bench-visitor"
+
+
+async def _one_page_view(worker: Worker, visitor_id: str) -> None:
+    """Store ``visitor_id`` as one consented page view of a catalogue item leaves it."""
+    now = utc_now()
+    catalogue = worker.catalogue.items.values() if worker.catalogue is not None else []
+    items = sorted(catalogue, key=lambda i: i.content_id)
+    item = items[0] if items else None
+    view = PageView(event_id="bench-view-1", visitor_id=visitor_id, occurred_at=now,
+                    schema_version=1, session_id="bench-session",
+                    url="https://shop.example/bench", page_type="product", device="mobile",
+                    content_id=item.content_id if item else None, engagement_seconds=40.0,
+                    consent=["profiling"])
+    rules = VisitorRules()
+    state = apply_page_view(VisitorState(visitor_id), view,
+                            list(item.topics) if item else None, rules).state
+    await worker.store.save_visitor_profiles([(state, expires_at(state, rules) or now)], now)
+
+
+def _latency(rate: float, n: int, samples: list[float], errors: int) -> DecideLatency:
     if not samples:
         return DecideLatency(rate, n, 0, errors, 0.0, 0.0, 0.0, 0.0)
     ordered = sorted(samples)
@@ -92,17 +127,18 @@ async def measure_decide(settings: Settings, store_path: Path, progress: Progres
                          ordered[-1])
 
 
-def load_decide(url: str, token: str, customer_ids: list[str], n: int, rate: float
-                ) -> tuple[list[float], int]:
+def load_decide(url: str, token: str, customer_ids: list[str], n: int, rate: float,
+                sessions: bool = False) -> tuple[list[float], int]:
     """Send ``n`` requests open-loop at ``rate``/s; latencies in ms, and the failures.
 
-    Runs in a process of its own (see :func:`measure_decide`).
+    With ``sessions`` the ids are visitors and each request asks for a session's
+    next best action.  Runs in a process of its own (see :func:`measure_decide`).
     """
-    return asyncio.run(_load(url, token, customer_ids, n, rate))
+    return asyncio.run(_load(url, token, customer_ids, n, rate, sessions))
 
 
-async def _load(url: str, token: str, customer_ids: list[str], n: int, rate: float
-                ) -> tuple[list[float], int]:
+async def _load(url: str, token: str, customer_ids: list[str], n: int, rate: float,
+                sessions: bool = False) -> tuple[list[float], int]:
     import aiohttp
 
     rng = random.Random(7)
@@ -137,7 +173,9 @@ async def _load(url: str, token: str, customer_ids: list[str], n: int, rate: flo
         tasks = []
         for i in range(n):
             channel, slot = rng.choice(TOUCHPOINTS)
-            body = {"customer_id": rng.choice(customer_ids), "channel": channel, "slot": slot}
+            body = ({"visitor_id": rng.choice(customer_ids), "session_id": "bench-session",
+                     "touchpoint": slot} if sessions else
+                    {"customer_id": rng.choice(customer_ids), "channel": channel, "slot": slot})
             tasks.append(asyncio.create_task(one(start + i / rate, body)))
         await asyncio.gather(*tasks)
     return latencies, errors

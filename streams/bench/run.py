@@ -101,7 +101,7 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
             store_url=stack.store_url)
         # POST /v1/decide on the store the pipeline filled, by the group that consumed it
         # all (before anything more is published, so the worker has nothing to catch up on).
-        decide = await measure_decide(
+        decide, session = await measure_decide(
             settings.with_(consumer_group=f"{settings.consumer_group}-pipeline"),
             options.out_dir / "store.db", progress, seconds=options.latency_s,
             store_url=stack.store_url)
@@ -111,7 +111,8 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
         progress(f"faust latency: {k} fresh events at {rate:,.0f} events/s")
         floor = await measure_faust_latency(settings, k, read_spool(spool, k, skip=k), rate,
                                             progress, stall)
-        progress(f"decide: p99 {decide.p99_ms:.1f} ms at {decide.rate:,.0f} requests/s")
+        progress(f"decide: p99 {decide.p99_ms:.1f} ms at {decide.rate:,.0f} requests/s; "
+                 f"for a visitor's session p99 {session.p99_ms:.1f} ms")
         jvms = stack.jvm_figures()
     result = result_line(options, settings.partitions, raw, faust, pipeline) | jvms
     result |= {"faust_p50_ms": round(floor.p50_ms, 1), "faust_p95_ms": round(floor.p95_ms, 1),
@@ -121,7 +122,11 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
     result |= {"decide_requests_per_s": decide.rate, "decide_requests": decide.requests,
                "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
                "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
-               "decide_max_ms": round(decide.max_ms, 1)}
+               "decide_max_ms": round(decide.max_ms, 1),
+               # An anonymous visitor's session after one page view, at the same rate.
+               "session_decide_errors": session.errors,
+               "session_decide_p50_ms": round(session.p50_ms, 1),
+               "session_decide_p99_ms": round(session.p99_ms, 1)}
     # Decision quality on the same audience (streams/sim/simulation.py), after the timings.
     from streams.sim.simulation import evaluate_policies
 

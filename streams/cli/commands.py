@@ -157,11 +157,14 @@ def _share(_: click.Context, param: click.Parameter, value: float) -> float:
               help="embedded: Tansu broker and SQLite store. kafka-cassandra: Apache Kafka "
                    "and Apache Cassandra from Maven Central (needs Java 17 and Maven), "
                    "their data under --data-dir.")
+@click.option("--visitors", type=click.IntRange(min=0), default=1500, show_default=True,
+              help="Site visitors whose synthetic sessions (page views) go out besides "
+                   "--events; the session models' hit rates and AUC are measured on them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @one_line_errors
 def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue_size: int,
          malformed_share: float, duplicate_share: float, rate: float, data_dir: Path,
-         stack: str, quiet: bool) -> None:
+         stack: str, visitors: int, quiet: bool) -> None:
     """Run everything on this machine: embedded broker, embedded store, worker, traffic.
 
     Needs no configuration. Prints where every event went: applied,
@@ -175,7 +178,7 @@ def demo(events: int | None, as_json: bool, seed: int, customers: int, catalogue
     options = DemoOptions(events=events, seed=seed, customers=customers,
                           catalogue_size=catalogue_size, malformed_share=malformed_share,
                           duplicate_share=duplicate_share, rate=rate, data_dir=data_dir,
-                          stack=stack)
+                          stack=stack, visitors=visitors)
     progress = (lambda _: None) if quiet else _stderr
     result = _run_until_signal(lambda stop: run_demo(settings, options, progress, stop,
                                                      announce=_stderr))

@@ -32,6 +32,7 @@ from streams.servers.cassandra import CassandraServer
 from streams.servers.kafka import KafkaServer
 from streams.settings import Settings
 from streams.sim.campaign_sim import evaluate_campaigns
+from streams.sim.sessions import SessionConfig, SessionGenerator, session_report
 from streams.sim.simulation import evaluate_policies
 from streams.sim.traffic import Message, TrafficConfig, TrafficGenerator
 from streams.store import open_store
@@ -54,6 +55,8 @@ class DemoOptions:
     stall_timeout_s: float = 60.0
     #: "embedded" (Tansu and SQLite) or "kafka-cassandra" (the real servers).
     stack: str = "embedded"
+    #: Site visitors whose synthetic sessions (page views) go out besides the events.
+    visitors: int = 1500
 
 
 Progress = Callable[[str], None]
@@ -72,6 +75,11 @@ async def run_demo(settings: Settings, options: DemoOptions, progress: Progress,
     with stack(settings, options.data_dir, progress) as settings:
         if settings.store_kind == "cassandra":
             await open_store(settings).migrate()
+        if (options.events is not None
+                and settings.session_idle_grace_s == Settings().session_idle_grace_s):
+            # The bounded demo is a backfill published at once: its partitions' event
+            # times run days apart, so sessions are ended when the traffic is over.
+            settings = settings.with_(session_idle_grace_s=365 * 86400.0)
         worker = build_worker(settings)
         api = (await serve_for_demo(worker, announce or progress)
                if options.events is None else None)
@@ -171,6 +179,12 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
     # first and let the worker learn them, so clicks find their topics.
     catalogue = [m for m in messages if m.topic == "content"]
     traffic = [m for m in messages if m.topic != "content"]
+    # The site's page views besides (streams/sim/sessions.py): the worker's session
+    # models are scored on them by progressive validation as they learn.
+    site = SessionGenerator(session_config(options))
+    page_views = list(site.messages())
+    traffic += page_views
+    expected = n + len(page_views)
 
     def publish(batch: list[Message]) -> None:
         publisher = Publisher(settings)
@@ -185,7 +199,7 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
         await asyncio.sleep(0.05)
     publishing = asyncio.create_task(asyncio.to_thread(publish, traffic))
     last_count, last_change, last_report = -1, time.monotonic(), 0.0
-    while accounting.events_in < n or not publishing.done():
+    while accounting.events_in < expected or not publishing.done():
         await asyncio.sleep(0.1)
         now = time.monotonic()
         if accounting.events_in != last_count:
@@ -193,11 +207,11 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
         elif now - last_change > options.stall_timeout_s:
             publishing.cancel()
             raise DemoStalled(
-                f"only {accounting.events_in} of {n} events accounted for; no progress for "
+                f"only {accounting.events_in} of {expected} events accounted for; no progress for "
                 f"{options.stall_timeout_s:g}s (see {options.data_dir / 'broker.log'})"
             )
         if now - last_report >= 1.0:
-            progress(f"{accounting.events_in}/{n} events: {accounting.applied} applied, "
+            progress(f"{accounting.events_in}/{expected} events: {accounting.applied} applied, "
                      f"{accounting.duplicates} duplicates, {accounting.dead_letters} dead letters")
             last_report = now
     await publishing  # surfaces a publishing error
@@ -220,6 +234,8 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
     campaigns = simulated.pop("campaigns")
     return {
         **counts,
+        **_session_quality(worker, site),
+        "page_views_published": len(page_views),
         "capped": accounting.refused.get("capped", 0),
         **quality,
         "campaign_simulation": simulated,
@@ -235,6 +251,34 @@ async def _bounded(settings: Settings, options: DemoOptions, worker: Worker,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(accounting.events_in / elapsed, 1) if elapsed else 0.0,
     }
+
+
+def session_config(options: DemoOptions) -> SessionConfig:
+    """The demo's synthetic site sessions (same options, same page views).
+
+    They start on a fixed date, as the events do, unless they would reach
+    into the future; then they end a day ago.
+    """
+    config = SessionConfig(seed=options.seed, visitors=options.visitors)
+    latest = utc_now() - timedelta(days=1)
+    # Sessions spread over span; a visitor's later sessions come at most 9 days after.
+    if config.start + config.span + timedelta(days=9) > latest:
+        config = SessionConfig(seed=options.seed, visitors=options.visitors,
+                               start=latest - config.span - timedelta(days=9))
+    return config
+
+
+def _session_quality(worker: Worker, site: SessionGenerator) -> dict[str, Any]:
+    """The worker's session models, scored by progressive validation as they learnt.
+
+    Sessions still open when the last page view was applied are ended first
+    (their predictions scored): the demo's traffic has ended.
+    """
+    stage = worker.stage.sessions if worker.stage is not None else None
+    if stage is None:
+        return {}
+    stage.end_open_sessions()
+    return session_report(stage.models, site.truth)
 
 
 async def _tag_quality(worker: Worker, generator: TrafficGenerator) -> tuple[float, float]:
@@ -261,13 +305,20 @@ async def _continuous(settings: Settings, options: DemoOptions,
     generator = demo_traffic(options, 10_000_000, live=True)
     stream = generator.messages(10_000_000)
     publisher = Publisher(settings)
+    # The site's page views go along, one per event, until the visitors' sessions
+    # are all out, so the dashboard shows the session models learning too.
+    pages = SessionGenerator(session_config(options)).messages()
     started = time.monotonic()
-    sent, last_report = 0, started
+    sent, viewed, last_report = 0, 0, started
     while not stop.is_set():
         due = int((time.monotonic() - started) * options.rate)
         for message in stream:
             publisher.send(message.topic, message.key, message.value)
             sent += 1
+            page = next(pages, None)
+            if page is not None:
+                publisher.send(page.topic, page.key, page.value)
+                viewed += 1
             if sent >= due:
                 break
         now = time.monotonic()
@@ -279,5 +330,5 @@ async def _continuous(settings: Settings, options: DemoOptions,
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.1)
     await asyncio.to_thread(publisher.flush)
-    return {**counts(), "events_published": sent,
+    return {**counts(), "events_published": sent, "page_views_published": viewed,
             "elapsed_s": round(time.monotonic() - started, 3)}

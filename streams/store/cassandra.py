@@ -71,6 +71,7 @@ from cassandra.query import tuple_factory
 from cassandra.timestamps import MonotonicTimestampGenerator
 
 from agents.core.customer import CustomerState
+from agents.core.visitors import VisitorState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
 from streams.store.codec import (
@@ -107,6 +108,7 @@ from streams.store.protocol import (
     StoredDecision,
     StoredProposal,
 )
+from streams.store.visitor_rows import VISITOR_TABLES, visitor_blob, visitor_of
 
 #: Most requests outstanding at once (the driver allows far more per connection).
 MAX_IN_FLIGHT = 256
@@ -572,7 +574,8 @@ class CassandraStore:
     async def reset(self) -> None:
         _, prepared = self._ready("reset")
         # One table after the other: a truncation involves every node.
-        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
+        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions",
+                      *VISITOR_TABLES):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
 
     async def iter_customers(self, now: datetime, batch: int = 500
@@ -590,6 +593,41 @@ class CassandraStore:
                         yield states[cid]
         except _DRIVER_ERRORS as exc:
             raise self._unavailable("iter_customers", exc) from exc
+
+    # -- visitors' sessions ----------------------------------------------------------
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        _, prepared = self._ready("load_visitors")
+        ids = sorted(set(visitor_ids))
+        cutoff = to_ms(now)
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), LEDGER_IN_CHUNK):
+            rows = await self._rows("load_visitors", prepared["select_visitor_sessions"],
+                                    (ids[start:start + LEDGER_IN_CHUNK],))
+            found.update((row[0], bytes(row[1])) for row in rows
+                         if (driver_ms(row[2]) or 0) > cutoff)
+        return found
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        _, prepared = self._ready("save_visitors")
+        # The row lives ttl_s from now in the caller's time (expires_at) and on the
+        # server's clock (the TTL, which removes it), as the ledger does.
+        ttl_ms = duration_ms(ttl_s)
+        expires, ttl = to_ms(now) + ttl_ms, ttl_seconds(ttl_ms)
+        stamp = self._clock()
+        statement = prepared["insert_visitor_sessions"]
+        await self._all("save_visitors", [
+            partial(statement.bind, (vid, blob, expires, ttl, stamp))
+            for vid, blob in states.items()])
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        _, prepared = self._ready("delete_visitors")
+        stamp = self._clock()
+        statement = prepared["delete_visitor_sessions"]
+        await self._all("delete_visitors", [
+            partial(statement.bind, (stamp, vid)) for vid in visitor_ids])
 
     # -- model snapshots -----------------------------------------------------------
 
@@ -693,6 +731,73 @@ class CassandraStore:
                                 (status, to_ms(at), by, note, proposal_id))
         return bool(rows and rows[0][0])
 
+
+    # -- visitors ---------------------------------------------------------------------
+
+    async def _visitor_rows(self, operation: str, visitor_ids: Sequence[str]
+                            ) -> list[tuple[str, str | None, bytes, int]]:
+        _, prepared = self._ready(operation)
+        ids = list(dict.fromkeys(visitor_ids))
+        pages = await asyncio.gather(*(
+            self._rows(operation, prepared["select_visitors"], (ids[i:i + LEDGER_IN_CHUNK],))
+            for i in range(0, len(ids), LEDGER_IN_CHUNK)))
+        return [(vid, cid, bytes(blob), driver_ms(expires) or 0)
+                for rows in pages for vid, cid, blob, expires in rows]
+
+    async def load_visitor_profiles(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, VisitorState]:
+        cutoff = to_ms(now)
+        return {vid: visitor_of(vid, blob)
+                for vid, _, blob, expires in await self._visitor_rows("load_visitor_profiles",
+                                                                       visitor_ids)
+                if expires > cutoff}
+
+    async def save_visitor_profiles(self, visitors: Sequence[tuple[VisitorState, datetime]],
+                            now: datetime) -> None:
+        _, prepared = self._ready("save_visitor_profiles")
+        now_ms = to_ms(now)
+        latest = {state.visitor_id: (state, expires_at) for state, expires_at in visitors}
+        requests: list[Awaitable[list[Any]]] = []
+        for vid, (state, expires_at) in latest.items():
+            expires = to_ms(expires_at)
+            cid = state.customer_id
+            if state.is_empty() or expires <= now_ms:
+                requests.append(self._rows("save_visitor_profiles", prepared["delete_visitors"],
+                                           (self._clock(), vid)))
+                if cid is not None:
+                    requests.append(self._rows(
+                        "save_visitor_profiles", prepared["delete_visitors_by_customer"],
+                        (self._clock(), cid, vid)))
+                continue
+            ttl = ttl_seconds(expires - now_ms)
+            requests.append(self._rows("save_visitor_profiles", prepared["insert_visitors"],
+                                       (vid, cid, visitor_blob(state), expires, ttl,
+                                        self._clock())))
+            if cid is not None:
+                requests.append(self._rows(
+                    "save_visitor_profiles", prepared["insert_visitors_by_customer"],
+                    (cid, vid, expires, ttl, self._clock())))
+        await asyncio.gather(*requests)
+
+    async def delete_visitor_profiles(self, visitor_ids: Sequence[str]) -> None:
+        _, prepared = self._ready("delete_visitor_profiles")
+        ids = list(dict.fromkeys(visitor_ids))
+        linked = [(cid, vid) for vid, cid, _, _ in
+                  await self._visitor_rows("delete_visitor_profiles", ids) if cid is not None]
+        await asyncio.gather(
+            *(self._rows("delete_visitor_profiles", prepared["delete_visitors_by_customer"],
+                         (self._clock(), cid, vid)) for cid, vid in linked),
+            *(self._rows("delete_visitor_profiles", prepared[statement], (self._clock(), vid))
+              for vid in ids
+              for statement in ("delete_visitors", "delete_event_ledger",
+                                "delete_outbox_partition")))
+
+    async def linked_visitors(self, customer_id: str, now: datetime) -> list[str]:
+        _, prepared = self._ready("linked_visitors")
+        cutoff = to_ms(now)
+        rows = await self._rows("linked_visitors", prepared["select_visitors_by_customer"],
+                                (customer_id,))
+        return sorted(vid for vid, expires in rows if (driver_ms(expires) or 0) > cutoff)
 
 def _replicas_missing(exc: NoHostAvailable) -> tuple[int, int] | None:
     """``(alive, required)`` replicas when every host tried answered "unavailable".

@@ -30,6 +30,7 @@ from streams.store.codec import (
     SNAPSHOT_COLUMNS,
     CustomerRows,
 )
+from streams.store.visitor_rows import VISITOR_TABLES
 
 #: Cassandra's largest TTL (20 years).
 MAX_TTL_S = 630_720_000
@@ -72,7 +73,7 @@ def _statements() -> dict[str, str]:
             f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
         statements[f"select_{table}"] = (
             f"SELECT {', '.join(columns)} FROM {table} WHERE customer_id = ?")  # noqa: S608 - constant names
-    for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
+    for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", *VISITOR_TABLES):
         statements[f"truncate_{table}"] = f"TRUNCATE {table}"
     statements.update({
         "insert_event_ledger": _insert("event_ledger", LEDGER_COLUMNS, ttl=True),
@@ -113,7 +114,28 @@ def _statements() -> dict[str, str]:
         "resolve_proposals": (
             "UPDATE proposals SET status = ?, resolved_at = ?, resolved_by = ?, note = ? "
             "WHERE proposal_id = ? IF status = 'proposed'"),
+        "insert_visitor_sessions": ("INSERT INTO visitor_sessions (visitor_id, payload, "
+                                    "expires_at) VALUES (?, ?, ?) USING TTL ? AND TIMESTAMP ?"),
+        "select_visitor_sessions": ("SELECT visitor_id, payload, expires_at FROM visitor_sessions "
+                                    "WHERE visitor_id IN ?"),
+        "delete_visitor_sessions": ("DELETE FROM visitor_sessions USING TIMESTAMP ? "
+                                    "WHERE visitor_id = ?"),
+        "truncate_visitor_sessions": "TRUNCATE visitor_sessions",
         "insert_model_snapshots": _insert("model_snapshots", SNAPSHOT_COLUMNS),
+        "insert_visitors": ("INSERT INTO visitors (visitor_id, customer_id, state, expires_at) "
+                            "VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"),
+        "select_visitors": ("SELECT visitor_id, customer_id, state, expires_at FROM visitors "
+                            "WHERE visitor_id IN ?"),
+        "delete_visitors": "DELETE FROM visitors USING TIMESTAMP ? WHERE visitor_id = ?",
+        "insert_visitors_by_customer": ("INSERT INTO visitors_by_customer (customer_id, "
+                                        "visitor_id, expires_at) VALUES (?, ?, ?) "
+                                        "USING TTL ? AND TIMESTAMP ?"),
+        "select_visitors_by_customer": ("SELECT visitor_id, expires_at FROM "
+                                        "visitors_by_customer WHERE customer_id = ?"),
+        "delete_visitors_by_customer": ("DELETE FROM visitors_by_customer USING TIMESTAMP ? "
+                                        "WHERE customer_id = ? AND visitor_id = ?"),
+        "delete_outbox_partition": ("DELETE FROM outbox USING TIMESTAMP ? "
+                                    "WHERE partition_key = ?"),
         "select_model_snapshots": (f"SELECT {', '.join(SNAPSHOT_COLUMNS)} "  # noqa: S608 - constant
                                    "FROM model_snapshots WHERE model_id = ? LIMIT 1"),
     })

@@ -18,13 +18,14 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.core.customer import CustomerState
+from agents.core.visitors import VisitorState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.store.codec import (
     CONSENT_COLUMNS,
@@ -57,12 +58,13 @@ from streams.store.protocol import (
     StoredDecision,
     StoredProposal,
 )
+from streams.store.visitor_rows import VISITOR_TABLES, visitor_blob, visitor_of
 
 T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; 0 is the ledger-only schema
 #: (expiry in float seconds) of the first release.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS customers (
         customer_id TEXT NOT NULL PRIMARY KEY,
@@ -137,6 +139,19 @@ _TABLES = (
         note TEXT
     ) WITHOUT ROWID""",
     """CREATE INDEX IF NOT EXISTS proposals_by_status ON proposals (status, created_at)""",
+    """CREATE TABLE IF NOT EXISTS visitors (
+        visitor_id TEXT NOT NULL PRIMARY KEY, customer_id TEXT,
+        state BLOB NOT NULL,  -- msgpack (streams.store.visitor_rows.visitor_blob)
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS visitors_by_customer (
+        customer_id TEXT NOT NULL, visitor_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (customer_id, visitor_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS visitor_sessions (
+        visitor_id TEXT NOT NULL PRIMARY KEY, payload BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS model_snapshots (
         model_id TEXT NOT NULL, version INTEGER NOT NULL, payload BLOB NOT NULL,
         checksum TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -438,7 +453,8 @@ class EmbeddedStore:
         def clear(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
-                for table in (*CUSTOMER_TABLES, "event_ledger", "outbox"):
+                for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions",
+                              *VISITOR_TABLES):
                     db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant names
 
         await self._run("reset", clear)
@@ -462,6 +478,50 @@ class EmbeddedStore:
             if len(ids) < size:
                 return
             after = ids[-1]
+
+    # -- visitors' sessions --------------------------------------------------------
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        ids = sorted(set(visitor_ids))
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for vid, payload in db.execute(
+                        "SELECT visitor_id, payload FROM visitor_sessions "  # noqa: S608 - marks only
+                        f"WHERE visitor_id IN ({marks}) AND expires_at > ?", (*chunk, cutoff)):
+                    found[vid] = bytes(payload)
+            return found
+
+        return await self._run("load_visitors", query) if ids else {}
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        expires = to_ms(now) + int(ttl_s * 1000)
+        rows = [(vid, blob, expires) for vid, blob in states.items()]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO visitor_sessions VALUES (?, ?, ?)", rows)
+
+        if rows:
+            await self._run("save_visitors", write)
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        rows = [(vid,) for vid in visitor_ids]
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM visitor_sessions WHERE visitor_id = ?", rows)
+
+        if rows:
+            await self._run("delete_visitors", delete)
 
     # -- model snapshots --------------------------------------------------------
 
@@ -593,9 +653,83 @@ class EmbeddedStore:
                     db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",  # noqa: S608 - constant names
                                (cutoff,)).rowcount
                     for table in ("event_ledger", "outbox", "interactions",
-                                  "customer_decisions"))
+                                  "customer_decisions", "visitor_sessions",
+                                  *VISITOR_TABLES))
 
         return await self._run("purge_expired", purge)
+
+
+    async def load_visitor_profiles(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, VisitorState]:
+        ids = list(dict.fromkeys(visitor_ids))
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> dict[str, VisitorState]:
+            found: dict[str, VisitorState] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for vid, blob in db.execute(
+                        f"SELECT visitor_id, state FROM visitors WHERE visitor_id IN ({marks}) "  # noqa: S608 - only placeholders
+                        "AND expires_at > ?", (*chunk, cutoff)):
+                    found[vid] = visitor_of(vid, bytes(blob))
+            return found
+
+        return await self._run("load_visitor_profiles", query) if ids else {}
+
+    async def save_visitor_profiles(self, visitors: Sequence[tuple[VisitorState, datetime]],
+                            now: datetime) -> None:
+        cutoff = to_ms(now)
+        rows: dict[str, tuple[str, str | None, bytes, int] | None] = {}
+        for state, expires_at in visitors:  # rows taken now: the states may change later
+            expires = to_ms(expires_at)
+            keep = not state.is_empty() and expires > cutoff
+            rows[state.visitor_id] = ((state.visitor_id, state.customer_id,
+                                       visitor_blob(state), expires) if keep else None)
+        gone = [(vid,) for vid, row in rows.items() if row is None]
+        kept = [row for row in rows.values() if row is not None]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                _delete_visitor_rows(db, [vid for (vid,) in gone])
+                db.executemany("INSERT OR REPLACE INTO visitors VALUES (?, ?, ?, ?)", kept)
+                db.executemany("INSERT OR REPLACE INTO visitors_by_customer VALUES (?, ?, ?)",
+                               [(cid, vid, expires) for vid, cid, _, expires in kept
+                                if cid is not None])
+
+        if rows:
+            await self._run("save_visitor_profiles", write)
+
+    async def delete_visitor_profiles(self, visitor_ids: Sequence[str]) -> None:
+        ids = [(vid,) for vid in dict.fromkeys(visitor_ids)]
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                _delete_visitor_rows(db, [vid for (vid,) in ids])
+                db.executemany("DELETE FROM event_ledger WHERE partition_key = ?", ids)
+                db.executemany("DELETE FROM outbox WHERE partition_key = ?", ids)
+
+        if ids:
+            await self._run("delete_visitor_profiles", delete)
+
+    async def linked_visitors(self, customer_id: str, now: datetime) -> list[str]:
+        cutoff = to_ms(now)
+
+        def query(db: sqlite3.Connection) -> list[str]:
+            return [vid for (vid,) in db.execute(
+                "SELECT visitor_id FROM visitors_by_customer WHERE customer_id = ? "
+                "AND expires_at > ? ORDER BY visitor_id", (customer_id, cutoff))]
+
+        return await self._run("linked_visitors", query)
+
+def _delete_visitor_rows(db: sqlite3.Connection, visitor_ids: list[str]) -> None:
+    """Delete the visitors' rows and their entries under the customer they were linked to."""
+    ids = [(vid,) for vid in visitor_ids]
+    db.executemany("DELETE FROM visitors_by_customer WHERE customer_id IN (SELECT customer_id "
+                   "FROM visitors WHERE visitor_id = ?1) AND visitor_id = ?1", ids)
+    db.executemany("DELETE FROM visitors WHERE visitor_id = ?", ids)
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -613,7 +747,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         # while this one waited for the write lock.
         if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             return
-        # Versions 1 to 3 lack tables, which CREATE ... IF NOT EXISTS adds, and
+        # Versions 1 to 3 and 5 lack tables, which CREATE ... IF NOT EXISTS adds, and
         # version 2 the predictions column.
         old_ledger = version == 0 and db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ledger'"

@@ -34,6 +34,10 @@ test_store_contract.py``), so the semantics below hold for both:
   (:meth:`Store.mark_published`).  A worker that dies in between leaves them
   there; when the batch is redelivered, that key is seen again and
   :meth:`Store.unpublished` gives them back to publish.
+- **Visitors.** An anonymous visitor is one row (:mod:`streams.store.visitor_rows`),
+  replaced whole, kept until the expiry it is saved with (event time of its
+  latest page view plus ``RELEVANZ_VISITOR_EXPIRY_S``) and hidden by reads
+  after that; deleting a visitor deletes its ledger and outbox entries too.
 - **Errors** are :class:`streams.errors.StoreUnavailable` with a message
   naming the store and the operation.
 
@@ -49,6 +53,7 @@ from typing import Protocol
 
 from agents.core.customer import CustomerState
 from agents.core.uplift import CampaignCounts as CampaignCounts  # the core's type, stored
+from agents.core.visitors import VisitorState
 
 #: ``(partition key, event_id)``: the partition key is the customer id, or the
 #: content id for catalogue events.
@@ -226,7 +231,7 @@ class Store(Protocol):
         """
 
     async def reset(self) -> None:
-        """Remove every customer, ledger and outbox entry, so that replay starts empty.
+        """Remove every customer, visitor, ledger and outbox entry, so that replay starts empty.
 
         Model snapshots, the forget-list and the pseudonym key are kept.  On
         Cassandra this truncates the tables, which needs every node up.
@@ -234,6 +239,19 @@ class Store(Protocol):
 
     def iter_customers(self, now: datetime, batch: int = 500) -> AsyncIterator[CustomerState]:
         """Every stored customer once, in no particular order, read ``batch`` at a time."""
+
+    async def load_visitors(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, bytes]:
+        """The stored session state (an opaque blob) of ``visitor_ids``, unexpired at
+        ``now``; visitors never saved are absent."""
+
+    async def save_visitors(self, states: Mapping[str, bytes], now: datetime,
+                            ttl_s: float) -> None:
+        """Replace the session state of each visitor in ``states``; it expires
+        ``ttl_s`` after ``now`` unless saved again."""
+
+    async def delete_visitors(self, visitor_ids: Sequence[str]) -> None:
+        """Delete the session state of ``visitor_ids`` (absent ones are no error)."""
 
     async def put_snapshot(
         self, model_id: str, version: int, blob: bytes, checksum: str, now: datetime
@@ -286,3 +304,21 @@ class Store(Protocol):
 
         Exactly one of concurrent calls for the same proposal succeeds.
         """
+
+    async def load_visitor_profiles(self, visitor_ids: Sequence[str], now: datetime
+                            ) -> dict[str, VisitorState]:
+        """The stored states of ``visitor_ids`` unexpired at ``now``; others are absent."""
+
+    async def save_visitor_profiles(self, visitors: Sequence[tuple[VisitorState, datetime]],
+                            now: datetime) -> None:
+        """Make each ``(state, expires_at)`` the stored row of its visitor.
+
+        A state with nothing to keep (:meth:`VisitorState.is_empty`) or
+        expired at ``now`` is deleted instead (as :meth:`delete_visitor_profiles` does).
+        """
+
+    async def delete_visitor_profiles(self, visitor_ids: Sequence[str]) -> None:
+        """Erase every row of the visitors, their ledger and outbox entries included."""
+
+    async def linked_visitors(self, customer_id: str, now: datetime) -> list[str]:
+        """Ids of the visitors linked to ``customer_id`` unexpired at ``now``, sorted."""

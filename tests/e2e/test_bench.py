@@ -70,6 +70,9 @@ def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> Non
     assert result["decide_errors"] == 0
     assert 0 < result["decide_p50_ms"] <= result["decide_p95_ms"] <= result["decide_p99_ms"]
     assert "decide: p99" in done.stderr
+    # The same for an anonymous visitor's session after one page view.
+    assert result["session_decide_errors"] == 0
+    assert 0 < result["session_decide_p50_ms"] <= result["session_decide_p99_ms"]
     assert "pipeline:" in done.stderr  # progress goes to stderr, the result alone to stdout
 
 

@@ -36,7 +36,11 @@ def test_demo_accounts_for_every_event_and_logs_no_raw_customer_id(tmp_path: Pat
                env={"RELEVANZ_LOG_LEVEL": "debug"})
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["events_in"] == 20000
+    # The events, and the site's page views besides (--visitors).
+    assert result["events_in"] == 20000 + result["page_views_published"]
+    assert result["page_views_published"] > 0
+    assert result["next_page_hit3"] >= 1.5 * result["next_page_hit3_popular"]
+    assert result["session_conversion_auc"] >= 0.75
     assert result["events_in"] == (
         result["applied"] + result["duplicates"] + result["dead_letters"])
     assert result["dead_letters"] == result["injected_malformed"] > 0
@@ -96,7 +100,7 @@ def test_the_demo_balances_on_real_kafka_and_cassandra(tmp_path: Path) -> None:
     assert "Apache Cassandra on 127.0.0.1:" in done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["balanced"] is True
-    assert result["events_in"] == 3000 == (
+    assert result["events_in"] == 3000 + result["page_views_published"] == (
         result["applied"] + result["duplicates"] + result["dead_letters"])
     assert result["dead_letters"] == result["injected_malformed"] > 0
     assert result["duplicates"] == result["injected_duplicates"] > 0

@@ -21,7 +21,7 @@ from hypothesis.strategies import SearchStrategy
 from structlog.testing import capture_logs
 
 from schemas.codec import pack
-from schemas.topics import INPUT_TOPICS
+from schemas.topics import INPUT_TOPICS, TOPICS
 from streams.app import build_worker
 from streams.broker import EmbeddedBroker
 from tests import events
@@ -164,8 +164,9 @@ def _near_valid() -> SearchStrategy[Raw]:
 
         defects = st.one_of(
             st.tuples(st.just("drop"),
-                      st.sampled_from(("event_id", "customer_id", "occurred_at",
-                                       "schema_version"))),
+                      # The key field: customer_id, or visitor_id on the visitor's topics.
+                      st.sampled_from(("event_id", TOPICS[topic].key or "event_id",
+                                       "occurred_at", "schema_version"))),
             st.tuples(st.just("schema_version"),
                       st.integers(1000, 2**62) | st.integers(-(2**62), 0) | st.text()),
             st.tuples(st.just("occurred_at"),

@@ -21,6 +21,7 @@ from referencing import Registry, Resource
 from agents.pipeline import campaign_rows
 from schemas.codec import decode, pack
 from schemas.records import SendProposed
+from schemas.topics import INPUT_TOPICS
 from streams.api.auth import Role
 from streams.api.openapi import document
 from streams.api.web import MAX_BODY_BYTES, ROUTES, bound_port, build_api, serve, serve_for_demo
@@ -267,7 +268,7 @@ async def test_lag_and_throughput_match_what_the_worker_processed(
     status = await api.get("/v1/status")
     _validator("Status").validate(status)
     rows = _by_partition(status)
-    assert len(rows) == settings.partitions * 5  # every input partition: one worker
+    assert len(rows) == settings.partitions * len(INPUT_TOPICS)  # every input partition
     for (topic, partition), row in rows.items():
         produced = landed.get((topic, partition), 0)
         assert (row["end_offset"], row["lag"]) == (produced, 0), (topic, partition, row)
@@ -348,7 +349,7 @@ async def test_ready_reports_each_check(api: Api) -> None:
     _validator("Readiness").validate(body)
     assert body["checks"]["broker"] == "reachable"
     assert body["checks"]["store"] == "reachable"
-    assert body["checks"]["partitions"] == "20 assigned"
+    assert body["checks"]["partitions"] == f"{4 * len(INPUT_TOPICS)} assigned"
     status, body, response = await api.call("GET", "/v1/controls/pause", OPERATOR)
     assert (status, body["error"], response.headers["Allow"]) == (405, "Method Not Allowed",
                                                                   "POST")
@@ -710,3 +711,28 @@ async def test_campaign_stats_are_reported_periodically(settings: Settings) -> N
     finally:
         await stop_or_explain(often.stop(), "the worker to stop")
 
+
+
+async def test_status_shows_the_session_models_scored_on_page_views(
+        api: Api, worker: Worker, settings: Settings) -> None:
+    start = datetime.now(UTC) - timedelta(days=1)
+    pages = ["home", "category", "product", "cart", "checkout", "confirmation"]
+    views = []
+    for visitor in range(3):
+        for i, page in enumerate(pages):
+            payload = {"event_id": f"pv-{visitor}-{i}", "visitor_id": f"v{visitor}",
+                       "schema_version": 1, "session_id": f"s{visitor}",
+                       "occurred_at": (start + timedelta(minutes=visitor * 10 + i)).isoformat(),
+                       "url": f"https://shop.example/{page}", "page_type": page,
+                       "device": "desktop", "consent": ["personalisation"]}
+            views.append(("page_views", f"v{visitor}".encode(), pack(payload)))
+    _produce(settings, views)
+    await eventually(lambda: worker.accounting.events_in >= len(views), 60, "the page views")
+    status = await api.get("/v1/status")
+    _validator("Status").validate(status)
+    quality = {q["model"]: q for q in status["models"]["quality"]}
+    assert quality["next-page"]["examples"] == 3 * (len(pages) - 1)
+    assert quality["next-page"]["hit3"] is not None
+    # Each visitor reached confirmation: the predictions before it were scored.
+    assert quality["session-conversion"]["examples"] == 3 * (len(pages) - 1)
+    assert quality["session-remaining-time"]["examples"] == 3 * (len(pages) - 1)

@@ -41,6 +41,7 @@ from agents.core.customer import (
     PurchaseFigures,
     TopicInterest,
 )
+from agents.core.visitors import ViewedPage, VisitorState
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
 from streams.store import (
@@ -52,6 +53,7 @@ from streams.store import (
     open_store,
 )
 from streams.store.codec import normalise
+from streams.store.visitor_rows import normalise_visitor
 from tests.customer_strategies import customer_states, ms_times
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -554,7 +556,9 @@ async def test_reset_empties_customers_ledger_and_outbox_but_keeps_snapshots(
         await store.write_batch(BatchWrite(outbox={events[0]: b"outputs"}),
                                 NOW, LEDGER_TTL_S, FOREVER_S)
         await store.put_snapshot("affinity", 1, b"model", "sha", NOW)
+        await store.save_visitors({cid("visitor"): b"session"}, NOW, LEDGER_TTL_S)
         await store.reset()
+        assert await store.load_visitors([cid("visitor")], NOW) == {}
         assert await _load(store, state.customer_id) is None
         assert await store.seen_events(list(events), NOW) == set()
         assert await store.unpublished(list(events), NOW) == {}
@@ -688,3 +692,102 @@ async def test_decisions_are_kept_newest_first_until_they_expire_or_the_customer
     assert await store.recent_decisions(cid("nobody"), NOW) == []
     await store.delete_customer(who)
     assert await store.recent_decisions(who, NOW) == []
+
+
+# -- anonymous visitors --------------------------------------------------------------
+
+
+def _visitor(visitor_id: str, at: datetime = NOW - DAY, customer_id: str | None = None
+             ) -> VisitorState:
+    pages = [ViewedPage("pv-1", at - DAY, "s-1", "https://shop.example/golf", "product",
+                        "golf-1", ("golf", "travel"), 42.5),
+             ViewedPage("pv-2", at, "s-2", "https://shop.example/", "home")]
+    return VisitorState(visitor_id, pages=[] if customer_id else pages,
+                        revoked_at=at - 2 * DAY, last_seen=at, customer_id=customer_id,
+                        link_event_id="l-1" if customer_id else None,
+                        linked_at=at if customer_id else None)
+
+
+async def test_a_visitor_round_trips_and_a_save_replaces_it(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    state = _visitor(vid, NOW - timedelta(microseconds=1500))
+    await store.save_visitor_profiles([(state, NOW + DAY)], NOW)
+    loaded = await store.load_visitor_profiles([vid, cid("never")], NOW)
+    assert loaded == {vid: normalise_visitor(state)}
+    linked = _visitor(vid, NOW - DAY, customer_id=cid("c"))
+    await store.save_visitor_profiles([(linked, NOW + DAY)], NOW)
+    await store.save_visitor_profiles([(linked, NOW + DAY)], NOW)  # twice: no change
+    assert await store.load_visitor_profiles([vid], NOW) == {vid: linked}
+    assert await store.linked_visitors(cid("c"), NOW) == [vid]
+
+
+async def test_a_visitor_expires_at_the_time_it_was_saved_with(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid, gone = cid("v"), cid("gone")
+    await store.save_visitor_profiles([(_visitor(vid, customer_id=cid("c")), NOW + DAY),
+                               (_visitor(gone), NOW - timedelta(milliseconds=1))], NOW)
+    assert set(await store.load_visitor_profiles([vid, gone], NOW)) == {vid}
+    assert await store.load_visitor_profiles([vid], NOW + DAY) == {}
+    assert await store.linked_visitors(cid("c"), NOW + DAY) == []
+
+
+async def test_an_empty_visitor_is_deleted_not_stored(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    await store.save_visitor_profiles([(_visitor(vid), NOW + DAY)], NOW)
+    await store.save_visitor_profiles([(VisitorState(vid, last_seen=NOW), NOW + DAY)], NOW)
+    assert await store.load_visitor_profiles([vid], NOW) == {}
+
+
+async def test_deleting_visitors_removes_their_rows_ledger_and_link(
+        store: Store, cid: Callable[[str], str]) -> None:
+    vid, other, customer = cid("v"), cid("other"), cid("c")
+    await store.save_visitor_profiles([(_visitor(vid, customer_id=customer), NOW + DAY),
+                               (_visitor(other), NOW + DAY)], NOW)
+    await store.record_events([(vid, "pv-1"), (other, "pv-9")], NOW, LEDGER_TTL_S)
+    await store.write_batch(BatchWrite(outbox={(vid, "pv-1"): b"outputs"}),
+                            NOW, LEDGER_TTL_S, FOREVER_S)
+    await store.delete_visitor_profiles([vid])
+    assert set(await store.load_visitor_profiles([vid, other], NOW)) == {other}
+    assert await store.linked_visitors(customer, NOW) == []
+    assert await store.seen_events([(vid, "pv-1"), (other, "pv-9")], NOW) == {(other, "pv-9")}
+    assert await store.unpublished([(vid, "pv-1")], NOW) == {}
+
+
+async def test_reset_empties_the_visitors(store: Store, cid: Callable[[str], str]) -> None:
+    vid = cid("v")
+    await store.save_visitor_profiles([(_visitor(vid, customer_id=cid("c")), NOW + DAY)], NOW)
+    await store.reset()
+    assert await store.load_visitor_profiles([vid], NOW) == {}
+    assert await store.linked_visitors(cid("c"), NOW) == []
+# -- visitors' sessions ----------------------------------------------------------------
+
+
+async def test_visitor_sessions_round_trip_are_replaced_and_deleted(
+        store: Store, cid: Callable[[str], str]) -> None:
+    a, b, never = cid("visitor-a"), cid("visitor-b"), cid("visitor-never")
+    assert await store.load_visitors([a, never], NOW) == {}
+    await store.save_visitors({a: b"first", b: b"\x00\xff"}, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors([a, b, never], NOW) == {a: b"first", b: b"\x00\xff"}
+    await store.save_visitors({a: b"second"}, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors([a], NOW) == {a: b"second"}
+    await store.delete_visitors([a, never])
+    assert await store.load_visitors([a, b], NOW) == {b: b"\x00\xff"}
+    assert await store.load_visitors([], NOW) == {}
+
+
+async def test_a_visitor_session_expires_its_ttl_after_its_last_save(
+        store: Store, cid: Callable[[str], str]) -> None:
+    a = cid("visitor-ttl")
+    await store.save_visitors({a: b"state"}, NOW, 3600)
+    assert await store.load_visitors([a], NOW + timedelta(seconds=3599)) == {a: b"state"}
+    assert await store.load_visitors([a], NOW + timedelta(seconds=3600)) == {}
+    await store.save_visitors({a: b"later"}, NOW + timedelta(seconds=1800), 3600)
+    assert await store.load_visitors([a], NOW + timedelta(seconds=5000)) == {a: b"later"}
+
+
+async def test_many_visitors_load_in_one_call(store: Store, cid: Callable[[str], str]) -> None:
+    states = {cid(f"visitor-{i}"): str(i).encode() for i in range(250)}
+    await store.save_visitors(states, NOW, LEDGER_TTL_S)
+    assert await store.load_visitors(list(states), NOW) == states

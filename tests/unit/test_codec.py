@@ -60,6 +60,17 @@ EXAMPLES: dict[tuple[str, int], Record] = {
         event_id="evt-consent-1", customer_id="cust-42", occurred_at=AT, schema_version=1,
         action="granted", purposes=["profiling", "email"], source="preference-centre",
     ),
+    ("identity_links", 1): r.IdentityLink(
+        event_id="evt-link-1", visitor_id="vis-7", customer_id="cust-42", occurred_at=AT,
+        schema_version=1, source="login",
+    ),
+    ("visitor_merges", 1): r.VisitorMerged(
+        event_id="vis-7:link:evt-link-1", customer_id="cust-42", visitor_id="vis-7",
+        occurred_at=AT, schema_version=1, link_event_id="evt-link-1",
+        pages=[r.MergedPage(view_id="pv-1", occurred_at=AT, session_id="s-9",
+                            url="https://shop.example/golf", page_type="product",
+                            content_id="golf-1", topics=["golf"], engagement_seconds=42.5)],
+    ),
     ("profiles", 1): r.ProfileUpdated(
         event_id="evt-profile-1", customer_id="cust-42", occurred_at=AT, schema_version=1,
         locale="de-DE", language="de", time_zone="Europe/Berlin", country="DE",
@@ -73,6 +84,13 @@ EXAMPLES: dict[tuple[str, int], Record] = {
             r.ContentVariant(language="en", title="Spring fashion", url="https://shop.example/en"),
         ],
         default_language="en", valid_from=AT, valid_until=AT + timedelta(days=30),
+    ),
+    ("page_views", 1): r.PageView(
+        event_id="evt-pv-1", visitor_id="vis-7", occurred_at=AT, schema_version=1,
+        session_id="ses-1", url="https://shop.example/p/sku-1", page_type="product",
+        device="mobile", customer_id="cust-42", page_view_id="pv-1", content_id="sku-1",
+        category="shoes", referrer="https://search.example/", engagement_seconds=42.5,
+        consent=["profiling", "personalisation"],
     ),
     ("decisions", 1): r.DecisionMade(
         decision_id="dec-1", customer_id="cust-42", decided_at=AT, schema_version=1,

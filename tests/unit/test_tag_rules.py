@@ -11,7 +11,7 @@ from agents.core.interests import InterestRules, TagRule
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.sim.traffic import TOPICS
-from streams.tag_rules import load_rules, parse_rules
+from streams.tag_rules import load_engagement, load_rules, parse_rules
 
 MINIMAL = """
 half_life_days = 3.5
@@ -112,12 +112,14 @@ def test_the_file_named_in_settings_is_the_one_loaded(tmp_path: Path) -> None:
     (("half_life_days = 3.5", "half_life_days = 0"),
      "rules.toml: half_life_days must be a number of days above 0 and at most 3650, got 0"),
     (("half_life_days = 3.5", "half_life = 3.5"),
-     "rules.toml: unknown key 'half_life' (known: half_life_days, max_recent, defaults, tags)"),
+     "rules.toml: unknown key 'half_life' (known: half_life_days, max_recent, defaults, tags, "
+     "engagement)"),
     (("[defaults]\n", "[defaults]\nwindow = 3\n"),
      "rules.toml: defaults: unknown key 'window' (known: min_clicks, window_days, floor, "
      "min_share, keep_share)"),
     (("[[tags]]", "[[tag]]"),
-     "rules.toml: unknown key 'tag' (known: half_life_days, max_recent, defaults, tags)"),
+     "rules.toml: unknown key 'tag' (known: half_life_days, max_recent, defaults, tags, "
+     "engagement)"),
     (('topic = "fashion"', 'topic = "fashion"\n[[tags]]\ntag = "fashion-trends"\ntopic = "x"'),
      "rules.toml: rule 'fashion-trends': tag is defined twice"),
     (("[defaults]\nmin_clicks = 3\nwindow_days = 14\nfloor = 0.5\n", "defaults = 3\n"),
@@ -152,3 +154,14 @@ def test_a_file_without_tags_assigns_none() -> None:
 def test_tags_must_be_a_list_of_tables(tags: str) -> None:
     with pytest.raises(ConfigError, match=r"^x\.toml: tags must be a list of tables"):
         parse_rules(tags, "x.toml")
+
+
+def test_the_engagement_weighting_is_read_next_to_the_tag_rules(tmp_path: Path) -> None:
+    shipped = load_engagement(None)
+    assert (shipped.bounce_seconds, shipped.bounce_weight) == (5.0, 0.1)
+    path = tmp_path / "rules.toml"
+    path.write_text("[engagement]\nfull_seconds = 120\n", encoding="utf-8")
+    assert load_engagement(str(path)).full_seconds == 120.0
+    path.write_text("[engagement]\nfull_second = 120\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'full_second'"):
+        load_engagement(str(path))
