@@ -175,18 +175,8 @@ def view_page(session: VisitorSession, view: PageSeen, models: SessionModels
         return state, ended
     if view.page_view_id and len(state.views) < MAX_VIEWS:
         state.views[view.page_view_id] = seconds
-    key = page_key(view.page_type, view.category)
     summary = state.summary
-    models.next_page.observe(summary.recent, key)
-    summary.pages += 1
-    summary.recent = [*summary.recent, key][-models.next_page.order:]
-    summary.types[view.page_type] = summary.types.get(view.page_type, 0) + 1
-    summary.engagement += seconds
-    if view.page_type in CART_PAGES or view.page_type == "product":
-        summary.product_engagement += seconds
-    summary.cart_seen = summary.cart_seen or view.page_type in CART_PAGES
-    summary.referred = summary.referred or (bool(view.referrer) and summary.pages == 1)
-    summary.device = view.device
+    _count_page(summary, view, seconds, models)
     state.last_at = max(state.last_at or view.at, view.at)
     summary.seconds = (state.last_at - state.started_at).total_seconds()
     _add_interest(state, view, engagement_weight(seconds, models.engagement), models)
@@ -203,6 +193,22 @@ def view_page(session: VisitorSession, view: PageSeen, models: SessionModels
         state.pending.append(Pending(x, p, summary.seconds, left, remaining_key(summary),
                                      models.outcomes.mean_left))
     return state, ended
+
+
+def _count_page(summary: SessionSummary, view: PageSeen, seconds: float,
+                models: SessionModels) -> None:
+    """A new page of the session: the next-page model learns it, the summary counts it."""
+    key = page_key(view.page_type, view.category)
+    models.next_page.observe(summary.recent, key)
+    summary.pages += 1
+    summary.recent = [*summary.recent, key][-models.next_page.order:]
+    summary.types[view.page_type] = summary.types.get(view.page_type, 0) + 1
+    summary.engagement += seconds
+    if view.page_type in CART_PAGES or view.page_type == "product":
+        summary.product_engagement += seconds
+    summary.cart_seen = summary.cart_seen or view.page_type in CART_PAGES
+    summary.referred = summary.referred or (bool(view.referrer) and summary.pages == 1)
+    summary.device = view.device
 
 
 def end_session(state: VisitorSession, models: SessionModels, at: datetime

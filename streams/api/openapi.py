@@ -294,7 +294,7 @@ def document() -> dict[str, Any]:
             "schemas": _SCHEMAS,
         },
         "paths": {**_open_paths(), **_status_paths(), **_customer_paths(),
-                  **_control_paths(), **_campaign_paths()},
+                  **_decide_paths(), **_control_paths(), **_campaign_paths()},
     }
 
 
@@ -388,6 +388,12 @@ def _customer_paths() -> dict[str, Any]:
                             "schema": {"type": "string", "minLength": 1,
                                        "maxLength": 200}}],
         }},
+    }
+
+
+def _decide_paths() -> dict[str, Any]:
+    """Decide now: content for a customer's channel and slot, or a session's next step."""
+    return {
         "/v1/decide": {"post": {
             **_viewer("Choose content for a customer, channel and slot now, or the next "
                       "best action for a session", _json(

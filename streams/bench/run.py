@@ -42,7 +42,7 @@ import click
 
 from streams import logs
 from streams.bench.decide import TARGET_P99_MS as TARGET_DECIDE_P99_MS
-from streams.bench.decide import measure_decide
+from streams.bench.decide import DecideLatency, measure_decide
 from streams.bench.options import BenchOptions, bench_settings, traffic_config
 from streams.bench.stages import (
     PipelineResult,
@@ -119,14 +119,7 @@ async def run_bench(settings: Settings, options: BenchOptions, progress: Progres
                "faust_p99_ms": round(floor.p99_ms, 1),
                "faust_latency_measures": "bare Faust agent at the same offered load, "
                                          "batched like the worker: publish to batch decoded"}
-    result |= {"decide_requests_per_s": decide.rate, "decide_requests": decide.requests,
-               "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
-               "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
-               "decide_max_ms": round(decide.max_ms, 1),
-               # An anonymous visitor's session after one page view, at the same rate.
-               "session_decide_errors": session.errors,
-               "session_decide_p50_ms": round(session.p50_ms, 1),
-               "session_decide_p99_ms": round(session.p99_ms, 1)}
+    result |= _decide_figures(decide, session)
     # Decision quality on the same audience (streams/sim/simulation.py), after the timings.
     from streams.sim.simulation import evaluate_policies
 
@@ -361,3 +354,15 @@ def _bench(events: int, customers: int, catalogue_size: int, partitions: int | N
         return
     result = asyncio.run(run_bench(settings, options, progress))
     click.echo(json.dumps(result, sort_keys=True) if as_json else describe(result))
+
+
+def _decide_figures(decide: DecideLatency, session: DecideLatency) -> dict[str, float | int]:
+    """The JSON figures of the decide runs: customers, then a visitor's session."""
+    return {"decide_requests_per_s": decide.rate, "decide_requests": decide.requests,
+            "decide_errors": decide.errors, "decide_p50_ms": round(decide.p50_ms, 1),
+            "decide_p95_ms": round(decide.p95_ms, 1), "decide_p99_ms": round(decide.p99_ms, 1),
+            "decide_max_ms": round(decide.max_ms, 1),
+            # An anonymous visitor's session after one page view, at the same rate.
+            "session_decide_errors": session.errors,
+            "session_decide_p50_ms": round(session.p50_ms, 1),
+            "session_decide_p99_ms": round(session.p99_ms, 1)}

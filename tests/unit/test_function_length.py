@@ -29,6 +29,8 @@ ALLOWED: dict[str, str] = {
     "agents/core/engine.py:handle": "the consent gate and a dispatch by record kind",
     # One settings object read from the environment: a field per line.
     "streams/settings.py:Settings.from_env": "one line per setting read",
+    # The store's prepared CQL statements: a table of literals, one per line.
+    "streams/store/cql.py:_statements": "a table of CQL statements, one per line",
     # The composition root: wiring one component per line.
     "streams/app.py:build_worker": "wiring, one component per line",
     # One HTTP route: parse, validate, decide, answer; each step a few lines.
