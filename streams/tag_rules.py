@@ -44,14 +44,19 @@ _LONGEST_DAYS = 3650  # ten years: longer windows or half-lives are a typo
 
 def load_rules(path: str | None) -> InterestRules:
     """The rules in the TOML file at ``path``, or the shipped defaults for None or ``""``."""
+    return parse_rules(*_read(path))
+
+
+def _read(path: str | None) -> tuple[str, str]:
+    """The text of the tag rules file at ``path`` (the shipped defaults for None or
+    ``""``), and how error messages name it."""
     if not path:
         text = files("streams").joinpath("defaults", DEFAULT_FILE).read_text(encoding="utf-8")
-        return parse_rules(text, f"{DEFAULT_FILE} (shipped default)")
+        return text, f"{DEFAULT_FILE} (shipped default)"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8"), path
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read tag rules ({exc})") from exc
-    return parse_rules(text, path)
 
 
 def load_engagement(path: str | None) -> EngagementRules:
@@ -61,14 +66,7 @@ def load_engagement(path: str | None) -> EngagementRules:
     >>> load_engagement(None).full_seconds
     60.0
     """
-    if not path:
-        text = files("streams").joinpath("defaults", DEFAULT_FILE).read_text(encoding="utf-8")
-        return parse_engagement(text, f"{DEFAULT_FILE} (shipped default)")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read tag rules ({exc})") from exc
-    return parse_engagement(text, path)
+    return parse_engagement(*_read(path))
 
 
 def parse_engagement(text: str, source: str) -> EngagementRules:

@@ -60,7 +60,7 @@ from streams.errors import BenchStalled, BrokerUnavailable
 from streams.publish import Publisher
 from streams.settings import Settings
 from streams.sim.traffic import LOCALES, Message, TrafficConfig, TrafficGenerator
-from streams.store import BatchWrite
+from streams.store import BatchWrite, Store
 from streams.store.cassandra import CassandraStore
 from streams.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from streams.topics import ensure_topics
@@ -519,26 +519,16 @@ async def preload(store_path: Path, customers: int, progress: Progress) -> float
         building = template.with_suffix(".building")
         for stale in building.parent.glob(f"{building.name}*"):
             stale.unlink()
-        at = utc_now()
-        store = EmbeddedStore(building)
-        await store.open()
-        try:
-            for first in range(0, customers, _PRELOAD_CHUNK):
-                states = [preload_state(f"cust-{i + 1:06d}", i, at)
-                          for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
-                await store.write_batch(BatchWrite(states), at, 0.0, 0.0)
-                progress(f"preload: {first + len(states):,}/{customers:,} customers "
-                         f"in the store")
-        finally:
-            await store.close()  # the last connection: SQLite folds the WAL into the file
+        # Closing the last connection makes SQLite fold the WAL into the file.
+        await preload_into(EmbeddedStore(building), customers, progress)
         building.rename(template)
     shutil.copyfile(template, store_path)
     progress(f"preload: the store holds {customers:,} customers")
     return time.perf_counter() - started
 
 
-async def preload_into(store: CassandraStore, customers: int, progress: Progress) -> None:
-    """Give a Cassandra keyspace the whole synthetic audience, as :func:`preload` does."""
+async def preload_into(store: Store, customers: int, progress: Progress) -> None:
+    """Give ``store`` (opened and closed here) the whole synthetic audience."""
     at = utc_now()
     await store.open()
     try:
@@ -546,7 +536,7 @@ async def preload_into(store: CassandraStore, customers: int, progress: Progress
             states = [preload_state(f"cust-{i + 1:06d}", i, at)
                       for i in range(first, min(customers, first + _PRELOAD_CHUNK))]
             await store.write_batch(BatchWrite(states), at, 0.0, 0.0)
-            progress(f"preload: {first + len(states):,}/{customers:,} customers in Cassandra")
+            progress(f"preload: {first + len(states):,}/{customers:,} customers in the store")
     finally:
         await store.close()
 
