@@ -11,40 +11,45 @@ this session; an item listing the touchpoint among its slots wins a tie, then
 the newest.  Without interests (an unknown or erased id, no consent) the
 answer is the newest item for the touchpoint, marked not personalised.
 
-**Interim** (until the session models are wired into the worker): the next
-pages are the subject's own most frequent page types after the current one
-in its stored pages (``next_pages_model`` says ``interim:own-history``), and
-the conversion chance is a fixed rule of the session's furthest step
-(``conversion_model`` says ``interim:funnel-step``).
+The next pages are the worker's next-page model's top three after the
+session's recent pages (:class:`~agents.core.sessions.NextPageModel`, a
+variable-order Markov model with back-off; with no pages yet, its answer for
+a session start), and the conversion chance is the session-conversion
+model's prediction on the session's summary
+(:class:`~agents.core.sessions.SessionOutcomes`).
 
 >>> from datetime import UTC, datetime
 >>> from schemas.records import ContentPublished, ContentVariant
+>>> from agents.core.session_state import SessionModels
+>>> from agents.core.sessions import SessionSummary
 >>> t = datetime(2026, 3, 1, tzinfo=UTC)
 >>> def item(cid, topic):
 ...     return ContentPublished(event_id=cid, content_id=cid, occurred_at=t, schema_version=1,
 ...         topics=[topic], channels=["web"], slots=["web-banner"], default_language="de",
 ...         variants=[ContentVariant(language="de", title=cid, url="https://x.example/")])
 >>> items = {"golf-1": item("golf-1", "golf"), "tea-1": item("tea-1", "tea")}
->>> action = next_best_action({"golf": 0.9}, [], items, "web-banner", t)
+>>> action = next_best_action({"golf": 0.9}, [], items, "web-banner", t, SessionModels(),
+...                           SessionSummary())
 >>> action.content_id, action.personalised, action.reasons[0]
 ('golf-1', True, 'interest in golf (0.90) matches golf-1')
+>>> action.next_pages_model, action.conversion_model
+('markov-backoff', 'session-conversion')
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from agents.core.session_state import SessionModels, VisitorSession, fresh_summary
+from agents.core.sessions import SessionSummary
 from agents.core.visitors import ViewedPage
 from schemas.records import ContentPublished
 
-#: Interim conversion chance by the session's furthest funnel step.
-FUNNEL = {"confirmation": 1.0, "checkout": 0.45, "cart": 0.25, "product": 0.06,
-          "category": 0.03, "search": 0.03}
-FUNNEL_DEFAULT = 0.02
+#: The models the answer names.
+NEXT_PAGES_MODEL = "markov-backoff"
+CONVERSION_MODEL = "session-conversion"
 
 
 @dataclass(frozen=True)
@@ -68,33 +73,25 @@ def _valid(item: ContentPublished, now: datetime) -> bool:
             and (item.valid_until is None or now < item.valid_until))
 
 
-def next_pages(pages: Sequence[ViewedPage], current: str | None, k: int = 3
-               ) -> list[tuple[str, float]]:
-    """The page types that followed ``current`` most often in ``pages`` (interim model).
-
-    >>> from datetime import UTC, datetime
-    >>> t = datetime(2026, 3, 1, tzinfo=UTC)
-    >>> seen = [ViewedPage(str(i), t, "s", "/", kind) for i, kind in
-    ...         enumerate(["home", "category", "product", "home", "category", "cart"])]
-    >>> next_pages(seen, "home")
-    [('category', 1.0)]
-    """
-    follows: Counter[str] = Counter()
-    for before, after in itertools.pairwise(pages):
-        if current is None or before.page_type == current:
-            follows[after.page_type] += 1
-    total = sum(follows.values())
-    ranked = sorted(follows.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    return [(page, count / total) for page, count in ranked]
+def session_summary(state: VisitorSession | None, session_id: str) -> SessionSummary:
+    """The summary of session ``session_id`` so far: ``state``'s when that is its
+    current session, else that of a session just starting (what is known of the
+    visitor, no pages yet)."""
+    if state is None:
+        return SessionSummary()
+    if state.session_id == session_id:
+        return state.summary
+    return fresh_summary(state)
 
 
 def next_best_action(interests: Mapping[str, float], session: Sequence[ViewedPage],
                      items: Mapping[str, ContentPublished], touchpoint: str, now: datetime,
-                     history: Sequence[ViewedPage] = ()) -> NextAction:
+                     models: SessionModels, summary: SessionSummary) -> NextAction:
     """The next best action for a session at ``touchpoint`` as of ``now`` (see the module doc).
 
-    ``session`` are the current session's pages, ``history`` every stored page
-    of the subject (for the interim next-page model).
+    ``session`` are the current session's pages (their items are not offered
+    again), ``models`` the worker's session models and ``summary`` the
+    session's so far (:func:`session_summary`).
     """
     seen = {p.content_id for p in session if p.content_id}
     candidates = [i for i in items.values() if _valid(i, now) and i.content_id not in seen]
@@ -119,17 +116,18 @@ def next_best_action(interests: Mapping[str, float], session: Sequence[ViewedPag
                        "not personalised")
     if seen:
         reasons.append(f"left out {len(seen)} item(s) already seen in this session")
-    current = session[-1].page_type if session else None
-    predicted = next_pages(history or session, current)
+    predicted = models.next_page.top(summary.recent, 3)
+    after = f"after {summary.recent[-1]}" if summary.recent else "at a session start"
     if predicted:
-        reasons.append(f"next page most likely {predicted[0][0]} ({predicted[0][1]:.0%}), "
-                       "from this subject's own page history (interim model)")
-    steps = [FUNNEL.get(p.page_type, FUNNEL_DEFAULT) for p in session]
-    conversion = max(steps, default=FUNNEL_DEFAULT)
-    reasons.append(f"conversion chance {conversion:.0%} from the session's furthest step "
-                   "(interim rule)")
+        reasons.append(f"next page most likely {predicted[0][0]} ({predicted[0][1]:.0%}) "
+                       f"{after}, from the next-page model")
+    else:
+        reasons.append("no next page predicted: the next-page model has seen no sessions yet")
+    conversion, _, _ = models.outcomes.predict(summary)
+    reasons.append(f"conversion chance {conversion:.0%} from the session-conversion model "
+                   f"on this session's {summary.pages} page(s)")
     return NextAction(
         content_id=chosen.content_id if chosen is not None else None, score=best,
         personalised=personalised, next_pages=tuple(predicted),
-        next_pages_model="interim:own-history", conversion_probability=conversion,
-        conversion_model="interim:funnel-step", reasons=tuple(reasons))
+        next_pages_model=NEXT_PAGES_MODEL, conversion_probability=conversion,
+        conversion_model=CONVERSION_MODEL, reasons=tuple(reasons))

@@ -157,7 +157,7 @@ def view_page(session: VisitorSession, view: PageSeen, models: SessionModels
     if state.session_id is not None and view.session_id != state.session_id:
         ended = end_session(state, models, view.at)
         state = replace(state, session_id=None, views={}, pending=[], converted=False,
-                        summary=_next_summary(state))
+                        summary=fresh_summary(state))
     if state.session_id is None:
         state.session_id, state.started_at, state.sessions = view.session_id, view.at, \
             state.sessions + 1
@@ -241,10 +241,10 @@ def close_idle(state: VisitorSession, models: SessionModels, watermark: datetime
     closed = replace(state, pending=list(state.pending))
     ended = end_session(closed, models, watermark)
     return replace(closed, session_id=None, views={}, pending=[], converted=False,
-                   summary=_next_summary(closed), started_at=None), ended
+                   summary=fresh_summary(closed), started_at=None), ended
 
 
-def _next_summary(state: VisitorSession) -> SessionSummary:
+def fresh_summary(state: VisitorSession) -> SessionSummary:
     """The summary a visitor's next session starts from: what is known of the visitor."""
     return SessionSummary(visits=state.summary.visits + 1,
                           converted_before=state.summary.converted_before or state.converted)

@@ -220,8 +220,9 @@ _SCHEMAS: dict[str, Any] = {
                      "personalised", "next_pages", "conversion_probability", "reasons"],
         "description": "The next best action for a session: content to offer (null: none "
                        "fits), predicted next pages and the conversion chance with the model "
-                       "that made each (interim:* until the session models are wired), and "
-                       "the reasons; profile says whose (visitor, customer or none)",
+                       "that made each (next_pages_model: markov-backoff, conversion_model: "
+                       "session-conversion, the worker's session models), and the reasons; "
+                       "profile says whose (visitor, customer or none)",
         "properties": {"profile": {"enum": ["visitor", "customer", "none"]},
                        "content_id": {"type": ["string", "null"]},
                        "next_pages": {"type": "array", "items": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -194,3 +195,49 @@ async def test_decide_for_a_session_after_one_page_view_answers_with_reasons(
     now = utc_now()
     assert await worker.store.load_visitor_profiles(["made-up"], now) == {}
     assert await worker.store.load_customers(["made-up"], now) == {}
+
+
+def page(event_id: str, visitor: str, session: str, minutes: float, page_type: str
+         ) -> tuple[str, bytes, bytes]:
+    return ("page_views", visitor.encode(), pack({
+        "event_id": event_id, "visitor_id": visitor, "schema_version": 1,
+        "occurred_at": at(minutes), "session_id": session,
+        "url": f"https://shop.example/{page_type}", "page_type": page_type,
+        "device": "desktop", "engagement_seconds": 20.0, "consent": ["profiling"]}))
+
+
+async def test_decide_for_a_session_answers_from_the_worker_s_session_models(
+        worker: Worker, settings: Settings) -> None:
+    # Many sessions take one path, home -> search -> cart; then a new visitor is on home.
+    path = ["home", "search", "cart"]
+    produce_raw(settings, [page(f"w{n}-{i}", f"w{n}", f"s-w{n}", n + i * 0.2, kind)
+                           for n in range(20) for i, kind in enumerate(path)])
+    produce_raw(settings, [page("x-0", "x", "s-x", 30, "home")])
+    await eventually(lambda: worker.accounting.events_in >= 61, 60, "the sessions")
+    runner = await serve(build_api(worker), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{bound_port(runner)}/v1/decide"
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async def decide(body: dict[str, str]) -> dict[str, Any]:
+                async with session.post(url, json=body) as response:
+                    assert response.status == 200, await response.text()
+                    answer: dict[str, Any] = await response.json()
+                    return answer
+
+            on_home = await decide({"visitor_id": "x", "session_id": "s-x",
+                                    "touchpoint": "hero"})
+            # Not x's own history (one page): the worker's Markov model of all sessions.
+            assert on_home["next_pages_model"] == "markov-backoff"
+            assert on_home["next_pages"][0]["page"] == "search"
+            assert on_home["next_pages"][0]["probability"] > 0.5
+            assert on_home["conversion_model"] == "session-conversion"
+            assert 0 <= on_home["conversion_probability"] <= 1
+            assert any("after home" in r for r in on_home["reasons"])
+            # A session x has not started yet: the model's answer for a session start.
+            new = await decide({"visitor_id": "x", "session_id": "s-other",
+                                "touchpoint": "hero"})
+            assert new["next_pages"][0]["page"] == "home"
+            assert any("at a session start" in r for r in new["reasons"])
+    finally:
+        await stop_or_explain(runner.cleanup(), "the API to stop")
