@@ -31,7 +31,9 @@ import pytest
 from selenium.common.exceptions import TimeoutException
 
 from schemas.codec import decode
+from schemas.topics import INPUT_TOPICS
 from streams.broker import free_port
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -229,7 +231,8 @@ def test_operator_pauses_and_resumes_from_the_dashboard(browser: Any, demo: Demo
     # Live numbers: events flow and the partition table fills.
     _wait(browser, lambda d: _text(d, "rate-1m") not in ("\u2013", "0"), "throughput")
     rows = browser.find_elements("css selector", "#partitions tr")
-    assert len(rows) == 20
+    # A row for every partition of every input topic.
+    assert len(rows) == len(INPUT_TOPICS) * Settings.from_env({}).partitions
     _wait(browser, lambda d: d.find_elements("css selector", "#chart-throughput polyline"),
           "the throughput chart", timeout_s=40)
     _wait(browser, lambda d: d.find_elements("css selector", "#chart-lag polyline"),

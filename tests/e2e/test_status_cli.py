@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from schemas.topics import INPUT_TOPICS
 from streams.broker import EmbeddedBroker, free_port
+from streams.settings import Settings
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 OPERATOR = "status-operator-token-0123"
@@ -71,7 +73,9 @@ def test_status_prints_a_readable_table(worker_url: str) -> None:
     assert "Lag total: 0" in done.stdout
     as_json = run(["status", "--url", worker_url, "--json"], {"RELEVANZ_API_TOKEN": OPERATOR})
     assert as_json.returncode == 0
-    assert len(json.loads(as_json.stdout)["partitions"]) == 20
+    # Every partition of every input topic, the worker's own settings' count each.
+    partitions = Settings.from_env({}).partitions
+    assert len(json.loads(as_json.stdout)["partitions"]) == len(INPUT_TOPICS) * partitions
 
 
 @pytest.mark.parametrize(
