@@ -46,7 +46,7 @@ from schemas.validation import Limits
 from streams.app import build_stage
 from streams.privacy import Pseudonyms
 from streams.settings import Settings
-from streams.store import Store, open_store
+from streams.store import BatchWrite, Store, open_store
 from streams.store.codec import CUSTOMER_TABLES
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -126,7 +126,8 @@ async def _run(stage: IdentityStage, logs: dict[str, list[Record]], data: st.Dat
             position[topic] += 1
         outputs, failed = await stage.apply(batch, NOW)
         assert all(isinstance(batch[i], IdentityLink) for i in failed), failed
-        await stage.commit([_key(r) for i, r in enumerate(batch) if i not in failed], NOW)
+        await stage.commit(
+            BatchWrite(events=[_key(r) for i, r in enumerate(batch) if i not in failed]), NOW)
         merges = [m for topic, _, m in outputs
                   if topic == "visitor_merges" and isinstance(m, VisitorMerged)]
         emitted.extend(merges)
@@ -171,7 +172,7 @@ async def _stage(config: Settings, store: Store, emit: bool) -> IdentityStage:
     customers.forget_list.replace(await store.forgotten())
     stage = IdentityStage(customers, VisitorRules())
     await stage.apply(CONTENT, NOW)
-    await stage.commit([(c.content_id, c.event_id) for c in CONTENT], NOW)
+    await stage.commit(BatchWrite(events=[(c.content_id, c.event_id) for c in CONTENT]), NOW)
     return stage
 
 
