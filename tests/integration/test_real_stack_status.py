@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas.codec import pack
+from schemas.topics import INPUT_TOPICS
 from streams.api.web import bound_port, build_api, serve
 from streams.app import build_worker
 from streams.servers.kafka import KafkaServer
@@ -96,7 +97,7 @@ async def test_status_and_the_dashboards_data_tell_the_real_figures(
             await eventually_async(settled, 60, "offsets committed and ready", poll_s=0.3)
             status = await get("/v1/status")
             rows = {(p["topic"], p["partition"]): p for p in status["partitions"]}
-            assert len(rows) == settings.partitions * 5
+            assert len(rows) == settings.partitions * len(INPUT_TOPICS)
             for tp, row in rows.items():
                 # Kafka's end offsets are exact: what landed on each partition.
                 assert (row["end_offset"], row["lag"]) == (landed.get(tp, 0), 0), (tp, row)
