@@ -43,7 +43,7 @@ from schemas.topics import INPUT_TOPICS, TOPICS, TopicContract
 EXPORT_DIR = Path(__file__).parent / "exported"
 ASYNCAPI_FILE = "asyncapi.json"
 #: Version of the AsyncAPI document as a whole; bump it when a contract changes.
-DOCUMENT_VERSION = "1.0.0"
+DOCUMENT_VERSION = "1.1.0"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: What a payload schema is, in AsyncAPI's multi-format terms.
 _SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
@@ -54,6 +54,25 @@ _KAFKA_BINDING = "0.5.0"
 _DATE_TIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
+#: W3C Trace Context on every message: what ingest reads from an input and
+#: writes on each output the input caused (``streams/tracing.py``).
+_TRACE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "traceparent": {
+            "type": "string",
+            "pattern": r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": "W3C traceparent. On an input, optional: without a valid one "
+                           "the event starts a new trace. On an output, always set: the "
+                           "trace of the input that caused it.",
+        },
+        "tracestate": {
+            "type": "string",
+            "maxLength": 512,
+            "description": "W3C tracestate, passed on with its traceparent.",
+        },
+    },
+}
 _PREFIX_NOTE = (
     "The address is the logical topic name; on the broker it carries the "
     "deployment's configured topic prefix."
@@ -287,6 +306,7 @@ def asyncapi() -> dict[str, Any]:
                     "title": f"{record_type.__name__} v{version} ({content_type})",
                     "summary": inspect.cleandoc(record_type.__doc__ or "").split("\n")[0],
                     "contentType": content_type,
+                    "headers": _TRACE_HEADERS,
                     "payload": {
                         "schemaFormat": _SCHEMA_FORMAT,
                         "schema": {"$ref": schema_file_name(contract.name, version)},

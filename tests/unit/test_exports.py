@@ -257,3 +257,19 @@ def test_asyncapi_content_types_and_operations() -> None:
         assert operation["channel"] == {"$ref": f"#/channels/{name}"}
         for ref in operation["messages"]:
             assert ref["$ref"].rsplit("/", 1)[1] in doc["channels"][name]["messages"]
+
+
+def test_asyncapi_declares_the_trace_headers_ingest_writes() -> None:
+    import re
+
+    from streams.tracing import TraceContext
+
+    doc = _committed("asyncapi.json")
+    written = dict(TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", True,
+                                b"vendor=1").headers())
+    for name, message in doc["components"]["messages"].items():
+        headers = message["headers"]["properties"]
+        assert set(headers) == {"traceparent", "tracestate"}, name
+        assert re.fullmatch(headers["traceparent"]["pattern"], written["traceparent"].decode())
+        assert not re.fullmatch(headers["traceparent"]["pattern"], "00-xyz-00f067aa0ba902b7-01")
+        assert len(written["tracestate"]) <= headers["tracestate"]["maxLength"]
