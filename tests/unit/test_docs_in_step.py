@@ -8,16 +8,21 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from streams.cli.commands import main
-from streams.settings import SETTINGS
+from streams.settings import SETTINGS, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
 def test_every_setting_is_documented_with_its_default() -> None:
+    """The Configuration table is the declarations, row for row and in their order."""
     for setting in SETTINGS:
         assert f"| `{setting.name}` | `{setting.default}` | {setting.help} |" in README, (
             f"README's configuration table is out of step for {setting.name}")
+    assert markdown_table() in README, (
+        "README's configuration table is out of step with streams/settings.py; paste in "
+        "the output of: python -c 'from streams.settings import markdown_table as t; "
+        "print(t())'")
 
 
 def test_every_documented_setting_exists() -> None:

@@ -27,8 +27,6 @@ ALLOWED: dict[str, str] = {
     # The engine's one entry: consent gate first, then each kind of record in
     # turn; each branch calls a named function of the core.
     "agents/core/engine.py:handle": "the consent gate and a dispatch by record kind",
-    # One settings object read from the environment: a field per line.
-    "streams/settings.py:Settings.from_env": "one line per setting read",
     # The store's prepared CQL statements: a table of literals, one per line.
     "streams/store/cql.py:_statements": "a table of CQL statements, one per line",
     # The composition root: wiring one component per line.
