@@ -53,6 +53,16 @@ class Setting(Generic[T]):
         """The value in ``env``, or the default, parsed and checked."""
         return self.parse(self.name, env.get(self.name, self.default))
 
+    @property
+    def accepts(self) -> str:
+        """What the parser accepts, in words (its bound), or "any text".
+
+        >>> Setting("RELEVANZ_PARTITIONS", "4", _int(1, 1024), "Partitions.").accepts
+        'a whole number from 1 to 1024'
+        """
+        text = getattr(self.parse, "accepts", "any text")
+        return str(text)
+
 
 def declare(name: str, default: str, parse: Callable[[str, str], T], help: str, *,
             secret: bool = False) -> T:
@@ -76,6 +86,19 @@ def read_declared(cls: Any, env: Mapping[str, str]) -> dict[str, Any]:
             for f in fields(cls) if "setting" in f.metadata}
 
 
+P = TypeVar("P", bound=Callable[[str, str], Any])
+
+
+def _accepting(text: str) -> Callable[[P], P]:
+    """Name what a parser accepts: the words its error message and ``--help`` give."""
+
+    def mark(parse: P) -> P:
+        parse.accepts = text  # type: ignore[attr-defined]
+        return parse
+
+    return mark
+
+
 def _int(lo: int, hi: int) -> Callable[[str, str], int]:
     return _between(int, lo, hi, f"a whole number from {lo} to {hi}")
 
@@ -96,6 +119,7 @@ def _between(convert: Callable[[str], N], lo: N, hi: N, expected: str
     streams.errors.ConfigError: RELEVANZ_EXPLORE: expected a number from 0 to 0.5, got '0.7'
     """
 
+    @_accepting(expected)
     def parse(name: str, raw: str) -> N:
         try:
             value = convert(raw)
@@ -109,6 +133,7 @@ def _between(convert: Callable[[str], N], lo: N, hi: N, expected: str
 
 
 def _choice(*choices: str) -> Callable[[str, str], str]:
+    @_accepting(f"one of {', '.join(choices)}")
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
         if value not in choices:
@@ -118,6 +143,7 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+@_accepting("purposes, comma-separated, or empty")
 def _purposes(name: str, raw: str) -> frozenset[str]:
     chosen = [p.strip().lower() for p in raw.split(",") if p.strip()]
     if not chosen:  # the default: no import of the records (and Faust) to read it
@@ -131,6 +157,7 @@ def _purposes(name: str, raw: str) -> frozenset[str]:
     return frozenset(chosen)
 
 
+@_accepting("tokens of 16 or more characters, comma-separated, or empty")
 def _tokens(name: str, raw: str) -> tuple[str, ...]:
     tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
     for position, token in enumerate(tokens, 1):
@@ -144,6 +171,7 @@ def _tokens(name: str, raw: str) -> tuple[str, ...]:
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/=")
 
 
+@_accepting("kafka://host:port[,host:port]")
 def _broker(name: str, raw: str) -> str:
     servers = raw.removeprefix("kafka://").strip()
     hosts = [h for h in servers.split(",") if h]
@@ -152,6 +180,7 @@ def _broker(name: str, raw: str) -> str:
     return ",".join(hosts)
 
 
+@_accepting("embedded:PATH or cassandra://host[,host][:port]/keyspace")
 def _store(name: str, raw: str) -> str:
     if raw.startswith("embedded:") and len(raw) > len("embedded:"):
         return raw
@@ -164,12 +193,14 @@ def _store(name: str, raw: str) -> str:
     )
 
 
+@_accepting("a readable file, or empty")
 def _optional_path(name: str, raw: str) -> str:
     if raw and not Path(raw).is_file():
         raise ConfigError(f"{name}: {raw!r} is not a readable file")
     return raw
 
 
+@_accepting("SimpleStrategy:N or NetworkTopologyStrategy:dc1=N[,dc2=N]")
 def _replication(name: str, raw: str) -> str:
     strategy, _, spec = raw.partition(":")
     ok = (strategy == "SimpleStrategy" and spec.isdigit() and int(spec) > 0) or (
@@ -183,6 +214,7 @@ def _replication(name: str, raw: str) -> str:
     return raw
 
 
+@_accepting("letters, digits, '.', '_' and '-'")
 def _prefix(name: str, raw: str) -> str:
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     if set(raw) - allowed:
@@ -190,6 +222,7 @@ def _prefix(name: str, raw: str) -> str:
     return raw
 
 
+@_accepting("an http:// or https:// URL, or empty")
 def _http_url(name: str, raw: str) -> str:
     """An http(s) URL with a host, or empty.
 
@@ -207,6 +240,7 @@ def _http_url(name: str, raw: str) -> str:
     return url
 
 
+@_accepting("true or false")
 def _flag(name: str, raw: str) -> bool:
     return _choice("true", "false")(name, raw) == "true"
 
@@ -441,5 +475,6 @@ ENV_VARS: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 
 def markdown_table() -> str:
     """The README's table of settings, one row a declaration, in declaration order."""
-    rows = [f"| `{s.name}` | `{s.default}` | {s.help} |" for s in SETTINGS]
-    return "\n".join(["| variable | default | meaning |", "| --- | --- | --- |", *rows])
+    rows = [f"| `{s.name}` | `{s.default}` | {s.accepts} | {s.help} |" for s in SETTINGS]
+    return "\n".join(["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |",
+                      *rows])

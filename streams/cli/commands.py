@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # One variable a line: click rewraps help paragraphs unless they start with "\b".
 _ENV_WIDTH = max(len(s.name) for s in SETTINGS)
 _ENV_HELP = "\b\n" + "\n".join(
-    f"{s.name.ljust(_ENV_WIDTH)}  {s.default or '(empty)'}" for s in SETTINGS)
+    f"{s.name.ljust(_ENV_WIDTH)}  {s.default or '(empty)'}  ({s.accepts})" for s in SETTINGS)
 
 
 def _settings() -> Settings:

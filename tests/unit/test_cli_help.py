@@ -17,13 +17,14 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 RELEVANZ = shutil.which("relevanz", path=str(Path(sys.executable).parent)) or "relevanz"
 
 
-def test_worker_help_lists_one_variable_a_line_with_its_default() -> None:
+def test_worker_help_lists_one_variable_a_line_with_its_default_and_bound() -> None:
     result = CliRunner().invoke(main, ["worker", "--help"], terminal_width=80)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for setting in SETTINGS:
         (line,) = [line for line in lines if line.split()[:1] == [setting.name]]
-        assert line.split() == [setting.name, setting.default or "(empty)"], line
+        assert line.split(None, 2) == [setting.name, setting.default or "(empty)",
+                                       f"({setting.accepts})"], line
 
 
 def test_shell_completion_is_documented_and_works() -> None:

@@ -17,7 +17,8 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_documented_with_its_default() -> None:
     """The Configuration table is the declarations, row for row and in their order."""
     for setting in SETTINGS:
-        assert f"| `{setting.name}` | `{setting.default}` | {setting.help} |" in README, (
+        row = f"| `{setting.name}` | `{setting.default}` | {setting.accepts} | {setting.help} |"
+        assert row in README, (
             f"README's configuration table is out of step for {setting.name}")
     assert markdown_table() in README, (
         "README's configuration table is out of step with streams/settings.py; paste in "

@@ -81,3 +81,14 @@ def test_the_worker_stops_on_a_value_past_a_bound_with_one_line() -> None:
     assert result.stderr == (
         "relevanz: error: RELEVANZ_PARTITIONS: expected a whole number from 1 to 1024, "
         "got '1025'\n")
+
+
+def test_the_bound_a_declaration_validates_is_the_one_help_and_readme_name() -> None:
+    size, mode = declared(Widget)
+    assert (size.accepts, mode.accepts) == ("a whole number from 1 to 10", "one of fast, slow")
+    for setting, bad in ((size, "0"), (mode, "medium")):
+        with pytest.raises(ConfigError) as caught:
+            setting.read({setting.name: bad})
+        assert f"expected {setting.accepts}, got {bad!r}" in str(caught.value)
+    bounded = [s for s in SETTINGS if s.accepts != "any text"]
+    assert len(bounded) >= len(SETTINGS) - 4, [s.name for s in SETTINGS if s not in bounded]
