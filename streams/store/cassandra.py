@@ -18,11 +18,13 @@ store uses; the CQL statements and batches are built by
   result is handed to the event loop with ``call_soon_threadsafe``.  Connecting,
   preparing and DDL block, so they run in a worker thread.  At most
   :data:`MAX_IN_FLIGHT` requests are outstanding.
+- **One partition per customer.** A customer is the rows of its partition of
+  ``customer_state`` (one per part: profile, consent purpose, interest, tag,
+  interaction, pending send), so loading one is one single-partition read.
 - **Replace = delete at t-1, write at t.** Each customer is saved as one
-  batch of its own partition (all customer tables share the partition key, so
-  it is a single mutation: atomic, isolated, no batch log and exempt from the
-  batch size limits).  The batch deletes the customer's partition in every
-  table ``USING TIMESTAMP t-1`` and inserts the new rows ``USING TIMESTAMP t``:
+  batch of its own partition (a single mutation: atomic, isolated, no batch
+  log and exempt from the batch size limits).  The batch deletes the
+  customer's partition ``USING TIMESTAMP t-1`` and inserts the new rows ``USING TIMESTAMP t``:
   at equal timestamps Cassandra lets a tombstone win, so the rows must be one
   microsecond younger than the deletion.  ``t`` comes from a monotonic clock,
   so a later save always shadows an earlier one, and replaying a write (a
@@ -75,7 +77,6 @@ from agents.core.visitors import VisitorState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
 from streams.store.codec import (
-    CUSTOMER_TABLES,
     CustomerRows,
     counts_of,
     duration_ms,
@@ -89,9 +90,10 @@ from streams.store.codec import (
     to_ms,
 )
 from streams.store.cql import (
+    STATE_TABLE,
     STATEMENTS,
-    codec_row,
     customer_batch,
+    customer_rows,
     driver_ms,
     erasure_batch,
     ledger_batch,
@@ -118,6 +120,7 @@ LEDGER_IN_CHUNK = 100
 LEDGER_BATCH = 500
 #: Columns added to tables after their first release: (table, column, CQL type).
 #: ``migrate`` adds them to keyspaces created before (CREATE ... IF NOT EXISTS does not).
+#: These two tables are of the earlier customer layout, which migrate copies from.
 ADDED_COLUMNS = (("customers", "predictions", "blob"), ("customers", "parked", "blob"),
                  ("customer_consent", "earlier", "blob"))
 #: Table options a later schema changed: (table, option, value); migrate sets them
@@ -326,28 +329,42 @@ class CassandraStore:
                             f"cassandra {self._where}: migrate: the nodes did not agree on "
                             "the schema in time; check that every node is up, then run "
                             "`relevanz store migrate` again")
-                # Keyspaces created before a column was added: add it.
-                for table, column, cql_type in ADDED_COLUMNS:
-                    rows = session.execute(
-                        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
-                        "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S)
-                    if column not in {row[0] for row in rows}:
-                        session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
-                                        f"ADD {column} {cql_type}", timeout=DDL_TIMEOUT_S)
-                for table, option, value in CHANGED_OPTIONS:
-                    row = session.execute(
-                        f"SELECT {option} FROM system_schema.tables WHERE keyspace_name = %s "  # noqa: S608 - constant
-                        "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S
-                    ).one()
-                    if row is not None and row[0] != value:
-                        session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
-                                        f"WITH {option} = {value}", timeout=DDL_TIMEOUT_S)
+                self._upgrade_tables(session)
             except _DRIVER_ERRORS as exc:
                 raise self._unavailable("migrate", exc) from exc
             finally:
                 cluster.shutdown()
 
         await asyncio.to_thread(run)
+
+    def _tables(self, session: Any) -> set[str]:
+        """The tables the keyspace has (blocking)."""
+        rows = session.execute("SELECT table_name FROM system_schema.tables "
+                               "WHERE keyspace_name = %s", (self.keyspace,),
+                               timeout=DDL_TIMEOUT_S)
+        return {row[0] for row in rows}
+
+    def _upgrade_tables(self, session: Any) -> None:
+        """Bring tables made by an older schema up to date (blocking)."""
+        tables = self._tables(session)
+        # Keyspaces created before a column was added: add it.
+        for table, column, cql_type in ADDED_COLUMNS:
+            if table not in tables:
+                continue
+            rows = session.execute(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+                "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S)
+            if column not in {row[0] for row in rows}:
+                session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
+                                f"ADD {column} {cql_type}", timeout=DDL_TIMEOUT_S)
+        for table, option, value in CHANGED_OPTIONS:
+            row = session.execute(
+                f"SELECT {option} FROM system_schema.tables WHERE keyspace_name = %s "  # noqa: S608 - constant
+                "AND table_name = %s", (self.keyspace, table), timeout=DDL_TIMEOUT_S
+            ).one()
+            if row is not None and row[0] != value:
+                session.execute(f"ALTER TABLE {protect_name(self.keyspace)}.{table} "
+                                f"WITH {option} = {value}", timeout=DDL_TIMEOUT_S)
 
     # -- requests -----------------------------------------------------------------
 
@@ -484,18 +501,17 @@ class CassandraStore:
     # -- customers -------------------------------------------------------------------
 
     async def _load_one(self, customer_id: str, cutoff: int) -> CustomerState | None:
+        # One single-partition read: every part of the customer is a row of customer_state.
         _, prepared = self._ready("load_customers")
-        tables = list(CUSTOMER_TABLES)
-        found = await asyncio.gather(*(
-            self._rows("load_customers", prepared[f"select_{table}"], (customer_id,))
-            for table in tables))
-        rows = {table: [codec_row(table, row) for row in result]
-                for table, result in zip(tables, found, strict=True)}
+        rows = customer_rows(customer_id, await self._rows(
+            "load_customers", prepared["select_customer_state"], (customer_id,)))
         if not rows["customers"]:
             return None
+        # ``item`` orders the history as text: sorted by (occurred_at, event_id) here.
+        history = sorted((row for row in rows["interactions"] if row[-1] > cutoff),
+                         key=lambda row: (row[1], row[2]))
         return state_of(rows["customers"][0], rows["customer_consent"],
-                        rows["customer_interests"], rows["customer_tags"],
-                        [row for row in rows["interactions"] if row[-1] > cutoff],
+                        rows["customer_interests"], rows["customer_tags"], history,
                         rows["customer_pending_sends"])
 
     async def load_customers(
@@ -574,7 +590,7 @@ class CassandraStore:
     async def reset(self) -> None:
         _, prepared = self._ready("reset")
         # One table after the other: a truncation involves every node.
-        for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", "visitor_sessions",
+        for table in (STATE_TABLE, "event_ledger", "outbox", "visitor_sessions",
                       *VISITOR_TABLES):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
 

@@ -102,7 +102,7 @@ async def test_the_outbox_tombstones_are_purgeable_after_3_hours_not_10_days(
     store = open_store(_settings(cassandra_hosts, keyspace))
     await store.migrate()
     assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
-    assert _gc_grace(cassandra_hosts, keyspace, "customers") == 864000  # the default
+    assert _gc_grace(cassandra_hosts, keyspace, "customer_state") == 864000  # the default
     # A keyspace of the older schema (the default 10 days) is changed by migrate.
     with _session(cassandra_hosts) as session:
         session.execute(f"ALTER TABLE {keyspace}.outbox WITH gc_grace_seconds = 864000",
@@ -111,18 +111,56 @@ async def test_the_outbox_tombstones_are_purgeable_after_3_hours_not_10_days(
     assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
 
 
+#: The customer tables of the layout before ``customer_state``, as the first release
+#: made them (without customers.predictions, customers.parked, customer_consent.earlier).
+OLD_LAYOUT = (
+    "CREATE TABLE {ks}.customers (customer_id text PRIMARY KEY, locale text, language text, "
+    "time_zone text, master_updated_at timestamp, country text, birth_year int, gender text, "
+    "attributes frozen<map<text, text>>, orders bigint, revenue double, "
+    "first_purchase_at timestamp, last_purchase_at timestamp, last_event_at timestamp)",
+    "CREATE TABLE {ks}.customer_consent (customer_id text, purpose text, granted boolean, "
+    "decided_at timestamp, source text, legal_basis text, PRIMARY KEY ((customer_id), purpose))",
+    "CREATE TABLE {ks}.customer_interests (customer_id text, topic text, score double, "
+    "scored_at timestamp, recent frozen<list<timestamp>>, PRIMARY KEY ((customer_id), topic))",
+    "CREATE TABLE {ks}.customer_tags (customer_id text, tag text, topic text, "
+    "assigned_at timestamp, caused_by text, PRIMARY KEY ((customer_id), tag))",
+    "CREATE TABLE {ks}.interactions (customer_id text, occurred_at timestamp, event_id text, "
+    "kind text, content_id text, campaign_id text, amount double, expires_at timestamp, "
+    "PRIMARY KEY ((customer_id), occurred_at, event_id))",
+    "CREATE TABLE {ks}.customer_pending_sends (customer_id text, trigger_id text, "
+    "idempotency_key text, channel text, send_at timestamp, campaign_id text, "
+    "content_id text, PRIMARY KEY ((customer_id), trigger_id))",
+)
+
+
+def _old_keyspace(session: Any, keyspace: str) -> None:
+    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                    "{'class': 'SimpleStrategy', 'replication_factor': 1}", timeout=60)
+    for statement in OLD_LAYOUT:
+        session.execute(statement.format(ks=keyspace), timeout=60)
+
+
+def _columns(hosts: str, keyspace: str, table: str) -> set[str]:
+    with _session(hosts) as session:
+        return {row[0] for row in session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+            "AND table_name = %s", (keyspace, table), timeout=60)}
+
+
 async def test_migrate_upgrades_a_keyspace_of_the_older_schema(
         cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
     keyspace = keyspaces()
+    with _session(cassandra_hosts) as session:
+        _old_keyspace(session, keyspace)
     store = open_store(_settings(cassandra_hosts, keyspace))
-    await store.migrate()
-    with _session(cassandra_hosts) as session:  # the first release had no predictions column
-        session.execute(f"ALTER TABLE {keyspace}.customers DROP predictions", timeout=60)
-    with pytest.raises(StoreUnavailable, match=r"lacks customers\.predictions.*migrate"):
+    with pytest.raises(StoreUnavailable, match=r"lacks .*customer_state.*migrate"):
         await store.open()
     await store.migrate()
     await store.migrate()
     assert _gc_grace(cassandra_hosts, keyspace, "outbox") == 10800
+    # The tables of the earlier layout get the columns added since, so they can be copied.
+    assert {"predictions", "parked"} <= _columns(cassandra_hosts, keyspace, "customers")
+    assert "earlier" in _columns(cassandra_hosts, keyspace, "customer_consent")
     await store.open()
     try:
         state = CustomerState("c-1", predictions=CustomerPredictions(
