@@ -49,6 +49,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import structlog
 from cassandra import (
     ConsistencyLevel,
     DriverException,
@@ -66,10 +67,11 @@ from cassandra.cluster import (
     NoHostAvailable,
     ResponseFuture,
 )
+from cassandra.concurrent import execute_concurrent
 from cassandra.metadata import protect_name
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
 from cassandra.protocol import ErrorMessage, UnavailableErrorMessage
-from cassandra.query import tuple_factory
+from cassandra.query import SimpleStatement, tuple_factory
 from cassandra.timestamps import MonotonicTimestampGenerator
 
 from agents.core.customer import CustomerState
@@ -77,6 +79,7 @@ from agents.core.visitors import VisitorState
 from streams.errors import ConfigError, StoreUnavailable
 from streams.settings import Settings
 from streams.store.codec import (
+    CUSTOMER_TABLES,
     CustomerRows,
     counts_of,
     duration_ms,
@@ -90,13 +93,17 @@ from streams.store.codec import (
     to_ms,
 )
 from streams.store.cql import (
+    LEGACY_SCAN,
     STATE_TABLE,
     STATEMENTS,
+    copy_batch,
     customer_batch,
     customer_rows,
     driver_ms,
     erasure_batch,
     ledger_batch,
+    legacy_select,
+    legacy_statements,
     parse_store_url,
     schema_statements,
     schema_tables,
@@ -112,6 +119,8 @@ from streams.store.protocol import (
 )
 from streams.store.visitor_rows import VISITOR_TABLES, visitor_blob, visitor_of
 
+log = structlog.get_logger(__name__)
+
 #: Most requests outstanding at once (the driver allows far more per connection).
 MAX_IN_FLIGHT = 256
 #: Event ids per ledger lookup (``event_id IN ?``).
@@ -126,6 +135,9 @@ ADDED_COLUMNS = (("customers", "predictions", "blob"), ("customers", "parked", "
 #: Table options a later schema changed: (table, option, value); migrate sets them
 #: on keyspaces made before (CREATE TABLE IF NOT EXISTS leaves an existing table be).
 CHANGED_OPTIONS = (("outbox", "gc_grace_seconds", 10800),)
+#: Customers per page of the earlier layout's copy, and requests in flight while copying.
+COPY_PAGE = 200
+COPY_CONCURRENCY = 64
 #: DDL waits for the nodes to agree on the schema, which takes longer than a read.
 DDL_TIMEOUT_S = 60.0
 _DRIVER_ERRORS = (DriverException, NoHostAvailable, ErrorMessage, OSError)
@@ -219,6 +231,8 @@ class CassandraStore:
         self._cluster: Any = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
+        #: Tables of the earlier customer layout the keyspace still has (see migrate).
+        self._legacy: list[str] = []
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     # -- connection --------------------------------------------------------------
@@ -297,7 +311,10 @@ class CassandraStore:
         try:
             self._check_schema(cluster)
             session.set_keyspace(self.keyspace)
-            prepared = {name: session.prepare(text) for name, text in STATEMENTS.items()}
+            tables = cluster.metadata.keyspaces[self.keyspace].tables
+            self._legacy = [table for table in CUSTOMER_TABLES if table in tables]
+            statements = {**STATEMENTS, **legacy_statements(self._legacy)}
+            prepared = {name: session.prepare(text) for name, text in statements.items()}
             ok = True
             return cluster, session, prepared
         except _DRIVER_ERRORS as exc:
@@ -315,27 +332,44 @@ class CassandraStore:
         if cluster is not None:
             await asyncio.to_thread(cluster.shutdown)
 
-    async def migrate(self) -> None:
-        """Create the keyspace (with the configured replication) and the tables."""
+    async def migrate(self, drop_old_tables: bool = False) -> None:
+        """Create the keyspace (with the configured replication) and the tables, and copy
+        the customers of the earlier layout into ``customer_state``.
+
+        The copy runs whenever the earlier layout's tables exist and is
+        idempotent (:func:`streams.store.cql.copy_batch`); ``drop_old_tables``
+        drops them after it.
+        """
 
         def run() -> None:
             cluster, session = self._connected("migrate")
             try:
                 for statement in schema_statements(self.keyspace,
                                                    self.settings.cassandra_replication):
-                    result = session.execute(statement, timeout=DDL_TIMEOUT_S)
-                    if not result.response_future.is_schema_agreed:
-                        raise StoreUnavailable(
-                            f"cassandra {self._where}: migrate: the nodes did not agree on "
-                            "the schema in time; check that every node is up, then run "
-                            "`relevanz store migrate` again")
+                    self._ddl(session, statement)
                 self._upgrade_tables(session)
+                legacy = [table for table in CUSTOMER_TABLES if table in self._tables(session)]
+                if "customers" in legacy:
+                    copied = _copy_legacy(session, self.keyspace, legacy)
+                    log.info("store_customers_copied", customers=copied, tables=legacy)
+                for table in legacy if drop_old_tables else ():
+                    self._ddl(session, f"DROP TABLE IF EXISTS "
+                                       f"{protect_name(self.keyspace)}.{table}")
             except _DRIVER_ERRORS as exc:
                 raise self._unavailable("migrate", exc) from exc
             finally:
                 cluster.shutdown()
 
         await asyncio.to_thread(run)
+
+    def _ddl(self, session: Any, statement: str) -> None:
+        """Run a schema change and wait for the nodes to agree on it (blocking)."""
+        result = session.execute(statement, timeout=DDL_TIMEOUT_S)
+        if not result.response_future.is_schema_agreed:
+            raise StoreUnavailable(
+                f"cassandra {self._where}: migrate: the nodes did not agree on "
+                "the schema in time; check that every node is up, then run "
+                "`relevanz store migrate` again")
 
     def _tables(self, session: Any) -> set[str]:
         """The tables the keyspace has (blocking)."""
@@ -560,7 +594,8 @@ class CassandraStore:
     async def delete_customer(self, customer_id: str) -> None:
         _, prepared = self._ready("delete_customer")
         await self._execute("delete_customer",
-                            lambda: (erasure_batch(prepared, customer_id, self._clock()), None))
+                            lambda: (erasure_batch(prepared, customer_id, self._clock(),
+                                                   self._legacy), None))
 
     async def customer_events(self, customer_id: str, now: datetime) -> list[str]:
         _, prepared = self._ready("customer_events")
@@ -593,6 +628,8 @@ class CassandraStore:
         for table in (STATE_TABLE, "event_ledger", "outbox", "visitor_sessions",
                       *VISITOR_TABLES):
             await self._rows("reset", prepared[f"truncate_{table}"], (), DDL_TIMEOUT_S)
+        for table in self._legacy:  # or a later migrate would copy the customers back
+            await self._rows("reset", prepared[f"legacy_truncate_{table}"], (), DDL_TIMEOUT_S)
 
     async def iter_customers(self, now: datetime, batch: int = 500
                              ) -> AsyncIterator[CustomerState]:
@@ -814,6 +851,38 @@ class CassandraStore:
         rows = await self._rows("linked_visitors", prepared["select_visitors_by_customer"],
                                 (customer_id,))
         return sorted(vid for vid, expires in rows if (driver_ms(expires) or 0) > cutoff)
+
+def _copy_legacy(session: Any, keyspace: str, tables: Sequence[str]) -> int:
+    """Copy every customer of the earlier layout's ``tables`` into ``customer_state``
+    (blocking); the number of customers copied."""
+    session.set_keyspace(keyspace)
+    reads = {table: session.prepare(legacy_select(table)) for table in tables}
+    prepared = {name: session.prepare(text) for name, text in STATEMENTS.items()
+                if name.startswith("insert_") or name == "delete_customer_state"}
+    scan = SimpleStatement(LEGACY_SCAN, fetch_size=COPY_PAGE)
+    copied, ids = 0, []
+    for row in session.execute(scan, timeout=DDL_TIMEOUT_S):
+        ids.append(row[0])
+        if len(ids) == COPY_PAGE:
+            copied += _copy_customers(session, reads, prepared, ids)
+            ids = []
+    return copied + (_copy_customers(session, reads, prepared, ids) if ids else 0)
+
+
+def _copy_customers(session: Any, reads: Mapping[str, Any], prepared: Mapping[str, Any],
+                    ids: Sequence[str]) -> int:
+    """Copy these customers: read each one's rows of every table, write one batch each."""
+    lookups = [(cid, table) for cid in ids for table in reads]
+    results = execute_concurrent(session, [(reads[table], (cid,)) for cid, table in lookups],
+                                 concurrency=COPY_CONCURRENCY, raise_on_first_error=True)
+    found: dict[str, dict[str, list[Any]]] = {cid: {} for cid in ids}
+    for (cid, table), (_, rows) in zip(lookups, results, strict=True):
+        found[cid][table] = list(rows)
+    batches = [batch for cid in ids if (batch := copy_batch(prepared, cid, found[cid]))]
+    execute_concurrent(session, [(batch, None) for batch in batches],
+                       concurrency=COPY_CONCURRENCY, raise_on_first_error=True)
+    return len(batches)
+
 
 def _replicas_missing(exc: NoHostAvailable) -> tuple[int, int] | None:
     """``(alive, required)`` replicas when every host tried answered "unavailable".

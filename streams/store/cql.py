@@ -387,6 +387,76 @@ def customer_batch(prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int,
     return batch
 
 
+# -- the earlier layout: six customer tables, copied by ``relevanz store migrate`` ----
+
+#: A column every row of each customer table of the earlier layout has, whose write
+#: time and TTL are the row's (a save wrote all of a row's cells at once).
+LEGACY_WITNESS: dict[str, str] = {
+    "customers": "orders",
+    "customer_consent": "granted",
+    "customer_interests": "score",
+    "customer_tags": "topic",
+    "interactions": "expires_at",
+    "customer_pending_sends": "channel",
+}
+#: Every customer of the earlier layout (a customer exists when its customers row does).
+LEGACY_SCAN = "SELECT customer_id FROM customers"
+
+
+def legacy_select(table: str) -> str:
+    """One customer's rows of an earlier-layout table, each with its write time and TTL.
+
+    >>> legacy_select("customer_tags")  # doctest: +NORMALIZE_WHITESPACE
+    'SELECT customer_id, tag, topic, assigned_at, caused_by, WRITETIME(topic), TTL(topic)
+     FROM customer_tags WHERE customer_id = ?'
+    """
+    witness = LEGACY_WITNESS[table]
+    return (f"SELECT {', '.join(CUSTOMER_TABLES[table])}, WRITETIME({witness}), "  # noqa: S608 - constant names
+            f"TTL({witness}) FROM {table} WHERE customer_id = ?")
+
+
+def legacy_statements(tables: Iterable[str]) -> dict[str, str]:
+    """Statements on the earlier layout's ``tables``, which erasure and reset reach while
+    they exist (so no erased or reset customer comes back from them).
+
+    >>> legacy_statements(["interactions"])["legacy_delete_interactions"]
+    'DELETE FROM interactions USING TIMESTAMP ? WHERE customer_id = ?'
+    """
+    statements: dict[str, str] = {}
+    for table in tables:
+        statements[f"legacy_delete_{table}"] = (
+            f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
+        statements[f"legacy_truncate_{table}"] = f"TRUNCATE {table}"
+    return statements
+
+
+def copy_batch(prepared: Mapping[str, Any], customer_id: str,
+               found: Mapping[str, Sequence[Sequence[Any]]]) -> Any | None:
+    """The batch that writes one customer's earlier-layout rows into ``customer_state`` as
+    they were; None when it has no ``customers`` row (then it is no customer).
+
+    ``found`` holds the rows of :func:`legacy_select` per table.  Each row is
+    written with its own write time and remaining TTL, after a deletion of the
+    partition just before the oldest of them, as the earlier layout's save did.
+    So the copy is idempotent, and never overwrites a save made since in
+    ``customer_state`` (younger), while it does replace an earlier copy.
+    """
+    if not found.get("customers"):
+        return None
+    stamps = [row[-2] for rows in found.values() for row in rows if row[-2] is not None]
+    oldest = min(stamps, default=1)
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    batch.add(prepared["delete_customer_state"], (oldest - 1, customer_id))
+    for table, rows in found.items():
+        width = len(CUSTOMER_TABLES[table])
+        for row in rows:
+            stamp = oldest if row[width] is None else row[width]
+            ttl = (row[width + 1] or 0,) if table == "interactions" else ()
+            batch.add(prepared[f"insert_{PARTS[table]}"],
+                      (*state_values(table, codec_row(table, row[:width])), *ttl, stamp))
+    return batch
+
+
 def ledger_batch(prepared: Mapping[str, Any], partition_key: str, event_ids: Sequence[str],
                  expires_ms: int, ttl_s: int, stamp: int) -> Any:
     """Ledger entries of one partition (a single mutation, so unlogged is atomic too)."""
@@ -397,10 +467,14 @@ def ledger_batch(prepared: Mapping[str, Any], partition_key: str, event_ids: Seq
     return batch
 
 
-def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int) -> Any:
-    """Every partition of one customer deleted, its ledger entries included."""
+def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int,
+                  legacy: Iterable[str] = ()) -> Any:
+    """Every partition of one customer deleted, its ledger entries included, and its
+    partitions of the ``legacy`` tables (the earlier layout, while they exist)."""
     batch = BatchStatement(batch_type=BatchType.LOGGED)
     batch.add(prepared["delete_customer_state"], (stamp, customer_id))
+    for table in legacy:
+        batch.add(prepared[f"legacy_delete_{table}"], (stamp, customer_id))
     batch.add(prepared["delete_event_ledger"], (stamp, customer_id))
     batch.add(prepared["delete_customer_decisions"], (stamp, customer_id))
     return batch
