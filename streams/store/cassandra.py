@@ -125,6 +125,8 @@ log = structlog.get_logger(__name__)
 MAX_IN_FLIGHT = 256
 #: Event ids per ledger lookup (``event_id IN ?``).
 LEDGER_IN_CHUNK = 100
+#: Customers per ``IN`` read when several are loaded at once.
+LOAD_IN_CHUNK = 100
 #: Rows per ledger batch (one partition, so one mutation).
 LEDGER_BATCH = 500
 #: Columns added to tables after their first release: (table, column, CQL type).
@@ -534,27 +536,50 @@ class CassandraStore:
 
     # -- customers -------------------------------------------------------------------
 
-    async def _load_one(self, customer_id: str, cutoff: int) -> CustomerState | None:
-        # One single-partition read: every part of the customer is a row of customer_state.
-        _, prepared = self._ready("load_customers")
-        rows = customer_rows(customer_id, await self._rows(
-            "load_customers", prepared["select_customer_state"], (customer_id,)))
-        if not rows["customers"]:
+    def _state_of(self, customer_id: str, rows: list[Any], cutoff: int
+                  ) -> CustomerState | None:
+        tables = customer_rows(customer_id, rows)
+        if not tables["customers"]:
             return None
         # ``item`` orders the history as text: sorted by (occurred_at, event_id) here.
-        history = sorted((row for row in rows["interactions"] if row[-1] > cutoff),
+        history = sorted((row for row in tables["interactions"] if row[-1] > cutoff),
                          key=lambda row: (row[1], row[2]))
-        return state_of(rows["customers"][0], rows["customer_consent"],
-                        rows["customer_interests"], rows["customer_tags"], history,
-                        rows["customer_pending_sends"])
+        return state_of(tables["customers"][0], tables["customer_consent"],
+                        tables["customer_interests"], tables["customer_tags"], history,
+                        tables["customer_pending_sends"])
+
+    def _by_replica(self, ids: Sequence[str]) -> list[list[str]]:
+        """``ids`` in groups of at most :data:`LOAD_IN_CHUNK` that share their replicas, so
+        one ``IN`` read asks the nodes of one group only."""
+        metadata = self._cluster.metadata
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for cid in ids:
+            replicas = metadata.get_replicas(self.keyspace, cid.encode())
+            groups.setdefault(tuple(sorted(str(h.endpoint) for h in replicas)), []).append(cid)
+        return [group[i:i + LOAD_IN_CHUNK] for group in groups.values()
+                for i in range(0, len(group), LOAD_IN_CHUNK)]
 
     async def load_customers(
         self, customer_ids: Sequence[str], now: datetime
     ) -> dict[str, CustomerState]:
+        _, prepared = self._ready("load_customers")
         ids = list(dict.fromkeys(customer_ids))
         cutoff = to_ms(now)
-        states = await asyncio.gather(*(self._load_one(cid, cutoff) for cid in ids))
-        return {cid: state for cid, state in zip(ids, states, strict=True) if state is not None}
+        if len(ids) == 1:  # one single-partition read, routed to a replica
+            rows = await self._rows("load_customers", prepared["select_customer_state"], ids)
+            state = self._state_of(ids[0], rows, cutoff)
+            return {} if state is None else {ids[0]: state}
+        # Several: one ``IN`` read per group of customers on the same replicas. It costs
+        # a quarter of the driver and server CPU of one read per customer (README, Store).
+        pages = await asyncio.gather(*(
+            self._rows("load_customers", prepared["select_customer_states"], (group,))
+            for group in self._by_replica(ids)))
+        by_customer: dict[str, list[Any]] = {}
+        for rows in pages:
+            for row in rows:
+                by_customer.setdefault(row[0], []).append(row[1:])
+        states = ((cid, self._state_of(cid, by_customer.get(cid, []), cutoff)) for cid in ids)
+        return {cid: state for cid, state in states if state is not None}
 
     def _stamped_batch(self, prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int
                        ) -> Any:

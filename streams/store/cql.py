@@ -97,6 +97,8 @@ def _statements() -> dict[str, str]:
                                   "WHERE customer_id = ?"),
         "select_customer_state": (f"SELECT {', '.join(STATE_READ_COLUMNS)} "  # noqa: S608 - constant names
                                   "FROM customer_state WHERE customer_id = ?"),
+        "select_customer_states": (f"SELECT customer_id, {', '.join(STATE_READ_COLUMNS)} "  # noqa: S608 - constant names
+                                   "FROM customer_state WHERE customer_id IN ?"),
         "insert_event_ledger": _insert("event_ledger", LEDGER_COLUMNS, ttl=True),
         "delete_event_ledger": "DELETE FROM event_ledger USING TIMESTAMP ? WHERE partition_key = ?",
         "select_event_ledger": ("SELECT event_id, expires_at FROM event_ledger "
