@@ -286,25 +286,38 @@ def store_group() -> None:
 
 
 @store_group.command(name="migrate")
+@click.option("--drop-old-tables", is_flag=True,
+              help="Cassandra: after copying the customers of the six customer tables of the "
+                   "earlier layout into customer_state, drop those tables.")
 @one_line_errors
-def store_migrate() -> None:
+def store_migrate(drop_old_tables: bool) -> None:
     """Create or upgrade the store's schema; safe to run any number of times.
 
     Cassandra: creates the keyspace of RELEVANZ_STORE_URL with
     RELEVANZ_CASSANDRA_REPLICATION (an existing keyspace keeps its
     replication) and the tables of schemas/cassandra.cql; workers refuse to
-    start until this has run. Embedded: creates or upgrades the tables in the
-    file (workers also do that themselves).
+    start until this has run. A keyspace of the earlier layout (customers in
+    six tables) has its customers copied into customer_state, every time while
+    those tables exist; the copy keeps write times and TTLs, so it is
+    idempotent and never overwrites a newer save. Embedded: creates or
+    upgrades the tables in the file (workers also do that themselves).
     """
     from streams.store import open_store
+    from streams.store.cassandra import CassandraStore
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
     target = open_store(settings)
+    if drop_old_tables and not isinstance(target, CassandraStore):
+        raise click.BadParameter("only a Cassandra store has old tables to drop",
+                                 param_hint="--drop-old-tables")
 
     async def run() -> None:
         try:
-            await target.migrate()
+            if isinstance(target, CassandraStore):
+                await target.migrate(drop_old_tables=drop_old_tables)
+            else:
+                await target.migrate()
         finally:
             await target.close()
 

@@ -5,8 +5,8 @@ server (``tests/unit/test_cassandra_cql.py``): that every statement names
 only tables and columns the schema file creates, and that states survive the
 driver's own serialisation into bound statements and back.
 
->>> STATEMENTS["delete_customer_tags"]
-'DELETE FROM customer_tags USING TIMESTAMP ? WHERE customer_id = ?'
+>>> STATEMENTS["delete_customer_state"]
+'DELETE FROM customer_state USING TIMESTAMP ? WHERE customer_id = ?'
 """
 
 from __future__ import annotations
@@ -52,6 +52,26 @@ STATS_COLUMNS = ("campaign_id", "variant", "cohort", "sends", "clicks", "convers
                  "revenue_cents", "revenue_sq_cents")
 PROPOSAL_COLUMNS = ("proposal_id", "customer_id", "campaign_id", "created_at", "expires_at",
                     "status", "payload", "resolved_at", "resolved_by", "note")
+#: The table that holds every customer: one partition per customer, one row per
+#: part of the state (``part``, ``item``), so one request reads a customer.
+STATE_TABLE = "customer_state"
+#: ``part`` of the rows that stand for each customer table of the codec (the tables
+#: of the earlier layout, which ``relevanz store migrate`` copies from).
+PARTS: dict[str, str] = {
+    "customers": "profile",
+    "customer_consent": "consent",
+    "customer_interests": "interest",
+    "customer_tags": "tag",
+    "interactions": "interaction",
+    "customer_pending_sends": "pending",
+}
+#: Columns of ``customer_state``: the key, then every column of every customer table
+#: once (a part leaves the others' columns empty, which Cassandra does not store).
+STATE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "part", "item",
+    *dict.fromkeys(c for columns in CUSTOMER_TABLES.values() for c in columns[1:]))
+#: Columns the read of a customer returns: ``part``, then the value columns.
+STATE_READ_COLUMNS = ("part", *STATE_COLUMNS[3:])
 _NAIVE_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver returns naive UTC datetimes
 _MS = timedelta(milliseconds=1)
 
@@ -68,14 +88,17 @@ def _insert(table: str, columns: Sequence[str], ttl: bool = False) -> str:
 def _statements() -> dict[str, str]:
     statements: dict[str, str] = {}
     for table, columns in CUSTOMER_TABLES.items():
-        statements[f"insert_{table}"] = _insert(table, columns, ttl=table == "interactions")
-        statements[f"delete_{table}"] = (
-            f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
-        statements[f"select_{table}"] = (
-            f"SELECT {', '.join(columns)} FROM {table} WHERE customer_id = ?")  # noqa: S608 - constant names
-    for table in (*CUSTOMER_TABLES, "event_ledger", "outbox", *VISITOR_TABLES):
+        statements[f"insert_{PARTS[table]}"] = _insert(
+            STATE_TABLE, ("customer_id", "part", "item", *columns[1:]), ttl=table == "interactions")
+    for table in (STATE_TABLE, "event_ledger", "outbox", *VISITOR_TABLES):
         statements[f"truncate_{table}"] = f"TRUNCATE {table}"
     statements.update({
+        "delete_customer_state": ("DELETE FROM customer_state USING TIMESTAMP ? "
+                                  "WHERE customer_id = ?"),
+        "select_customer_state": (f"SELECT {', '.join(STATE_READ_COLUMNS)} "  # noqa: S608 - constant names
+                                  "FROM customer_state WHERE customer_id = ?"),
+        "select_customer_states": (f"SELECT customer_id, {', '.join(STATE_READ_COLUMNS)} "  # noqa: S608 - constant names
+                                   "FROM customer_state WHERE customer_id IN ?"),
         "insert_event_ledger": _insert("event_ledger", LEDGER_COLUMNS, ttl=True),
         "delete_event_ledger": "DELETE FROM event_ledger USING TIMESTAMP ? WHERE partition_key = ?",
         "select_event_ledger": ("SELECT event_id, expires_at FROM event_ledger "
@@ -85,7 +108,7 @@ def _statements() -> dict[str, str]:
                           "WHERE partition_key = ? AND event_id IN ?"),
         "delete_outbox": ("DELETE FROM outbox USING TIMESTAMP ? "
                           "WHERE partition_key = ? AND event_id = ?"),
-        "scan_customers": "SELECT customer_id FROM customers",
+        "scan_customers": "SELECT DISTINCT customer_id FROM customer_state",
         "select_customer_ledger": ("SELECT event_id, expires_at FROM event_ledger "
                                    "WHERE partition_key = ?"),
         "insert_forgotten": "INSERT INTO forgotten (ref, requested_at) VALUES (?, ?)",
@@ -303,27 +326,136 @@ def ttl_seconds(remaining_ms: int, wall_s: float | None = None) -> int:
     return 0 if ttl > horizon else ttl
 
 
+def item_of(table: str, row: Sequence[Any]) -> str:
+    """The ``item`` of a codec row of ``table`` in ``customer_state``: its key there, as text.
+
+    >>> item_of("customer_tags", ("c-1", "fashion", "style", 0, "e-1"))
+    'fashion'
+    >>> item_of("interactions", ("c-1", 1764979200000, "e-7", "click", None, None, None, 1))
+    '1764979200000:e-7'
+    """
+    if table == "customers":
+        return ""
+    if table == "interactions":
+        return f"{row[1]}:{row[2]}"
+    return str(row[1])
+
+
+def state_values(table: str, row: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of ``insert_<part>`` for a codec row of ``table``, up to TTL and timestamp."""
+    return (row[0], PARTS[table], item_of(table, row), *bindable(row[1:]))
+
+
+_PICK: dict[str, tuple[str, tuple[int, ...]]] = {
+    part: (table, tuple(STATE_READ_COLUMNS.index(c) for c in CUSTOMER_TABLES[table][1:]))
+    for table, part in PARTS.items()}
+
+
+def customer_rows(customer_id: str, rows: Iterable[Sequence[Any]]
+                  ) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows read from ``customer_state`` (:data:`STATE_READ_COLUMNS`) as the rows of each
+    customer table in the codec's shapes (times as ms), in the order read.
+
+    A part this version does not know is left out.
+    """
+    tables: dict[str, list[tuple[Any, ...]]] = {table: [] for table in CUSTOMER_TABLES}
+    for row in rows:
+        found = _PICK.get(row[0])
+        if found is not None:
+            table, pick = found
+            tables[table].append(codec_row(table, (customer_id, *(row[i] for i in pick))))
+    return tables
+
+
 def customer_batch(prepared: Mapping[str, Any], rows: CustomerRows, now_ms: int,
                    stamp: int) -> Any:
-    """One customer's replacing batch: partitions deleted at ``stamp - 1``, rows at ``stamp``.
+    """One customer's replacing batch: partition deleted at ``stamp - 1``, rows at ``stamp``.
 
     A tombstone wins over a write with the same timestamp, so the new rows
     must be younger than the deletion by at least one microsecond.
     """
-    customer_id = rows.customer[0]
     batch = BatchStatement(batch_type=BatchType.LOGGED)
-    for table in CUSTOMER_TABLES:
-        batch.add(prepared[f"delete_{table}"], (stamp - 1, customer_id))
-    batch.add(prepared["insert_customers"], (*bindable(rows.customer), stamp))
-    for table, table_rows in (("customer_consent", rows.consent),
+    batch.add(prepared["delete_customer_state"], (stamp - 1, rows.customer[0]))
+    for table, table_rows in (("customers", [rows.customer]),
+                              ("customer_consent", rows.consent),
                               ("customer_interests", rows.interests),
                               ("customer_tags", rows.tags),
                               ("customer_pending_sends", rows.pending)):
         for row in table_rows:
-            batch.add(prepared[f"insert_{table}"], (*bindable(row), stamp))
+            batch.add(prepared[f"insert_{PARTS[table]}"], (*state_values(table, row), stamp))
     for entry in rows.history:
-        batch.add(prepared["insert_interactions"],
-                  (*bindable(entry), ttl_seconds(entry[-1] - now_ms), stamp))
+        batch.add(prepared["insert_interaction"],
+                  (*state_values("interactions", entry), ttl_seconds(entry[-1] - now_ms), stamp))
+    return batch
+
+
+# -- the earlier layout: six customer tables, copied by ``relevanz store migrate`` ----
+
+#: A column every row of each customer table of the earlier layout has, whose write
+#: time and TTL are the row's (a save wrote all of a row's cells at once).
+LEGACY_WITNESS: dict[str, str] = {
+    "customers": "orders",
+    "customer_consent": "granted",
+    "customer_interests": "score",
+    "customer_tags": "topic",
+    "interactions": "expires_at",
+    "customer_pending_sends": "channel",
+}
+#: Every customer of the earlier layout (a customer exists when its customers row does).
+LEGACY_SCAN = "SELECT customer_id FROM customers"
+
+
+def legacy_select(table: str) -> str:
+    """One customer's rows of an earlier-layout table, each with its write time and TTL.
+
+    >>> legacy_select("customer_tags")  # doctest: +NORMALIZE_WHITESPACE
+    'SELECT customer_id, tag, topic, assigned_at, caused_by, WRITETIME(topic), TTL(topic)
+     FROM customer_tags WHERE customer_id = ?'
+    """
+    witness = LEGACY_WITNESS[table]
+    return (f"SELECT {', '.join(CUSTOMER_TABLES[table])}, WRITETIME({witness}), "  # noqa: S608 - constant names
+            f"TTL({witness}) FROM {table} WHERE customer_id = ?")
+
+
+def legacy_statements(tables: Iterable[str]) -> dict[str, str]:
+    """Statements on the earlier layout's ``tables``, which erasure and reset reach while
+    they exist (so no erased or reset customer comes back from them).
+
+    >>> legacy_statements(["interactions"])["legacy_delete_interactions"]
+    'DELETE FROM interactions USING TIMESTAMP ? WHERE customer_id = ?'
+    """
+    statements: dict[str, str] = {}
+    for table in tables:
+        statements[f"legacy_delete_{table}"] = (
+            f"DELETE FROM {table} USING TIMESTAMP ? WHERE customer_id = ?")  # noqa: S608 - constant
+        statements[f"legacy_truncate_{table}"] = f"TRUNCATE {table}"
+    return statements
+
+
+def copy_batch(prepared: Mapping[str, Any], customer_id: str,
+               found: Mapping[str, Sequence[Sequence[Any]]]) -> Any | None:
+    """The batch that writes one customer's earlier-layout rows into ``customer_state`` as
+    they were; None when it has no ``customers`` row (then it is no customer).
+
+    ``found`` holds the rows of :func:`legacy_select` per table.  Each row is
+    written with its own write time and remaining TTL, after a deletion of the
+    partition just before the oldest of them, as the earlier layout's save did.
+    So the copy is idempotent, and never overwrites a save made since in
+    ``customer_state`` (younger), while it does replace an earlier copy.
+    """
+    if not found.get("customers"):
+        return None
+    stamps = [row[-2] for rows in found.values() for row in rows if row[-2] is not None]
+    oldest = min(stamps, default=1)
+    batch = BatchStatement(batch_type=BatchType.LOGGED)
+    batch.add(prepared["delete_customer_state"], (oldest - 1, customer_id))
+    for table, rows in found.items():
+        width = len(CUSTOMER_TABLES[table])
+        for row in rows:
+            stamp = oldest if row[width] is None else row[width]
+            ttl = (row[width + 1] or 0,) if table == "interactions" else ()
+            batch.add(prepared[f"insert_{PARTS[table]}"],
+                      (*state_values(table, codec_row(table, row[:width])), *ttl, stamp))
     return batch
 
 
@@ -337,11 +469,14 @@ def ledger_batch(prepared: Mapping[str, Any], partition_key: str, event_ids: Seq
     return batch
 
 
-def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int) -> Any:
-    """Every partition of one customer deleted, its ledger entries included."""
+def erasure_batch(prepared: Mapping[str, Any], customer_id: str, stamp: int,
+                  legacy: Iterable[str] = ()) -> Any:
+    """Every partition of one customer deleted, its ledger entries included, and its
+    partitions of the ``legacy`` tables (the earlier layout, while they exist)."""
     batch = BatchStatement(batch_type=BatchType.LOGGED)
-    for table in CUSTOMER_TABLES:
-        batch.add(prepared[f"delete_{table}"], (stamp, customer_id))
+    batch.add(prepared["delete_customer_state"], (stamp, customer_id))
+    for table in legacy:
+        batch.add(prepared[f"legacy_delete_{table}"], (stamp, customer_id))
     batch.add(prepared["delete_event_ledger"], (stamp, customer_id))
     batch.add(prepared["delete_customer_decisions"], (stamp, customer_id))
     return batch

@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file in the working directory, zero set-up.
 
 It mirrors the Cassandra schema (``schemas/cassandra.cql``) table for table and
-column for column, and its semantics: replace-on-save, TTLs (an
+column for column (except that Cassandra's ``customer_state`` is six tables
+here, one per part, with the same columns), and its semantics: replace-on-save, TTLs (an
 ``expires_at`` column in milliseconds that reads compare with their ``now``
 and :meth:`EmbeddedStore.purge_expired` deletes) and one partition per
 customer (the partition key leads every primary key, ``WITHOUT ROWID`` keeps

@@ -49,10 +49,14 @@ from streams.store import embedded
 from streams.store.cassandra import CassandraStore, _Pages
 from streams.store.codec import CUSTOMER_TABLES, normalise, rows_of, state_of, to_ms
 from streams.store.cql import (
+    PARTS,
+    STATE_COLUMNS,
+    STATE_READ_COLUMNS,
+    STATE_TABLE,
     STATEMENTS,
     TIME_COLUMNS,
-    codec_row,
     customer_batch,
+    customer_rows,
     erasure_batch,
     ledger_batch,
     parse_store_url,
@@ -88,7 +92,8 @@ def _statement_parts(cql: str) -> tuple[str, list[str]]:
         found = re.fullmatch(r"TRUNCATE (\w+)", cql)
         assert found, cql
         return found.group(1), []
-    found = re.fullmatch(r"SELECT (.*) FROM (\w+)(?: WHERE (.*?))?(?: LIMIT \d+)?", cql)
+    found = re.fullmatch(r"SELECT (?:DISTINCT )?(.*) FROM (\w+)(?: WHERE (.*?))?(?: LIMIT \d+)?",
+                         cql)
     assert found, cql
     where = re.findall(r"(\w+) (?:=|IN) \?", found.group(3) or "")
     return found.group(2), [c.strip() for c in found.group(1).split(",")] + where
@@ -108,18 +113,23 @@ def test_no_table_or_column_is_a_reserved_word() -> None:
 
 
 def test_the_codec_maps_every_column_of_every_customer_table() -> None:
-    for table, columns in CUSTOMER_TABLES.items():
-        assert set(columns) == set(SCHEMA[table]), table
+    assert tuple(SCHEMA[STATE_TABLE]) == STATE_COLUMNS
+    assert set(PARTS) == set(CUSTOMER_TABLES)
+    for columns in CUSTOMER_TABLES.values():
+        assert set(columns) <= set(SCHEMA[STATE_TABLE])
+    # A column shared by two parts has one type.
+    assert SCHEMA[STATE_TABLE]["topic"] == SCHEMA[STATE_TABLE]["content_id"] == "text"
     timestamps = {c for cols in SCHEMA.values() for c, kind in cols.items() if kind == "timestamp"}
     assert timestamps == TIME_COLUMNS
-    assert SCHEMA["customer_interests"]["recent"] == "frozen<list<timestamp>>"
+    assert SCHEMA[STATE_TABLE]["recent"] == "frozen<list<timestamp>>"
 
 
 def test_the_embedded_store_mirrors_the_cassandra_tables() -> None:
     db = sqlite3.connect(":memory:")
     for statement in embedded._TABLES:
         db.execute(statement)
-    for table, columns in SCHEMA.items():
+    tables = {**{t: list(c) for t, c in SCHEMA.items() if t != STATE_TABLE}, **CUSTOMER_TABLES}
+    for table, columns in tables.items():
         mirrored = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
         assert mirrored == list(columns), f"{table}: embedded {mirrored}, cassandra {columns}"
 
@@ -205,15 +215,16 @@ def _decoded(batch: Any) -> list[tuple[str, list[Any]]]:
     return decoded
 
 
-def _stored(batch: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows the batch leaves in each customer table, shaped like ``SELECT`` results."""
-    tables: dict[str, list[tuple[Any, ...]]] = {t: [] for t in CUSTOMER_TABLES}
+def _stored(batch: Any) -> list[tuple[Any, ...]]:
+    """Rows the batch leaves in ``customer_state``, shaped like the ``SELECT`` of a customer
+    (in the table's order)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for name, values in _decoded(batch):
-        table = name.removeprefix("insert_")
         if name.startswith("insert_"):
-            # SELECT lists the same columns in the same order; TTL and timestamp follow.
-            tables[table].append(tuple(values[:len(CUSTOMER_TABLES[table])]))
-    return tables
+            columns = [c.name for c in PREPARED[name].column_metadata]
+            row = dict(zip(columns, values, strict=True))
+            rows[(row["part"], row["item"])] = row  # a later write of a key replaces it
+    return [tuple(row.get(c) for c in STATE_READ_COLUMNS) for _, row in sorted(rows.items())]
 
 
 @settings(max_examples=60, deadline=None)
@@ -221,7 +232,7 @@ def _stored(batch: Any) -> dict[str, list[tuple[Any, ...]]]:
 def test_a_state_survives_the_drivers_serialisation(state: CustomerState) -> None:
     rows = rows_of(state, to_ms(NOW), 100 * YEAR_MS)
     stored = _stored(customer_batch(PREPARED, rows, to_ms(NOW), stamp=1_000_000))
-    codec = {table: [codec_row(table, row) for row in found] for table, found in stored.items()}
+    codec = customer_rows(state.customer_id, stored)
     history = sorted(codec["interactions"], key=lambda row: (row[1], row[2]))
     loaded = state_of(codec["customers"][0], codec["customer_consent"],
                       codec["customer_interests"], codec["customer_tags"], history,
@@ -237,12 +248,11 @@ def test_a_customer_batch_deletes_at_t_minus_1_and_writes_at_t(state: CustomerSt
     decoded = _decoded(customer_batch(PREPARED, rows, to_ms(NOW), stamp))
     deletes = [values for name, values in decoded if name.startswith("delete_")]
     inserts = [(name, values) for name, values in decoded if name.startswith("insert_")]
-    assert sorted(n for n, _ in decoded if n.startswith("delete_")) == sorted(
-        f"delete_{t}" for t in CUSTOMER_TABLES)
+    assert [n for n, _ in decoded if n.startswith("delete_")] == ["delete_customer_state"]
     assert all(values == [stamp - 1, state.customer_id] for values in deletes)
     assert all(values[-1] == stamp for _, values in inserts)
     for name, values in inserts:
-        if name == "insert_interactions":
+        if name == "insert_interaction":
             expires, ttl = values[-3], values[-2]
             assert ttl == ttl_seconds(to_ms(expires.replace(tzinfo=UTC)) - to_ms(NOW))
 
@@ -252,9 +262,8 @@ def test_ledger_and_erasure_batches_bind_their_values() -> None:
     assert [v[:2] for _, v in ledger] == [["c-1", "e-1"], ["c-1", "e-2"]]
     assert all(v[3:] == [60, 7] for _, v in ledger)
     erasure = _decoded(erasure_batch(PREPARED, "c-1", 9))
-    assert sorted(n for n, _ in erasure) == sorted(
-        [f"delete_{t}" for t in CUSTOMER_TABLES] + ["delete_event_ledger",
-                                                   "delete_customer_decisions"])
+    assert sorted(n for n, _ in erasure) == [
+        "delete_customer_decisions", "delete_customer_state", "delete_event_ledger"]
     assert all(v == [9, "c-1"] for _, v in erasure)
 
 
