@@ -172,7 +172,8 @@ class CustomerStage:
             state, record, self.rules, topics, self.catalogue.items,
             sends_paused=self.sends_paused(),
             choose=learner.choose if learner is not None else None,
-            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy)
+            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy,
+            watermark=self.event_clock())
 
     def _take(self, record: Record, state: CustomerState, effects: Effects,
               states: dict[str, CustomerState], now: datetime, outputs: list[Output]

@@ -327,34 +327,9 @@ def test_the_models_learn_from_the_stream(learnt_in_time_order: dict[str, Any]) 
        sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4))
 def test_any_interleaving_teaches_the_models_the_same(
         choices: list[str], sizes: list[int], learnt_in_time_order: dict[str, Any]) -> None:
-    assert _replay(within_the_parking_bound(choices), sizes) == learnt_in_time_order
-
-
-#: Purchases read this long after their customer's consent time, and before it, still wait
-#: for it (README: parked events are kept 7 days of event time).
-PARK_BOUND = timedelta(days=6)
-
-
-def within_the_parking_bound(choices: Sequence[str]) -> list[Record]:
-    """The topics merged in the order ``choices`` names them, each in its own order, except
-    that the consents are read early enough that no purchase waits for its customer's
-    consent longer than the parking bound (past it, consent keeps the purchase out for
-    good, in any clock: README, "Events read before an earlier-dated consent")."""
-    consents, purchases = BY_SOURCE["consents"], BY_SOURCE["purchases"]
-    granted = {r.customer_id: r.occurred_at for r in consents}
-    merged: list[Record] = []
-    taken = {"consents": 0, "purchases": 0}
+    position = dict.fromkeys(BY_SOURCE, 0)
+    merged = []
     for topic in choices:
-        if taken[topic] == len(BY_SOURCE[topic]):
-            continue  # taken ahead by the rule below
-        record = BY_SOURCE[topic][taken[topic]]
-        if topic == "purchases" and record.occurred_at > granted[record.customer_id] + PARK_BOUND:
-            while record.customer_id not in {r.customer_id for r in
-                                             consents[:taken["consents"]]}:
-                merged.append(consents[taken["consents"]])
-                taken["consents"] += 1
-        merged.append(record)
-        taken[topic] += 1
-    merged.extend(consents[taken["consents"]:])
-    merged.extend(purchases[taken["purchases"]:])
-    return merged
+        merged.append(BY_SOURCE[topic][position[topic]])
+        position[topic] += 1
+    assert _replay(merged, sizes) == learnt_in_time_order
