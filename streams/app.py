@@ -411,6 +411,31 @@ def _input_offsets(app: faust.App, topics: set[str]) -> dict[TP, tuple[int | Non
     return found
 
 
+async def _rebuild_win_backs(worker: Worker, assigned: set[TP], topics: set[str]) -> None:
+    """Watch again, for win-back, every stored customer, when this worker owns every
+    partition of the customer-keyed input topics (it then owns every customer).
+
+    The index of due checks lives in memory, so a restarted worker would check a
+    quiet customer only after their next event.  Which stored customers a share of
+    the partitions owns is not known (producers may partition keys differently), so
+    with several workers it is not rebuilt: a check of another worker's customer
+    would write a state that worker owns.
+    """
+    stage = worker.stage
+    if stage is None or stage.quiet is None:
+        return
+    consumer = worker.app.consumer
+    owned = {topic: {tp.partition for tp in assigned if tp.topic == topic} for topic in topics}
+    counts = {topic: consumer.topic_partitions(topic) or worker.settings.partitions
+              for topic in topics}
+    if any(len(owned[topic]) < counts[topic] for topic in topics):
+        log.info("win_back_checks_not_rebuilt", reason="this worker owns a share of the "
+                 "partitions; a quiet customer is checked again after their next event")
+        return
+    watched = await stage.quiet.rebuild(worker.store.iter_customers(utc_now()))
+    log.info("win_back_checks_rebuilt", customers=watched)
+
+
 def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
                  ) -> Worker:
     """Wire a worker from settings: topics, store, catalogue, the ingest agent.
@@ -482,5 +507,6 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         # One line per rebalance: which input partitions this worker now owns.
         log.info("partitions_assigned", partitions=sorted(
             {tp.partition for tp in assigned if tp.topic in names}))
+        await _rebuild_win_backs(worker, assigned, ordered)
 
     return worker
