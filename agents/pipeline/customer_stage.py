@@ -250,11 +250,13 @@ class CustomerStage:
 
     def _expire(self, outputs: list[Output]) -> None:
         """End of batch: the models' expiries, and the drifts they found."""
+        clock = self.event_clock()
         if self.learner is not None:
-            self.learner.expire(self.event_clock())
+            if clock is not None:  # None: no partition has been read to a time yet
+                self.learner.expire(clock)
             outputs.extend(_drift_messages(self.learner.take_drifts()))
         if self.forecaster is not None:
-            outputs.extend(_drift_messages(self.forecaster.expire(self.event_clock())))
+            outputs.extend(_drift_messages(self.forecaster.expire(clock)))
 
     def event_clock(self) -> datetime | None:
         """The low watermark over the input partitions when they are tracked, else the
