@@ -41,6 +41,7 @@ import structlog
 from faust.types import AppT, EventT, StreamT, TopicT
 
 from agents.core.accounting import Accounting, first_occurrences
+from agents.core.watermarks import LowWatermark
 from agents.faust_batches import batches
 from schemas.codec import decode, encode, pack
 from schemas.dead_letters import dead_letter
@@ -145,6 +146,11 @@ class Ingest:
     batch_hooks: list[BatchHook] = field(default_factory=list)
     #: Trace context from each input to the outputs it causes; spans when exporting.
     tracing: Tracing = field(default_factory=Tracing)
+    #: Event-time progress per input partition (the stage's clock; None: not tracked),
+    #: and per input partition assigned: its end offset as the consumer last heard it
+    #: (None: unknown) and the offset its reading started from.
+    progress: LowWatermark | None = None
+    input_offsets: Callable[[], Mapping[Any, tuple[int | None, int]]] = dict
     #: Anchors whose outputs the producer delivered: their outbox entries go with the next write.
     _published: list[EventKey] = field(default_factory=list)
     #: Anchors of outbox entries this worker wrote and has not deleted yet (in flight
@@ -218,6 +224,7 @@ class Ingest:
         trace = self.tracing.batch(events)
         batch = self._validate(events, now)
         trace.validated(batch.records, batch.sources)
+        self._track(events, batch)
         seen = await self.store.seen_events(batch.keys, now)
         # Outputs a crashed worker stored but may not have published (the batch is back).
         wanted = seen - self._unsettled
@@ -262,6 +269,22 @@ class Ingest:
             keys.append((_partition_key(logical, record), record.event_id))
             sources.append(event)
         return batch
+
+    def _track(self, events: Sequence[EventT[Any]], batch: _Batch) -> None:
+        """Move each input partition's event-time progress by the batch, then the low
+        watermark by the partitions' end offsets (the catalogue does not count)."""
+        progress = self.progress
+        if progress is None:
+            return
+        times = {id(event): record.occurred_at
+                 for record, event in zip(batch.records, batch.sources, strict=True)}
+        for event in events:
+            message = event.message
+            if self.logical_names.get(message.topic) not in _COMPACTED:
+                progress.read(message.tp, message.offset, times.get(id(event)))
+        offsets = self.input_offsets()
+        progress.settle({tp: end for tp, (end, _) in offsets.items()},
+                        {tp: start for tp, (_, start) in offsets.items()})
 
     async def _apply_and_commit(self, batch: _Batch, new: Sequence[int], now: datetime,
                                 trace: BatchTrace

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faust
 import structlog
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from agents import ingest as ingest_agent
@@ -31,6 +32,7 @@ from agents.core.learning import PolicyConfig
 from agents.core.profile import CustomerRules, ProfileRules
 from agents.core.session_state import SessionModels
 from agents.core.visitors import VisitorRules
+from agents.core.watermarks import LowWatermark
 from agents.pipeline import campaign_desk
 from agents.pipeline.customer_cache import CustomerCache
 from agents.pipeline.customer_stage import CustomerStage
@@ -386,6 +388,54 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
     return stage
 
 
+def _input_offsets(app: faust.App, topics: set[str]) -> dict[TP, tuple[int | None, int]]:
+    """Per assigned partition of ``topics``: its end offset from the
+    consumer's latest fetch (None: not known yet) and the offset reading started from
+    (the group's committed offset, as Faust seeked to it; 0 when none)."""
+    consumer = app.consumer
+    try:
+        assigned = consumer.assignment()
+    except ConsumerNotStarted:
+        return {}
+    # Faust keeps the committed offsets it seeked to in a private map (0.15.3).
+    committed = getattr(consumer, "_committed_offset", {})
+    found: dict[TP, tuple[int | None, int]] = {}
+    for tp in assigned:
+        if tp.topic not in topics:
+            continue
+        try:
+            end: int | None = consumer.highwater(tp)
+        except AssertionError:  # aiokafka asserts the partition is assigned
+            end = None
+        found[tp] = (end, committed.get(tp) or 0)
+    return found
+
+
+async def _rebuild_win_backs(worker: Worker, assigned: set[TP], topics: set[str]) -> None:
+    """Watch again, for win-back, every stored customer, when this worker owns every
+    partition of the customer-keyed input topics (it then owns every customer).
+
+    The index of due checks lives in memory, so a restarted worker would check a
+    quiet customer only after their next event.  Which stored customers a share of
+    the partitions owns is not known (producers may partition keys differently), so
+    with several workers it is not rebuilt: a check of another worker's customer
+    would write a state that worker owns.
+    """
+    stage = worker.stage
+    if stage is None or stage.quiet is None:
+        return
+    consumer = worker.app.consumer
+    owned = {topic: {tp.partition for tp in assigned if tp.topic == topic} for topic in topics}
+    counts = {topic: consumer.topic_partitions(topic) or worker.settings.partitions
+              for topic in topics}
+    if any(len(owned[topic]) < counts[topic] for topic in topics):
+        log.info("win_back_checks_not_rebuilt", reason="this worker owns a share of the "
+                 "partitions; a quiet customer is checked again after their next event")
+        return
+    watched = await stage.quiet.rebuild(worker.store.iter_customers(utc_now()))
+    log.info("win_back_checks_rebuilt", customers=watched)
+
+
 def build_worker(settings: Settings, store: Store | None = None, *, emit: bool = True
                  ) -> Worker:
     """Wire a worker from settings: topics, store, catalogue, the ingest agent.
@@ -414,6 +464,9 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
                     catalogue=catalogue, stage=stage,
                     controls=controls, save_models=emit, campaigns=book,
                     instruments=instruments)
+    # The input partitions in event-time order per key (the compacted catalogue is not).
+    ordered = {name for name, logical in names.items()
+               if not next(t for t in INPUT_TOPICS if t.name == logical).compacted}
     ingest = ingest_agent.Ingest(
         store=store,
         dead_letters=output("dead-letters"),
@@ -431,7 +484,11 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         batch_hooks=[instruments.batch_handled],
         # Replay publishes nothing, so it has no context to carry and no spans to show.
         tracing=Tracing.from_settings(settings) if emit else Tracing(),
+        # The stage's clock: the low watermark over the input partitions it reads.
+        progress=LowWatermark(),
+        input_offsets=lambda: _input_offsets(app, ordered),
     )
+    stage.progress = ingest.progress
     ingest_agent.register(app, inputs, ingest,
                           batch_within=timedelta(milliseconds=settings.batch_wait_ms))
     worker.ingest = ingest
@@ -442,11 +499,14 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         # and the forget-list with them (they may have been erased meanwhile).
         stage.cache.invalidate()
         await worker.load_privacy()
+        if ingest.progress is not None:
+            ingest.progress.forget()  # the partitions read from now on are tracked afresh
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type] # as above
     async def log_assignment(app: faust.App, assigned: set[TP], **_: object) -> None:
         # One line per rebalance: which input partitions this worker now owns.
         log.info("partitions_assigned", partitions=sorted(
             {tp.partition for tp in assigned if tp.topic in names}))
+        await _rebuild_win_backs(worker, assigned, ordered)
 
     return worker

@@ -307,14 +307,17 @@ def _event_key(event: Clicked | Purchased) -> tuple[datetime, str]:
     return event.occurred_at, event.event_id
 
 
-def park(state: CustomerState, event: Clicked | Purchased, keep_for: timedelta
-         ) -> CustomerState:
+def park(state: CustomerState, event: Clicked | Purchased, keep_for: timedelta,
+         watermark: datetime | None = None) -> CustomerState:
     """``state`` with ``event`` (skipped for lack of consent to profiling) parked.
 
     Nothing is parked when a later revocation of profiling is known (no
     decision can allow the event any more).  Parked events stay in event-time
     order, at most :data:`PARKED_MAX`, none older than ``keep_for`` before the
-    latest event time known; the oldest go first.
+    latest event time known, or before the ``watermark`` when that is earlier
+    (the low watermark over the input partitions: while the consents are read
+    behind the clicks and purchases, an event waits until every topic has been
+    read ``keep_for`` past it); the oldest go first.
 
     >>> from datetime import UTC, datetime, timedelta
     >>> click = lambda d: Clicked(event_id=f"e{d}", customer_id="c-1", schema_version=1,
@@ -333,6 +336,8 @@ def park(state: CustomerState, event: Clicked | Purchased, keep_for: timedelta
     latest = parked[-1].occurred_at
     if state.last_event_at is not None and state.last_event_at > latest:
         latest = state.last_event_at
+    if watermark is not None and watermark < latest:
+        latest = watermark
     parked = [p for p in parked if p.occurred_at >= latest - keep_for][-PARKED_MAX:]
     new = CustomerState.__new__(CustomerState)
     new.__dict__.update(state.__dict__)

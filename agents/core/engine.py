@@ -157,9 +157,12 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
            content_topics: list[str] | None, catalogue: Mapping[str, ContentPublished],
            *, sends_paused: bool = False, choose: ChooseContent | None = None,
            campaign_paused: Callable[[str], bool] | None = None,
-           predictions: Outlook | None = None, cobuy: CoPurchases | None = None
-           ) -> tuple[CustomerState, Effects]:
+           predictions: Outlook | None = None, cobuy: CoPurchases | None = None,
+           watermark: datetime | None = None) -> tuple[CustomerState, Effects]:
     """The state after ``record`` and what it causes, consent checked first.
+
+    ``watermark`` (the worker's low watermark) bounds how long an event that
+    waits for its consent is kept (:func:`agents.core.consent.park`).
 
     ``content_topics`` are the catalogue topics of a click's content (None
     when unknown); ``catalogue`` is every known item, for sends.
@@ -190,7 +193,7 @@ def handle(state: CustomerState, record: Record, rules: EngineRules,
         # is read later (topics interleave in any order).
         effects.skipped = True
         keep_for = min(PARK_FOR, rules.customer.profile.history_retention)
-        return park(state, record, keep_for), effects
+        return park(state, record, keep_for, watermark), effects
     before = state
     state, effects.tag_changes = apply_event(state, record, rules.customer, content_topics)
     if isinstance(record, ConsentChanged):

@@ -30,6 +30,7 @@ from agents.core.engine import Chosen, Effects, EngineRules, handle, went_quiet
 from agents.core.interests import TagChange
 from agents.core.predictions import DriftDetected, HourProfile
 from agents.core.uplift import CampaignCounts
+from agents.core.watermarks import LowWatermark
 from agents.ingest import Output
 from agents.pipeline.campaign_rows import stored, stored_decision
 from agents.pipeline.customer_cache import CustomerCache
@@ -92,8 +93,12 @@ class CustomerStage:
     #: Decisions of the current batch, kept at commit for the customer view.
     _decisions: list[DecisionMade] = field(default_factory=list)
     tag_changes: int = 0
-    #: Newest event time applied: the clock of the predictions' late labels.
+    #: Newest event time applied (the clock below when no partitions are tracked).
     watermark: datetime | None = None
+    #: Event-time progress per input partition, fed by whoever reads the partitions (the
+    #: ingest agent, ``relevanz evaluate``): its low watermark is the clock that opens and
+    #: labels examples, closes decision windows and fires win-back checks.
+    progress: LowWatermark | None = None
     #: Erasures of the current batch: customer id -> event time of the request.
     _erasures: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     #: Ledger keys of the current batch that must not be recorded.
@@ -167,7 +172,8 @@ class CustomerStage:
             state, record, self.rules, topics, self.catalogue.items,
             sends_paused=self.sends_paused(),
             choose=learner.choose if learner is not None else None,
-            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy)
+            campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy,
+            watermark=self.event_clock())
 
     def _take(self, record: Record, state: CustomerState, effects: Effects,
               states: dict[str, CustomerState], now: datetime, outputs: list[Output]
@@ -244,17 +250,24 @@ class CustomerStage:
 
     def _expire(self, outputs: list[Output]) -> None:
         """End of batch: the models' expiries, and the drifts they found."""
+        clock = self.event_clock()
         if self.learner is not None:
-            self.learner.expire()
+            if clock is not None:  # None: no partition has been read to a time yet
+                self.learner.expire(clock)
             outputs.extend(_drift_messages(self.learner.take_drifts()))
         if self.forecaster is not None:
-            outputs.extend(_drift_messages(self.forecaster.expire(self.watermark)))
+            outputs.extend(_drift_messages(self.forecaster.expire(clock)))
+
+    def event_clock(self) -> datetime | None:
+        """The low watermark over the input partitions when they are tracked, else the
+        newest event time applied (records handed in with no partition to follow)."""
+        return self.progress.value if self.progress is not None else self.watermark
 
     async def _went_quiet(self, watch: QuietWatch, now: datetime) -> list[Output]:
         """Decide the win-back checks the watermark passed, as of each check's time."""
         outputs: list[Output] = []
         learner = self.learner
-        while checks := watch.due(self.watermark):
+        while checks := watch.due(self.event_clock()):
             states = await self.cache.get_many([q.customer_id for q in checks], now)
             for quiet in checks:
                 cid = quiet.customer_id

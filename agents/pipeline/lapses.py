@@ -25,11 +25,15 @@ of the check's time (:func:`agents.core.engine.went_quiet`), and
   time and contact log) is in the stored customer state, written with the
   batch that fired it; the heap is an in-memory index over it.  Checks taken
   in a batch that fails are put back by :meth:`rollback`, so a retried batch
-  fires them once.  A restarted worker starts with an empty index: checks of
-  customers who stay quiet after the restart are lost until their next event
-  (:meth:`QuietWatch.rebuild` rebuilds the index from stored states, but the
-  worker cannot yet tell which stored customers its partitions own, so it does
-  not call it; a due-list kept per partition in the store would close this).
+  fires them once.  A worker that owns every partition of the customer-keyed
+  input topics (one worker) rebuilds the index from the stored states with
+  :meth:`QuietWatch.rebuild` when its partitions are assigned, so a restart
+  loses no check (a check the run before decided comes up again: a win-back
+  it sent is refused by the stored contact log as a ``duplicate``).  With
+  several workers it is not rebuilt, as a worker cannot tell which stored
+  customers its share of the partitions owns: checks of customers who stay
+  quiet after a restart wait for their next event (a due-list kept per
+  partition in the store would close this).
 """
 
 from __future__ import annotations

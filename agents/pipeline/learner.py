@@ -238,17 +238,19 @@ class Learner:
         """Drop the customer's open decisions unlearnt (erasure or no more profiling)."""
         self._open.pop(customer_id, None)
 
-    def expire(self) -> int:
-        """Close, as non-clicks, every open decision whose window ended by the watermark."""
-        if self.watermark is None:
+    def expire(self, until: datetime | None = None) -> int:
+        """Close, as non-clicks, every open decision whose window ended by ``until`` (the
+        worker's low watermark; default: the newest event time this learner saw)."""
+        watermark = self.watermark if until is None else until
+        if watermark is None:
             return 0
         closed = 0
-        while self._deadlines and self._deadlines[0][0] <= self.watermark:
+        while self._deadlines and self._deadlines[0][0] <= watermark:
             _, cid = heapq.heappop(self._deadlines)
             open_ = self._open.get(cid)
             if not open_:
                 continue
-            rest, rewards = expire(open_, self.watermark)
+            rest, rewards = expire(open_, watermark)
             self._store_open(cid, rest)
             self._learn(rewards)
             closed += len(rewards)

@@ -73,6 +73,12 @@ class StatusCollector(Collector):
                                   "Interest tags assigned or removed", value=tags["tag_changes"])
         yield _gauge("relevanz_cached_customers", "Customers cached in memory",
                      tags["cached_customers"])
+        clock = status["event_time"]
+        if clock is not None:
+            yield CounterMetricFamily(
+                "relevanz_late_events", "Events read dated before the event-time watermark "
+                "(examples, decision windows and win-back checks it passed missed them)",
+                value=clock["late_events"])
         controls = status["controls"]
         if controls is not None:
             yield _gauge("relevanz_paused", "1 while the kill switch is on",

@@ -185,6 +185,19 @@ _SCHEMAS: dict[str, Any] = {
             },
             "controls": {"oneOf": [{"$ref": "#/components/schemas/Controls"},
                                    {"type": "null"}]},
+            "event_time": {
+                "description": "The low watermark over the input partitions (the clock of "
+                               "examples, decision windows and win-back checks), the newest "
+                               "event time read, the partitions with data left that can hold "
+                               "the watermark, and the events read dated before it",
+                "oneOf": [{"type": "null"}, {
+                    "type": "object",
+                    "required": ["watermark", "newest", "partitions_behind", "late_events"],
+                    "properties": {
+                        "watermark": {"type": ["string", "null"], "format": "date-time"},
+                        "newest": {"type": ["string", "null"], "format": "date-time"},
+                        "partitions_behind": {"type": "integer"},
+                        "late_events": {"type": "integer"}}}]},
         },
     },
     "History": {

@@ -500,7 +500,18 @@ class Monitor:
             # Progressive-validation quality and recent drifts of the learned models.
             "models": _models(stage),
             "controls": controls.as_dict() if controls is not None else None,
+            "event_time": self.event_time(),
         }
+
+    def event_time(self) -> dict[str, Any] | None:
+        """The low watermark the worker's clock follows, and the events read behind it."""
+        ingest = self.worker.ingest
+        progress = ingest.progress if ingest is not None else None
+        if progress is None:
+            return None
+        return {"watermark": progress.value.isoformat() if progress.value else None,
+                "newest": progress.newest.isoformat() if progress.newest else None,
+                "partitions_behind": progress.behind(), "late_events": progress.late}
 
 
 def _by_field(by_topic: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -457,7 +457,8 @@ def replay(since: datetime | None, as_json: bool, quiet: bool) -> None:
               default="time", show_default=True,
               help="Read order of the replay: all events in event-time order, every "
                    "consent before the purchases (as when one topic is read ahead), or the "
-                   "two topics interleaved at random (seeded by --seed).")
+                   "two topics interleaved at random (seeded by --seed); each topic is "
+                   "one partition of the low watermark the engine's clock follows.")
 @click.option("--through-worker", is_flag=True,
               help="Publish to an embedded broker, let a worker apply the events and read "
                    "the predictions back through GET /v1/customers/{id}?as_of=CUTOFF.")

@@ -32,13 +32,15 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agents.core.customer import CustomerState
+from agents.core.watermarks import LowWatermark
 from schemas.records import ConsentChanged, Purchased, PurchasedItem, Record
 from streams.errors import ConfigError, InvalidTransactions
 from streams.settings import Settings
@@ -120,9 +122,14 @@ class Served:
 
 
 async def replay_in_process(settings: Settings, records: Sequence[Record], cutoff: datetime,
-                            progress: Callable[[str], None]) -> tuple[dict[str, Served], Any]:
-    """Apply ``records`` through the customer stage; the predictions as of ``cutoff``.
+                            progress: Callable[[str], None], sizes: Sequence[int] = (BATCH,)
+                            ) -> tuple[dict[str, Served], Any]:
+    """Apply ``records`` through the customer stage in batches of ``sizes`` (taken in
+    turn); the predictions as of ``cutoff``.
 
+    The stage's clock is the low watermark over the two topics as the worker keeps it
+    (:mod:`agents.core.watermarks`): each topic is one partition, read in the order
+    ``records`` has, with what is left of it after each batch as its end offset.
     Returns the served predictions by customer and the forecaster (for its weights).
     """
     from agents.pipeline.customer_cache import CustomerCache
@@ -138,20 +145,7 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
             worker = build_worker(run, store=store, emit=False)
             stage = worker.stage
             assert stage is not None  # build_worker always wires the customer stage
-            started, last_report = time.monotonic(), 0.0
-            for start in range(0, len(records), BATCH):
-                batch = records[start:start + BATCH]
-                now = max(r.occurred_at for r in batch if hasattr(r, "occurred_at"))
-                _, failed = await stage.apply(batch, now)
-                if failed:
-                    raise InvalidTransactions(f"the engine could not apply an event: "
-                                              f"{next(iter(failed.values()))}")
-                keys: list[EventKey] = [(r.customer_id, r.event_id) for r in batch]
-                await stage.commit(BatchWrite(events=keys), now)
-                if time.monotonic() - last_report >= 2.0:
-                    last_report = time.monotonic()
-                    progress(f"replayed {start + len(batch)}/{len(records)} events "
-                             f"({last_report - started:.0f}s, event time {now.date()})")
+            await _apply_all(stage, records, sizes, progress)
             ids = sorted({r.customer_id for r in records})
             states = await CustomerCache(store, len(ids) + 1).get_many(ids, cutoff)
             forecaster = stage.forecaster
@@ -159,6 +153,39 @@ async def replay_in_process(settings: Settings, records: Sequence[Record], cutof
         finally:
             await store.close()
     return served, forecaster
+
+
+async def _apply_all(stage: Any, records: Sequence[Record], sizes: Sequence[int],
+                     progress: Callable[[str], None]) -> None:
+    """Apply ``records`` in batches, moving the stage's low watermark as the worker does."""
+    watermark = stage.progress = LowWatermark()
+    ends: dict[Hashable, int | None] = dict(Counter(_topic_of(r) for r in records))
+    read: Counter[str] = Counter()
+    started, last_report, start, turn = time.monotonic(), 0.0, 0, 0
+    while start < len(records):
+        batch = records[start:start + max(sizes[turn % len(sizes)], 1)]
+        start, turn = start + len(batch), turn + 1
+        for record in batch:
+            topic = _topic_of(record)
+            watermark.read(topic, read[topic], record.occurred_at)
+            read[topic] += 1
+        watermark.settle(ends)
+        now = max(r.occurred_at for r in batch)
+        _, failed = await stage.apply(batch, now)
+        if failed:
+            raise InvalidTransactions(f"the engine could not apply an event: "
+                                      f"{next(iter(failed.values()))}")
+        keys: list[EventKey] = [(r.customer_id, r.event_id) for r in batch]
+        await stage.commit(BatchWrite(events=keys), now)
+        if time.monotonic() - last_report >= 2.0:
+            last_report = time.monotonic()
+            progress(f"replayed {start}/{len(records)} events "
+                     f"({last_report - started:.0f}s, event time {now.date()})")
+
+
+def _topic_of(record: Record) -> str:
+    """The topic an evaluation's record is read from (one partition each)."""
+    return "consents" if isinstance(record, ConsentChanged) else "purchases"
 
 
 def served_at(forecaster: Any, state: CustomerState, at: datetime) -> Served:

@@ -283,6 +283,11 @@ async def test_lag_and_throughput_match_what_the_worker_processed(
     assert status["dead_letters"]["total"] == 10
     assert status["ready"] is True
     assert status["controls"] == {"paused": False, "paused_campaigns": [], "changes": []}
+    # Every partition read to its end: the event-time clock is the newest time read.
+    clock = status["event_time"]
+    assert clock["watermark"] is not None
+    assert clock["watermark"] == clock["newest"]
+    assert (clock["partitions_behind"], clock["late_events"]) == (0, 0)
 
     # Hold the store's write lock: the worker cannot finish a batch, so nothing more
     # is committed and the lag is exactly what arrives meanwhile.

@@ -119,3 +119,30 @@ async def test_a_quiet_customer_is_won_back_once_as_the_watermark_passes(
     finally:
         await store.close()
     assert [p.trigger_id for p in rebuilt.pending] == [sent["trigger_id"]]
+
+
+async def test_a_restarted_worker_still_wins_back_a_customer_who_stayed_quiet(
+        settings: Settings) -> None:
+    """The index of due checks is in memory: a worker started after Alice's order was
+    applied rebuilds it from the stored customers, so the watermark still passing her
+    first check fires the win-back, without any further event of hers."""
+    before, after = INPUT[:5], INPUT[5:]  # Bob's clicks up to day 3, then the rest
+    first = build_worker(settings)
+    await first.start()
+    try:
+        produce_raw(settings, before)
+        await eventually(lambda: first.accounting.events_in >= len(before), 90, "the input")
+    finally:
+        await stop_or_explain(first.stop(), "the first worker to stop")
+    assert first.accounting.send_triggers == 0
+    second = build_worker(settings)
+    await second.start()
+    try:
+        produce_raw(settings, after)
+        await eventually(lambda: second.accounting.events_in >= len(after), 90, "the rest")
+        await eventually(lambda: second.accounting.send_triggers >= 1, 60, "the win-back")
+    finally:
+        await stop_or_explain(second.stop(), "the second worker to stop")
+    (sent,) = _win_backs(settings, 1)
+    assert sent["customer_id"] == "alice"
+    assert sent["created_at"] == (T0 + timedelta(days=7)).isoformat()

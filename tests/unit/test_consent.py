@@ -307,6 +307,18 @@ def test_parked_events_are_bounded_by_count_and_age() -> None:
     assert [e.event_id for e in state.parked] == [f"c{3 * 24 * 60}"]
 
 
+def test_a_parked_event_waits_until_the_watermark_has_passed_it_by_the_bound() -> None:
+    """While the consents are read behind (the watermark holds at their progress), a
+    click waits however far the customer's later clicks run ahead of it."""
+    state = park(CustomerState("c-1"), _click(0), timedelta(days=1), watermark=T0)
+    state = park(state, _click(3 * 24 * 60), timedelta(days=1), watermark=T0)
+    assert [e.event_id for e in state.parked] == ["c0", f"c{3 * 24 * 60}"]
+    # Once every topic is read past it by the bound, it goes as before.
+    state = park(state, _click(3 * 24 * 60 + 1), timedelta(days=1),
+                 watermark=T0 + timedelta(days=2))
+    assert [e.event_id for e in state.parked] == [f"c{3 * 24 * 60}", f"c{3 * 24 * 60 + 1}"]
+
+
 def test_consent_history_is_bounded_and_merges_conservatively() -> None:
     entry = None
     for minute in range(CONSENT_LOG_MAX + 3):
