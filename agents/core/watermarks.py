@@ -50,7 +50,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+#: Earlier than any event time ingest accepts (none before 1900): the clock to hold
+#: back to while a partition with data has not been read yet, its times unknown.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -131,6 +135,21 @@ class LowWatermark:
         """The partitions moved (a rebalance): track afresh; the watermark stays."""
         for known in (self._progress, self._offsets, self._ends, self._starts, self._quiet):
             known.clear()
+
+    @property
+    def holding(self) -> datetime | None:
+        """What waits on the clock may be kept until: the watermark, or :data:`EARLIEST`
+        while nothing can be said yet (a partition with data is not read yet).
+
+        >>> w = LowWatermark()
+        >>> w.read("purchases", 0, datetime(2026, 1, 2, tzinfo=UTC))
+        False
+        >>> w.settle({"purchases": 9, "consents": 3}).holding == EARLIEST
+        True
+        """
+        if self.value is None and self._progress:
+            return EARLIEST
+        return self.value
 
     @property
     def newest(self) -> datetime | None:

@@ -173,7 +173,7 @@ class CustomerStage:
             sends_paused=self.sends_paused(),
             choose=learner.choose if learner is not None else None,
             campaign_paused=self.campaign_paused, predictions=outlook, cobuy=self.cobuy,
-            watermark=self.event_clock())
+            watermark=self.progress.holding if self.progress is not None else self.watermark)
 
     def _take(self, record: Record, state: CustomerState, effects: Effects,
               states: dict[str, CustomerState], now: datetime, outputs: list[Output]
