@@ -592,29 +592,32 @@ class CassandraStore:
         # replaces the customer, which Cassandra applies without reading.
         _, prepared = self._ready("write_batch")
         now_ms = to_ms(now)
-        history_ttl_ms = duration_ms(history_ttl_s)
+        history_ttl_ms, ledger_ttl_ms = duration_ms(history_ttl_s), duration_ms(ledger_ttl_s)
         # Rows are taken now: the states may change once we yield to the loop.
         rows = [rows_of(state, now_ms, history_ttl_ms)
                 for state in latest_per_customer(batch.states)]
-        await self._all("write_batch",
-                        [partial(self._stamped_batch, prepared, r, now_ms) for r in rows])
-        # The outbox before the ledger: an event seen has its outputs stored.
-        ledger_ttl_ms = duration_ms(ledger_ttl_s)
         expires, ttl = now_ms + ledger_ttl_ms, ttl_seconds(ledger_ttl_ms)
-        await asyncio.gather(*(
-            self._rows("write_batch (outbox)", prepared["insert_outbox"],
-                       (pk, eid, blob, expires, ttl, self._clock()))
-            for (pk, eid), blob in (batch.outbox or {}).items()))
+        # Three round trips, each phase's writes concurrent. The states and the outbox
+        # first, in any order between them: an event seen has its outputs stored.
+        await self._all("write_batch", [
+            *(partial(self._stamped_batch, prepared, r, now_ms) for r in rows),
+            *(partial(self._outbox_write, prepared, key, blob, expires, ttl)
+              for key, blob in (batch.outbox or {}).items())])
         # Only once every state is stored may its events count as seen.
         await self._all("write_batch (event ledger)",
                         self._ledger_batches(batch.events, now_ms, ledger_ttl_ms))
-        if batch.published:
-            await self.mark_published(batch.published)
-        # Counters after the ledger: a crash in between loses these counts, never doubles them.
-        if batch.stats:
-            await self.add_campaign_stats(batch.stats)
-        if batch.decisions:
-            await self.record_decisions(batch.decisions, now, history_ttl_s)
+        # Counters after the ledger: a crash in between loses these counts, never
+        # doubles them. Delivered outputs are deleted after the outbox is written.
+        await _together(
+            self.mark_published(batch.published) if batch.published else None,
+            self.add_campaign_stats(batch.stats) if batch.stats else None,
+            self.record_decisions(batch.decisions, now, history_ttl_s)
+            if batch.decisions else None)
+
+    def _outbox_write(self, prepared: Mapping[str, Any], key: EventKey, blob: bytes,
+                      expires: int, ttl: int) -> Any:
+        # The clock is read as the write is built, as for a customer's batch.
+        return prepared["insert_outbox"].bind((*key, blob, expires, ttl, self._clock()))
 
     async def delete_customer(self, customer_id: str) -> None:
         _, prepared = self._ready("delete_customer")
@@ -907,6 +910,15 @@ def _copy_customers(session: Any, reads: Mapping[str, Any], prepared: Mapping[st
     execute_concurrent(session, [(batch, None) for batch in batches],
                        concurrency=COPY_CONCURRENCY, raise_on_first_error=True)
     return len(batches)
+
+
+async def _together(*writes: Awaitable[None] | None) -> None:
+    """Await the given writes concurrently, every one to its end; then raise the first error."""
+    results = await asyncio.gather(*(w for w in writes if w is not None),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _replicas_missing(exc: NoHostAvailable) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import RoundRobinPolicy
 
-from agents.core.customer import CustomerPredictions, CustomerState
+from agents.core.customer import AssignedTag, CustomerPredictions, CustomerState
 from streams.errors import StoreUnavailable
 from streams.settings import Settings
 from streams.store import BatchWrite, Store, open_store
@@ -91,6 +92,29 @@ async def test_the_configured_consistency_level_is_the_one_sent(
             await _round_trip(quorum, "c-2")
     finally:
         await quorum.close()
+
+
+async def test_a_batch_whose_state_is_refused_leaves_its_events_unseen(
+        cassandra_hosts: str, keyspaces: Callable[[], str]) -> None:
+    # The ledger is written only once every state and the outbox are stored, however
+    # concurrently those go: a tag above Cassandra's 64 KiB key limit is refused.
+    store = open_store(_settings(cassandra_hosts, keyspaces()))
+    await store.migrate()
+    await store.open()
+    try:
+        refused = CustomerState("c-2", tags={"t" * 70_000: AssignedTag("t", NOW, "e-2")})
+        batch = BatchWrite([CustomerState("c-1"), refused], events=[("c-1", "e-1"), ("c-2", "e-2")],
+                           outbox={("c-1", "e-1"): b"outputs"})
+        with pytest.raises(StoreUnavailable, match="write_batch"):
+            await store.write_batch(batch, NOW, 86400.0, 86400.0)
+        assert await store.customer_events("c-1", NOW) == []
+        assert await store.customer_events("c-2", NOW) == []
+        # The refused state alone; the rest of the batch commits whole.
+        await store.write_batch(replace(batch, states=[CustomerState("c-1")],
+                                        events=[("c-1", "e-1")]), NOW, 86400.0, 86400.0)
+        assert await store.customer_events("c-1", NOW) == ["e-1"]
+    finally:
+        await store.close()
 
 
 def _gc_grace(hosts: str, keyspace: str, table: str) -> int:
