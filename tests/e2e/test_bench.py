@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import group_env
-
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 #: Starts its own Kafka and Cassandra (one to two minutes on 2 cores): opt-in.
 SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",
@@ -23,11 +21,8 @@ SLOW = pytest.mark.skipif(os.environ.get("RELEVANZ_SLOW_TESTS") != "1",
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    # On its own embedded broker every stage's consumer group joins sooner with the
-    # tests' short session timeout; Kafka (--stack) refuses one that short.
-    env = {**os.environ, **({} if "--stack" in args else group_env())}
     return subprocess.run([RELEVANZ, "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)
+                          timeout=timeout, check=False)
 
 
 def test_bench_measures_the_three_stages_on_the_same_data(tmp_path: Path) -> None:
