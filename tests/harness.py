@@ -127,7 +127,9 @@ def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 6
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < n and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.5):
+            # No more than are missing: consume() returns as soon as it has them,
+            # rather than waiting out its timeout for 500 (extras: see below).
+            for message in consumer.consume(min(500, n - len(got)), 0.5):
                 assert message.error() is None, message.error()
                 got.append(message)
         # A short grace period to catch extra messages that should not exist.
