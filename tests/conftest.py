@@ -30,6 +30,7 @@ from hypothesis import settings
 from streams.broker import EmbeddedBroker
 from streams.servers.cassandra import CassandraServer
 from streams.servers.kafka import KafkaServer
+from tests.harness import EMBEDDED_BROKERS
 
 # Machines running the suite are shared and noisy: a single slow example is
 # not a failure, so property tests have no per-example deadline.
@@ -76,10 +77,17 @@ def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     Tansu per module rather than per session: it keeps everything in memory,
     and in one long session it was seen to time out fetches and to answer a
     fetch with another topic's messages. It starts in well under a second.
+    Its address is in ``EMBEDDED_BROKERS`` while it runs, so that the tests'
+    settings give its consumer groups the short session timeout
+    (tests/harness.py, ``group_timeouts``).
     """
     if getattr(request, "param", "tansu") == "kafka":
         yield request.getfixturevalue("kafka_server")
         return
     log_dir = Path(tmp_path_factory.mktemp("broker"))
     with EmbeddedBroker(log_dir / "broker.log") as running:
-        yield running
+        EMBEDDED_BROKERS.add(running.bootstrap_servers)
+        try:
+            yield running
+        finally:
+            EMBEDDED_BROKERS.discard(running.bootstrap_servers)

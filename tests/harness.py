@@ -20,6 +20,33 @@ from confluent_kafka import (
 from schemas.records import PURPOSES
 from streams.settings import Settings
 
+#: Bootstrap addresses of the embedded (Tansu) brokers running now: the ``broker``
+#: fixture (tests/conftest.py) adds each one it starts and removes it on stop.
+EMBEDDED_BROKERS: set[str] = set()
+
+
+#: ``(session timeout, heartbeat)`` in seconds for consumer groups on Tansu and on Kafka.
+#: Tansu holds a new group's first join for about half the session timeout (3 s at
+#: 6 s, 1 s at 2 s, measured), and every worker a test starts pays it once.  Kafka
+#: joins at once (``group.initial.rebalance.delay.ms=0``) but refuses a session
+#: timeout below its ``group.min.session.timeout.ms`` of 6 s.
+TANSU_GROUP_TIMEOUTS = (2.0, 0.5)
+KAFKA_GROUP_TIMEOUTS = (6.0, 1.0)
+
+
+def group_timeouts(servers: str) -> tuple[float, float]:
+    """``(session timeout, heartbeat)`` in seconds for consumer groups on ``servers``."""
+    return TANSU_GROUP_TIMEOUTS if servers in EMBEDDED_BROKERS else KAFKA_GROUP_TIMEOUTS
+
+
+def group_env(servers: str | None = None) -> dict[str, str]:
+    """:func:`group_timeouts` as the environment of a ``relevanz`` process; ``None``
+    for a command that starts an embedded broker of its own (demo, bench, evaluate)."""
+    session_timeout_s, heartbeat_s = (
+        TANSU_GROUP_TIMEOUTS if servers is None else group_timeouts(servers))
+    return {"RELEVANZ_SESSION_TIMEOUT_S": f"{session_timeout_s:g}",
+            "RELEVANZ_HEARTBEAT_S": f"{heartbeat_s:g}"}
+
 
 def isolated_settings(servers: str, data_dir: Path, **changes: object) -> Settings:
     """Settings with a topic prefix and consumer group of their own on a shared broker.
@@ -29,13 +56,14 @@ def isolated_settings(servers: str, data_dir: Path, **changes: object) -> Settin
     tests are about something else than consent.
     """
     tag = uuid.uuid4().hex[:8]
+    session_timeout_s, heartbeat_s = group_timeouts(servers)
     base = Settings(
         broker_servers=servers,
         store_url=f"embedded:{data_dir / 'store.db'}",
         topic_prefix=f"t{tag}.",
         consumer_group=f"relevanz-test-{tag}",
-        session_timeout_s=6.0,
-        heartbeat_s=1.0,
+        session_timeout_s=session_timeout_s,
+        heartbeat_s=heartbeat_s,
         commit_interval_s=0.2,
         consent_default=frozenset(PURPOSES),
         # The embedded broker fails aiokafka's InitProducerId (see the setting's help).
@@ -99,7 +127,9 @@ def consume_exactly(settings: Settings, topic: str, n: int, timeout_s: float = 6
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < n and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.5):
+            # No more than are missing: consume() returns as soon as it has them,
+            # rather than waiting out its timeout for 500 (extras: see below).
+            for message in consumer.consume(min(500, n - len(got)), 0.5):
                 assert message.error() is None, message.error()
                 got.append(message)
         # A short grace period to catch extra messages that should not exist.

@@ -19,7 +19,7 @@ import pytest
 from schemas.codec import decode
 from streams.broker import EmbeddedBroker, free_port
 from streams.sim.demo import DemoOptions, demo_traffic
-from tests.harness import consume_exactly, isolated_settings
+from tests.harness import consume_exactly, group_env, isolated_settings
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 
@@ -275,7 +275,7 @@ def test_worker_serves_probes_and_exits_cleanly_on_sigterm(
            "RELEVANZ_CONSUMER_GROUP": f"w-{uuid.uuid4().hex[:8]}",
            "RELEVANZ_STORE_URL": f"embedded:{tmp_path / 'store.db'}",
            "RELEVANZ_WEB_PORT": str(port),
-           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
+           **group_env(broker.bootstrap_servers),
            "RELEVANZ_IDEMPOTENT_PRODUCERS": "false"}
     worker = subprocess.Popen([RELEVANZ, "worker"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)

@@ -19,6 +19,7 @@ import pytest
 from schemas.topics import INPUT_TOPICS
 from streams.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
+from tests.harness import group_env
 
 RELEVANZ = str(Path(sys.executable).parent / "relevanz")
 OPERATOR = "status-operator-token-0123"
@@ -41,7 +42,7 @@ def worker_url(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
            "RELEVANZ_STORE_URL": f"embedded:{tmp_path_factory.mktemp('store') / 'store.db'}",
            "RELEVANZ_WEB_PORT": str(port),
            "RELEVANZ_OPERATOR_TOKENS": OPERATOR, "RELEVANZ_VIEWER_TOKENS": VIEWER,
-           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
+           **group_env(broker.bootstrap_servers),
            "RELEVANZ_IDEMPOTENT_PRODUCERS": "false"}
     worker = subprocess.Popen([RELEVANZ, "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)

@@ -134,7 +134,8 @@ async def test_a_worker_killed_mid_stream_ends_with_the_uninterrupted_projection
            "RELEVANZ_CONSUMER_GROUP": settings.consumer_group,
            "RELEVANZ_STORE_URL": settings.store_url,
            "RELEVANZ_WEB_PORT": "0",
-           "RELEVANZ_SESSION_TIMEOUT_S": "6", "RELEVANZ_HEARTBEAT_S": "1",
+           "RELEVANZ_SESSION_TIMEOUT_S": f"{settings.session_timeout_s:g}",
+           "RELEVANZ_HEARTBEAT_S": f"{settings.heartbeat_s:g}",
            "RELEVANZ_COMMIT_INTERVAL_S": "0.2", "RELEVANZ_IDEMPOTENT_PRODUCERS": "false",
            "RELEVANZ_CONSENT_DEFAULT": ",".join(sorted(settings.consent_default))}
     content = [m for m in messages if m.topic == "content"]
