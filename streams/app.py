@@ -19,7 +19,6 @@ from pathlib import Path
 
 import faust
 import structlog
-from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from agents import ingest as ingest_agent
@@ -50,6 +49,7 @@ from streams.catalogue import Catalogue
 from streams.controls import Controls
 from streams.errors import ConfigError, StoreUnavailable
 from streams.faust_fetch_wait import use_fetch_wait
+from streams.faust_offsets import input_offsets
 from streams.idempotent_faust import IdempotentApp
 from streams.instruments import Instruments
 from streams.logs import use_pseudonym_key
@@ -388,29 +388,6 @@ def build_stage(settings: Settings, store: Store, limits: Limits, *, emit: bool 
     return stage
 
 
-def _input_offsets(app: faust.App, topics: set[str]) -> dict[TP, tuple[int | None, int]]:
-    """Per assigned partition of ``topics``: its end offset from the
-    consumer's latest fetch (None: not known yet) and the offset reading started from
-    (the group's committed offset, as Faust seeked to it; 0 when none)."""
-    consumer = app.consumer
-    try:
-        assigned = consumer.assignment()
-    except ConsumerNotStarted:
-        return {}
-    # Faust keeps the committed offsets it seeked to in a private map (0.15.3).
-    committed = getattr(consumer, "_committed_offset", {})
-    found: dict[TP, tuple[int | None, int]] = {}
-    for tp in assigned:
-        if tp.topic not in topics:
-            continue
-        try:
-            end: int | None = consumer.highwater(tp)
-        except AssertionError:  # aiokafka asserts the partition is assigned
-            end = None
-        found[tp] = (end, committed.get(tp) or 0)
-    return found
-
-
 async def _rebuild_win_backs(worker: Worker, assigned: set[TP], topics: set[str]) -> None:
     """Watch again, for win-back, every stored customer, when this worker owns every
     partition of the customer-keyed input topics (it then owns every customer).
@@ -486,7 +463,7 @@ def build_worker(settings: Settings, store: Store | None = None, *, emit: bool =
         tracing=Tracing.from_settings(settings) if emit else Tracing(),
         # The stage's clock: the low watermark over the input partitions it reads.
         progress=LowWatermark(),
-        input_offsets=lambda: _input_offsets(app, ordered),
+        input_offsets=lambda: input_offsets(app, ordered),
     )
     stage.progress = ingest.progress
     ingest_agent.register(app, inputs, ingest,
